@@ -1,0 +1,73 @@
+# The single entry point. `make test` and `make demo` set themselves up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+SAM_VENV ?= .venv-sam
+SAM := $(SAM_VENV)/bin/sam
+# sam build needs the Lambda runtime's Python (3.13); pyenv provides it on these machines.
+LAMBDA_PYENV ?= 3.13.0
+
+.PHONY: dev lint format unit integration e2e test demo local emulator build validate deploy delete bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+dev: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest tests/unit
+
+integration: $(STAMP)
+	$(VENV)/bin/pytest tests/integration
+
+e2e: $(STAMP)
+	$(VENV)/bin/pytest tests/e2e
+
+# lint, then every tier: unit (no network), integration (moto + in-process emulator),
+# end to end (real local sockets).
+test: lint
+	$(VENV)/bin/pytest tests
+
+demo: $(STAMP)
+	$(VENV)/bin/batchdrop demo
+
+local: $(STAMP)
+	$(VENV)/bin/batchdrop local
+
+emulator: $(STAMP)
+	$(VENV)/bin/batchdrop emulator
+
+bench: $(STAMP)
+	$(PY) -m batchdrop.bench
+
+$(SAM):
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/pip install --quiet aws-sam-cli
+
+validate: $(SAM)
+	AWS_DEFAULT_REGION=us-east-1 $(SAM) validate --lint
+
+build: $(SAM) validate
+	PYENV_VERSION=$(LAMBDA_PYENV) AWS_DEFAULT_REGION=us-east-1 $(SAM) build
+
+deploy: build
+	$(SAM) deploy --guided
+
+delete: $(SAM)
+	$(SAM) delete
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache

@@ -1,0 +1,48 @@
+"""The `batchdrop` command line: emulator, local, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="batchdrop", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    emulator = commands.add_parser("emulator", help="run the ZeroGPU Batch API emulator as an HTTP server")
+    from batchdrop.emulator.server import add_arguments as add_emulator_arguments
+
+    add_emulator_arguments(emulator)
+
+    local = commands.add_parser("local", help="run the whole stack on this machine (moto + emulator)")
+    local.add_argument("--host", default="127.0.0.1")
+    local.add_argument("--aws-port", type=int, default=4566)
+    local.add_argument("--emulator-port", type=int, default=8400)
+    local.add_argument("--poll-seconds", type=float, default=1.0, help="how often the poll function runs")
+
+    demo = commands.add_parser("demo", help="one end-to-end run on the local stack")
+    demo.add_argument("file", nargs="?", help="a JSONL file of requests (the bundled sample if omitted)")
+    demo.add_argument("--api-url", help="use this ZeroGPU API (ZGPU_API_KEY, ZGPU_PROJECT_ID) instead of the emulator")
+    demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the job to finish")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    if args.command == "emulator":
+        from batchdrop.emulator.server import serve
+
+        return serve(args)
+    if args.command == "local":
+        from batchdrop.local.stack import run_local
+
+        return run_local(args)
+    from batchdrop.local.demo import run_demo
+
+    return run_demo(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
