@@ -1,0 +1,25 @@
+"""Poll function: runs on a schedule; moves due shards forward (submit, refresh, hand to collect)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from batchdrop.config import load_settings
+from batchdrop.observability import count, logger, metrics, tracer
+from batchdrop.pipeline.poll import poll_once
+from batchdrop.pipeline.runtime import build_services
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    services = build_services(load_settings(), context)
+    try:
+        summary = poll_once(services)
+    finally:
+        services.close()
+    logger.info("poll run", extra=dataclasses.asdict(summary))
+    count("PollErrors", len(summary.errors))
+    return {"due": summary.due, "polled": summary.polled, "ended": summary.ended, "errors": len(summary.errors)}

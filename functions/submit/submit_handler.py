@@ -1,0 +1,45 @@
+"""Submit function: SQS ingest records (S3 Object Created, Submit Batch Job) -> jobs and batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from batchdrop.config import load_settings
+from batchdrop.observability import count, logger, metrics, tracer
+from batchdrop.pipeline.events import parse_ingest_message
+from batchdrop.pipeline.runtime import build_services, once_per_object
+from batchdrop.pipeline.services import Services
+from batchdrop.pipeline.submit import submit_job, submit_object
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    settings = load_settings()
+    services = build_services(settings, context)
+    once = once_per_object(lambda job: submit_job(job, services), settings, context)
+    try:
+        return process_partial_response(
+            event=event,
+            record_handler=lambda record: handle_record(record, services, once),
+            processor=BatchProcessor(event_type=EventType.SQS),
+            context=context,
+        )
+    finally:
+        services.close()
+
+
+def handle_record(record: SQSRecord, services: Services, once: Any = None) -> None:
+    """A failure leaves the record on the queue (retried, then dead-lettered); the input stays in place."""
+    for request in parse_ingest_message(record.body):
+        outcome = submit_object(request, services, once=once)
+        logger.info(
+            "ingest record handled",
+            extra={"result": outcome.result, "job_id": outcome.job_id, "reason": outcome.reason},
+        )
+        if outcome.result == "ignored":
+            count("ObjectsIgnored")

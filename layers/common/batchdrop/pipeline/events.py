@@ -1,0 +1,104 @@
+"""What arrives on the ingest queue, turned into submit requests.
+
+Three shapes are accepted, each decoded exactly once by the rules of its source:
+- EventBridge `Object Created` from S3 (the stack's own rule);
+- EventBridge `Submit Batch Job` from another service: detail `{"bucket", "key", "version_id"?}`, raw key;
+- a direct S3 event notification (`Records[].s3`, for buckets wired straight to the queue): form-encoded key.
+
+AWS documents S3 notification keys as form-encoded; EventBridge S3 keys are decoded by Powertools'
+data class the same way, while some emulators send them raw. So an EventBridge key yields two candidates,
+decoded first, and the submit step keeps the one whose HEAD matches the event's ETag or version.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+SUBMIT_DETAIL_TYPE = "Submit Batch Job"
+OBJECT_CREATED_DETAIL_TYPE = "Object Created"
+
+
+class InvalidMessage(Exception):
+    """The message is not one of the accepted shapes; retrying it cannot help."""
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitRequest:
+    bucket: str
+    key_candidates: tuple[str, ...]
+    version_id: str | None = None
+    etag: str | None = None
+    source: str = "s3"
+
+
+def _candidates(*keys: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(key for key in keys if key))
+
+
+def parse_ingest_message(body: str) -> list[SubmitRequest]:
+    try:
+        message = json.loads(body)
+    except ValueError:
+        raise InvalidMessage("the message body is not JSON") from None
+    if not isinstance(message, dict):
+        raise InvalidMessage("the message body is not a JSON object")
+    if "Records" in message:
+        return [_from_s3_record(record) for record in message["Records"] if record.get("eventSource") == "aws:s3"]
+    if message.get("Event") == "s3:TestEvent":
+        return []
+    detail_type = message.get("detail-type")
+    detail = message.get("detail")
+    if not isinstance(detail, dict):
+        raise InvalidMessage(f"an event of type {detail_type!r} without a detail object")
+    if detail_type == OBJECT_CREATED_DETAIL_TYPE:
+        return [_from_object_created(detail)]
+    if detail_type == SUBMIT_DETAIL_TYPE:
+        return [_from_submit_event(detail)]
+    raise InvalidMessage(f"unexpected event type {detail_type!r}")
+
+
+def _from_object_created(detail: dict[str, Any]) -> SubmitRequest:
+    try:
+        bucket = detail["bucket"]["name"]
+        raw_key = detail["object"]["key"]
+    except (KeyError, TypeError):
+        raise InvalidMessage("an Object Created event without bucket.name and object.key") from None
+    obj = detail["object"]
+    return SubmitRequest(
+        bucket=bucket,
+        key_candidates=_candidates(unquote_plus(raw_key), raw_key),
+        version_id=obj.get("version-id"),
+        etag=obj.get("etag"),
+        source="eventbridge",
+    )
+
+
+def _from_submit_event(detail: dict[str, Any]) -> SubmitRequest:
+    bucket, key = detail.get("bucket"), detail.get("key")
+    if not isinstance(bucket, str) or not bucket or not isinstance(key, str) or not key:
+        raise InvalidMessage('a Submit Batch Job event needs detail {"bucket": "...", "key": "..."}')
+    version_id = detail.get("version_id")
+    return SubmitRequest(
+        bucket=bucket,
+        key_candidates=(key,),
+        version_id=version_id if isinstance(version_id, str) and version_id else None,
+        source="submit-event",
+    )
+
+
+def _from_s3_record(record: dict[str, Any]) -> SubmitRequest:
+    try:
+        s3 = record["s3"]
+        bucket, raw_key = s3["bucket"]["name"], s3["object"]["key"]
+    except (KeyError, TypeError):
+        raise InvalidMessage("an S3 record without s3.bucket.name and s3.object.key") from None
+    return SubmitRequest(
+        bucket=bucket,
+        key_candidates=(unquote_plus(raw_key),),
+        version_id=s3["object"].get("versionId"),
+        etag=s3["object"].get("eTag"),
+        source="s3-notification",
+    )

@@ -1,0 +1,205 @@
+"""The end of a job: merged results, report.json, and exactly one announcement.
+
+A job is marked FINISHED (or REJECTED) by one conditional write; then whoever claims the notification
+(a short lease, also a conditional write) writes the merged files and the report, publishes, and marks
+the job notified. Overlapping or repeated runs therefore announce once; a run that crashes mid-way is
+finished by the next delivery of its message once the lease has passed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from batchdrop.observability import count, logger
+from batchdrop.pipeline import s3io
+from batchdrop.pipeline.models import Job, JobStatus, Outcome, Shard, ShardState
+from batchdrop.pipeline.services import Services
+from batchdrop.pipeline.sharding import SplitResult
+from batchdrop.pipeline.store import StaleRecord
+
+REPORT_SCHEMA_VERSION = 1
+NOTIFY_LEASE_SECONDS = 300
+
+
+def _iso(epoch: int | None) -> str | None:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z") if epoch is not None else None
+
+
+def _outputs(job: Job) -> dict[str, str]:
+    base = f"s3://{job.input.bucket}/{job.output_prefix}"
+    return {"output": f"{base}output.jsonl", "errors": f"{base}errors.jsonl", "report": f"{base}report.json"}
+
+
+def _timestamps(job: Job) -> dict[str, str | None]:
+    return {
+        "received_at": _iso(job.received_at),
+        "submitted_at": _iso(job.submitted_at),
+        "finished_at": _iso(job.finished_at),
+    }
+
+
+def publish_rejection(job: Job, split: SplitResult, services: Services) -> Job:
+    """Writes the rejection report, marks the job REJECTED and announces it. No API call is made."""
+    now = services.now()
+    retention = services.settings.job_retention_days * 86400
+    report = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "job_id": job.job_id,
+        "outcome": Outcome.REJECTED.value,
+        "input": job.input.model_dump(mode="json"),
+        "counts": {"total": split.lines, "succeeded": 0, "failed": 0},
+        "errors_by_code": _count_codes(problem.code.value for problem in split.problems),
+        "batches": [],
+        "validation_errors": [
+            {"line": problem.line, "code": problem.code.value, "message": problem.message} for problem in split.problems
+        ],
+        "validation_error_count": split.problem_count,
+        "validation_errors_truncated": split.problem_count > len(split.problems),
+        "outputs": {"report": _outputs(job)["report"]},
+        "timestamps": _timestamps(job) | {"finished_at": _iso(now)},
+    }
+    s3io.put_json(services.s3, job.input.bucket, f"{job.output_prefix}report.json", report)
+    try:
+        job = services.store.update_job(
+            job,
+            status=JobStatus.REJECTED,
+            outcome=Outcome.REJECTED,
+            finished_at=now,
+            input=job.input,
+            expires_at=now + retention,
+        )
+    except StaleRecord:
+        fresh = services.store.get_job(job.job_id)
+        if fresh is None or fresh.status != JobStatus.REJECTED:
+            raise
+        job = fresh
+    detail = _finished_detail(job, report["counts"], report["errors_by_code"]) | {
+        "outputs": report["outputs"],
+        "validation_error_count": split.problem_count,
+    }
+    _announce_once(job, detail, services)
+    return job
+
+
+def finalize_job(job_id: str, services: Services) -> Job | None:
+    """Once every shard is collected: merged output.jsonl and errors.jsonl, report.json, one announcement."""
+    job = services.store.get_job(job_id)
+    if job is None or job.status == JobStatus.REJECTED or job.notified_at is not None:
+        return job
+    shards = sorted(services.store.get_shards(job_id), key=lambda shard: shard.index)
+    if job.shard_count is None or len(shards) < job.shard_count:
+        return job
+    if any(shard.state != ShardState.COLLECTED or shard.result is None for shard in shards):
+        return job
+    succeeded = sum(shard.result.succeeded for shard in shards if shard.result)
+    failed = sum(shard.result.failed for shard in shards if shard.result)
+    if job.status != JobStatus.FINISHED:
+        now = services.now()
+        try:
+            job = services.store.update_job(
+                job,
+                status=JobStatus.FINISHED,
+                outcome=_outcome(job, succeeded, failed),
+                finished_at=now,
+                expires_at=now + services.settings.job_retention_days * 86400,
+            )
+        except StaleRecord:
+            return finalize_job(job_id, services)
+        count("JobsFinished")
+        count(f"Jobs{(job.outcome or Outcome.FAILED).value.capitalize()}")
+    if not _claim_notification(job, services):
+        return job
+    job = services.store.get_job(job_id) or job
+    errors_by_code: dict[str, int] = {}
+    for shard in shards:
+        for code, n in (shard.result.errors_by_code if shard.result else {}).items():
+            errors_by_code[code] = errors_by_code.get(code, 0) + n
+    counts = {"total": succeeded + failed, "succeeded": succeeded, "failed": failed}
+    bucket = job.input.bucket
+    s3io.concatenate(services.s3, bucket, [s.result.output_key for s in shards if s.result], f"{job.output_prefix}output.jsonl")
+    s3io.concatenate(services.s3, bucket, [s.result.errors_key for s in shards if s.result], f"{job.output_prefix}errors.jsonl")
+    report = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "job_id": job.job_id,
+        "outcome": (job.outcome or Outcome.FAILED).value,
+        "input": job.input.model_dump(mode="json"),
+        "counts": counts,
+        "errors_by_code": dict(sorted(errors_by_code.items())),
+        "batches": [_batch_entry(shard) for shard in shards],
+        "validation_errors": [],
+        "outputs": _outputs(job),
+        "timestamps": _timestamps(job),
+    }
+    s3io.put_json(services.s3, bucket, f"{job.output_prefix}report.json", report)
+    _publish(job, _finished_detail(job, counts, report["errors_by_code"]), services)
+    return job
+
+
+def _batch_entry(shard: Shard) -> dict[str, Any]:
+    return {
+        "batch_id": shard.batch_id,
+        "status": shard.batch_status,
+        "request_counts": shard.request_counts.model_dump() if shard.request_counts else None,
+        "input_file_id": shard.input_file_id,
+        "output_file_id": shard.output_file_id,
+        "error_file_id": shard.error_file_id,
+        "shard": shard.index,
+        "lines": shard.lines,
+        "first_line": shard.first_line,
+        "failure": {"code": shard.failure_code, "message": shard.failure_message} if shard.failure_code else None,
+    }
+
+
+def _outcome(job: Job, succeeded: int, failed: int) -> Outcome:
+    if job.cancel_requested_at is not None:
+        return Outcome.CANCELLED
+    if failed == 0 and succeeded > 0:
+        return Outcome.SUCCEEDED
+    if succeeded == 0:
+        return Outcome.FAILED
+    return Outcome.PARTIAL
+
+
+def _count_codes(codes: Any) -> dict[str, int]:
+    counted: dict[str, int] = {}
+    for code in codes:
+        counted[code] = counted.get(code, 0) + 1
+    return dict(sorted(counted.items()))
+
+
+def _finished_detail(job: Job, counts: dict[str, int], errors_by_code: dict[str, int]) -> dict[str, Any]:
+    return {
+        "schema_version": 1,
+        "job_id": job.job_id,
+        "outcome": (job.outcome or Outcome.FAILED).value,
+        "counts": counts,
+        "errors_by_code": errors_by_code,
+        "input": job.input.model_dump(mode="json"),
+        "outputs": _outputs(job),
+        "finished_at": _iso(job.finished_at),
+    }
+
+
+def _claim_notification(job: Job, services: Services) -> bool:
+    now = services.now()
+    if job.notified_at is not None:
+        return False
+    if job.notify_claimed_at is not None and job.notify_claimed_at > now - NOTIFY_LEASE_SECONDS:
+        return False
+    try:
+        services.store.update_job(job, notify_claimed_at=now)
+    except StaleRecord:
+        return False
+    return True
+
+
+def _announce_once(job: Job, detail: dict[str, Any], services: Services) -> None:
+    if _claim_notification(job, services):
+        _publish(services.store.get_job(job.job_id) or job, detail, services)
+
+
+def _publish(job: Job, detail: dict[str, Any], services: Services) -> None:
+    services.notifier.job_finished(detail)
+    services.store.update_job(job, notified_at=services.now())
+    logger.info("job finished", extra={"outcome": detail["outcome"], "counts": detail["counts"]})

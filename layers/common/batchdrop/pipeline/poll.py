@@ -1,0 +1,165 @@
+"""Poll: one scheduled run looks at the shards that are due, and only those (the sparse index).
+
+- PENDING shards (held back by the in-flight limit, or deferred after an API failure) are submitted;
+- SUBMITTED shards are retrieved concurrently (bounded); status and counts are recorded with a
+  conditional write and the next poll time adapts to the batch's progress;
+- TERMINAL shards are handed to the collect queue, and handed again if collect has not taken them
+  after a while (a lost message never strands a job).
+Two overlapping runs are safe: every write is conditional, so at most one of them acts on a change.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from batchdrop.observability import count, logger
+from batchdrop.pipeline.models import RequestCounts, Shard, ShardState
+from batchdrop.pipeline.services import Services
+from batchdrop.pipeline.store import NoSlotAvailable, StaleRecord
+from batchdrop.pipeline.submit import announce_submitted, submit_shard
+from batchdrop.zerogpu import ZeroGPUError
+
+COLLECT_RETRY_SECONDS = 900
+MAX_SHARDS_PER_RUN = 1000
+ACTIVE_STATUSES = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+
+
+@dataclass
+class PollSummary:
+    due: int = 0
+    submitted: int = 0
+    polled: int = 0
+    ended: int = 0
+    collect_requests: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def poll_once(services: Services) -> PollSummary:
+    summary = PollSummary()
+    due = list(services.store.due_shards(services.now(), limit=MAX_SHARDS_PER_RUN))
+    summary.due = len(due)
+    pending = [shard for shard in due if shard.state == ShardState.PENDING]
+    others = [shard for shard in due if shard.state != ShardState.PENDING]
+    # Retrieval is I/O bound: a small pool. Submission is sequential, for the in-flight limit.
+    with ThreadPoolExecutor(max_workers=services.settings.poll_concurrency) as pool:
+        for outcome in pool.map(lambda shard: _visit(shard, services), others):
+            _tally(summary, outcome)
+    for shard in pending:
+        if not services.time_left():
+            break
+        _tally(summary, _submit_pending(shard, services))
+    return summary
+
+
+def _tally(summary: PollSummary, outcome: str) -> None:
+    if outcome.startswith("error:"):
+        summary.errors.append(outcome[6:])
+        return
+    setattr(summary, outcome, getattr(summary, outcome) + 1)
+
+
+def _visit(shard: Shard, services: Services) -> str:
+    if not services.time_left():
+        return "skipped"
+    try:
+        if shard.state == ShardState.SUBMITTED:
+            return _refresh(shard, services)
+        if shard.state == ShardState.TERMINAL:
+            request_collect(shard, services)
+            return "collect_requests"
+    except StaleRecord:
+        return "skipped"
+    except ZeroGPUError as error:
+        logger.warning("poll failed; retried next run", extra={"shard": shard.index, "status": error.status})
+        return f"error:{shard.job_id}/{shard.index}: {type(error).__name__}"
+    return "skipped"
+
+
+def _submit_pending(shard: Shard, services: Services) -> str:
+    now = services.now()
+    if shard.lease_until is not None and shard.lease_until > now:
+        return "skipped"
+    try:
+        shard = submit_shard(shard, services)
+    except NoSlotAvailable:
+        try:
+            services.store.update_shard(shard, next_poll_at=now + services.settings.poll_min_interval_seconds)
+        except StaleRecord:
+            pass
+        return "skipped"
+    except StaleRecord:
+        return "skipped"
+    if shard.state == ShardState.TERMINAL:
+        request_collect(shard, services)
+    announce_submitted(shard.job_id, services)
+    return "submitted" if shard.state == ShardState.SUBMITTED else "skipped"
+
+
+def _refresh(shard: Shard, services: Services) -> str:
+    assert shard.batch_id is not None
+    job = services.store.get_job(shard.job_id)
+    batch = services.api.retrieve_batch(shard.batch_id)
+    if job is not None and job.cancel_requested_at is not None and str(batch.status) in ("validating", "in_progress"):
+        batch = services.api.cancel_batch(shard.batch_id)
+    status = str(batch.status)
+    counts = batch.request_counts
+    request_counts = (
+        RequestCounts(total=counts.total, completed=counts.completed, failed=counts.failed) if counts else None
+    )
+    now = services.now()
+    if batch.is_terminal:
+        shard = services.store.end_shard(
+            shard,
+            batch_status=status,
+            request_counts=request_counts,
+            output_file_id=batch.output_file_id,
+            error_file_id=batch.error_file_id,
+            next_poll_at=now,
+        )
+        count("BatchesEnded")
+        logger.info("batch ended", extra={"shard": shard.index, "batch_id": shard.batch_id, "status": status})
+        request_collect(shard, services)
+        return "ended"
+    if status not in ACTIVE_STATUSES:
+        count("UnknownBatchStatus")
+        logger.warning("unknown batch status; still polling", extra={"status": status})
+    services.store.update_shard(
+        shard,
+        batch_status=status,
+        request_counts=request_counts,
+        next_poll_at=now + next_poll_interval(shard, request_counts, status, now, services),
+    )
+    return "polled"
+
+
+def next_poll_interval(
+    shard: Shard, counts: RequestCounts | None, status: str, now: int, services: Services
+) -> int:
+    """Soon when the end is near, rarely when a batch is long: a day-long batch costs a few hundred calls."""
+    low, high = services.settings.poll_min_interval_seconds, services.settings.poll_max_interval_seconds
+    if status in ("finalizing", "cancelling"):
+        return low
+    age = max(1, now - (shard.create_started_at or now))
+    done = (counts.completed + counts.failed) if counts else 0
+    total = counts.total if counts else 0
+    if done > 0 and total > done:
+        estimate = (total - done) * age / done  # seconds left at the rate seen so far
+        interval = estimate / 2
+    else:
+        interval = age / 10
+    return int(max(low, min(high, interval)))
+
+
+def request_collect(shard: Shard, services: Services) -> None:
+    """Hands a terminal shard to collect; the shard stays due again later in case the message is lost."""
+    services.sqs.send_message(
+        QueueUrl=services.settings.collect_queue_url,
+        MessageBody=json.dumps({"job_id": shard.job_id, "shard": shard.index}),
+    )
+    try:
+        services.store.update_shard(shard, next_poll_at=services.now() + COLLECT_RETRY_SECONDS)
+    except StaleRecord:
+        pass  # collected meanwhile

@@ -1,0 +1,53 @@
+"""What the logic functions need from the outside world, built once per invocation by the handlers.
+
+Tests build the same object with moto clients, the in-process emulator and a fake clock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchdrop.config import Settings
+from batchdrop.pipeline.notify import Notifier
+from batchdrop.pipeline.store import JobStore
+from batchdrop.zerogpu import ZeroGPUClient
+
+# Stop starting new work when less than this is left of the invocation.
+DEADLINE_MARGIN_SECONDS = 20.0
+
+
+@dataclass
+class Services:
+    settings: Settings
+    s3: Any
+    sqs: Any
+    store: JobStore
+    notifier: Notifier
+    api_factory: Callable[[], ZeroGPUClient]
+    """Creates the API client on first use: a rejected input never needs credentials."""
+    workdir: str
+    owner: str
+    """Who holds leases taken by this invocation (the Lambda request id)."""
+    remaining_time: Callable[[], float] = lambda: 900.0
+    clock: Callable[[], float] = time.time
+    _api: ZeroGPUClient | None = field(default=None, init=False, repr=False)
+
+    @property
+    def api(self) -> ZeroGPUClient:
+        if self._api is None:
+            self._api = self.api_factory()
+        return self._api
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def time_left(self) -> bool:
+        return self.remaining_time() > DEADLINE_MARGIN_SECONDS
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.close()
+            self._api = None

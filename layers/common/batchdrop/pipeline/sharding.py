@@ -1,0 +1,106 @@
+"""Validate a whole input file and split it into shards, in one streamed pass.
+
+Every line is checked against ZeroGPU's rules; if any line is bad the file is rejected and no shard is
+kept. Valid lines go to local shard files, each under the line and byte limits of one batch. Memory
+stays bounded: lines are read in chunks and written straight out; only the set of custom_ids seen (to
+find duplicates across the whole file) grows with the number of lines.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import IO
+
+from batchdrop.validation import LineValidator, Problem, ProblemCode, ValidLine, iter_physical_lines
+
+MAX_REPORTED_PROBLEMS = 1000
+
+
+@dataclass(slots=True)
+class ShardFile:
+    index: int
+    path: str
+    lines: int = 0
+    bytes: int = 0
+    first_line: int = 0
+
+
+@dataclass(slots=True)
+class SplitResult:
+    lines: int = 0
+    bytes_read: int = 0
+    shards: list[ShardFile] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    problem_count: int = 0
+
+    @property
+    def valid(self) -> bool:
+        return self.problem_count == 0
+
+
+class _CountingReader:
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._stream.read(size)
+        self.count += len(chunk)
+        return chunk
+
+
+def validate_and_split(
+    stream: IO[bytes], directory: str, *, max_lines: int, max_bytes: int
+) -> SplitResult:
+    """Reads `stream` once; shard files are written under `directory` (removed again if invalid)."""
+    result = SplitResult()
+    validator = LineValidator(max_lines=None, strict_body=True)
+    reader = _CountingReader(stream)
+    current: ShardFile | None = None
+    handle: IO[bytes] | None = None
+
+    def note(problem: Problem) -> None:
+        result.problem_count += 1
+        if len(result.problems) < MAX_REPORTED_PROBLEMS:
+            result.problems.append(problem)
+
+    try:
+        for physical in iter_physical_lines(reader):  # type: ignore[arg-type]
+            checked = validator.check(physical)
+            if checked is None:
+                continue
+            if isinstance(checked, Problem):
+                note(checked)
+                continue
+            if result.problem_count:
+                continue  # already rejected: keep checking, stop writing
+            assert isinstance(checked, ValidLine)
+            size = len(checked.content) + 1
+            if current is None or current.lines >= max_lines or current.bytes + size > max_bytes:
+                if handle is not None:
+                    handle.close()
+                current = ShardFile(len(result.shards), os.path.join(directory, f"shard-{len(result.shards):05d}.jsonl"))
+                current.first_line = checked.line
+                result.shards.append(current)
+                handle = open(current.path, "wb")  # noqa: SIM115 - closed on rollover and in finally
+            handle.write(checked.content)
+            handle.write(b"\n")
+            current.lines += 1
+            current.bytes += size
+    except (OSError, EOFError) as error:
+        # A corrupt gzip stream, for instance: the file is unreadable as a whole.
+        note(Problem(ProblemCode.INVALID_JSON, f"Input file cannot be read: {error}"))
+    finally:
+        if handle is not None:
+            handle.close()
+    result.lines = validator.lines
+    result.bytes_read = reader.count
+    if (final := validator.finish()) is not None:
+        note(final)
+    if not result.valid:
+        for shard in result.shards:
+            if os.path.exists(shard.path):
+                os.remove(shard.path)
+        result.shards.clear()
+    return result

@@ -1,0 +1,285 @@
+"""Jobs and shards in one DynamoDB table.
+
+Layout (keys `pk`/`sk`):
+- `JOB#<job_id>` / `JOB`            the job
+- `JOB#<job_id>` / `SHARD#<nnnnn>`  its shards; while a shard needs the poller it carries `active_pk`
+                                    and `next_poll_at`, which puts it in the sparse `ActiveShards` index
+- `SLOTS` / `IN_FLIGHT`             the number of batches in flight, a counting semaphore
+- Powertools idempotency records under their own partition.
+
+Every state change is a conditional write on the item's `version`: of two racing writers exactly one
+wins, and the loser gets `StaleRecord` and decides again from a fresh read. TTL (`expires_at`) only
+tidies up; reads ignore expired items themselves because DynamoDB deletes them late.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+from pydantic_core import to_jsonable_python
+
+from batchdrop.pipeline.models import Job, Shard, ShardState
+
+ACTIVE_INDEX = "ActiveShards"
+ACTIVE_PARTITION = "ACTIVE"
+_SLOTS_KEY = {"pk": {"S": "SLOTS"}, "sk": {"S": "IN_FLIGHT"}}
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+class StaleRecord(Exception):
+    """A conditional write lost: the item changed since it was read."""
+
+
+class NoSlotAvailable(Exception):
+    """The in-flight limit is reached."""
+
+
+def _job_key(job_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": "JOB"}}
+
+
+def _shard_key(job_id: str, index: int) -> dict[str, Any]:
+    return {"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": f"SHARD#{index:05d}"}}
+
+
+def _serialize(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _serializer.serialize(value) for name, value in values.items()}
+
+
+def _deserialize(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _deserializer.deserialize(value) for name, value in item.items()}
+
+
+def _is_conditional_failure(error: ClientError) -> bool:
+    code = error.response.get("Error", {}).get("Code", "")
+    return code in ("ConditionalCheckFailedException", "TransactionCanceledException")
+
+
+def _shard_item(shard: Shard) -> dict[str, Any]:
+    values = shard.model_dump(mode="json", exclude_none=True)
+    values.update(_shard_key_plain(shard.job_id, shard.index))
+    if shard.state != ShardState.COLLECTED:
+        values["active_pk"] = ACTIVE_PARTITION
+    return _serialize(values)
+
+
+def _shard_key_plain(job_id: str, index: int) -> dict[str, str]:
+    return {"pk": f"JOB#{job_id}", "sk": f"SHARD#{index:05d}"}
+
+
+class _Update:
+    """Builds one conditional UpdateItem: SET/REMOVE the given attributes and bump `version`."""
+
+    def __init__(self, expected_version: int, changes: Mapping[str, Any]) -> None:
+        self.names: dict[str, str] = {"#version": "version"}
+        self.values: dict[str, Any] = {":expected": expected_version, ":one": 1}
+        sets, removes = ["#version = #version + :one"], []
+        for position, (attribute, value) in enumerate(changes.items()):
+            placeholder = f"#a{position}"
+            self.names[placeholder] = attribute
+            if value is None:
+                removes.append(placeholder)
+            else:
+                self.values[f":v{position}"] = value
+                sets.append(f"{placeholder} = :v{position}")
+        self.expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+        self.condition = "#version = :expected"
+
+    def request(self, key: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "Key": key,
+            "UpdateExpression": self.expression,
+            "ConditionExpression": self.condition,
+            "ExpressionAttributeNames": self.names,
+            "ExpressionAttributeValues": _serialize(self.values),
+        }
+
+
+def _dump_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Enums and nested models as the plain values DynamoDB stores; None means REMOVE."""
+    return {name: to_jsonable_python(value) for name, value in changes.items()}
+
+
+def _cancellation_codes(error: ClientError) -> list[str | None]:
+    return [reason.get("Code") for reason in error.response.get("CancellationReasons") or []]
+
+
+class JobStore:
+    def __init__(self, client: Any, table_name: str, *, clock: Any) -> None:
+        self._db = client
+        self._table = table_name
+        self._clock = clock
+
+    # jobs
+
+    def get_job(self, job_id: str) -> Job | None:
+        item = self._db.get_item(TableName=self._table, Key=_job_key(job_id), ConsistentRead=True).get("Item")
+        if not item:
+            return None
+        values = _deserialize(item)
+        expires_at = values.get("expires_at")
+        if expires_at is not None and int(expires_at) < self._clock():
+            return None
+        return Job.model_validate(values)
+
+    def create_job(self, job: Job) -> Job:
+        """Records a new job; if it already exists (a duplicate event), returns the stored one."""
+        values = job.model_dump(mode="json", exclude_none=True) | {"pk": f"JOB#{job.job_id}", "sk": "JOB"}
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item=_serialize(values),
+                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
+                ExpressionAttributeValues={":now": {"N": str(int(self._clock()))}},
+            )
+            return job
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
+        existing = self.get_job(job.job_id)
+        if existing is None:  # pragma: no cover - deleted between the two calls
+            raise StaleRecord(job.job_id)
+        return existing
+
+    def update_job(self, job: Job, **changes: Any) -> Job:
+        update = _Update(job.version, _dump_changes(changes))
+        try:
+            self._db.update_item(TableName=self._table, **update.request(_job_key(job.job_id)))
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                raise StaleRecord(job.job_id) from None
+            raise
+        return job.model_copy(update=changes | {"version": job.version + 1})
+
+    # shards
+
+    def put_shards(self, shards: list[Shard]) -> None:
+        """Records shards that do not exist yet (a re-run after a crash finds some already there)."""
+        for shard in shards:
+            try:
+                self._db.put_item(
+                    TableName=self._table,
+                    Item=_shard_item(shard),
+                    ConditionExpression="attribute_not_exists(pk)",
+                )
+            except ClientError as error:
+                if not _is_conditional_failure(error):
+                    raise
+
+    def get_shard(self, job_id: str, index: int) -> Shard | None:
+        item = self._db.get_item(
+            TableName=self._table, Key=_shard_key(job_id, index), ConsistentRead=True
+        ).get("Item")
+        return Shard.model_validate(_deserialize(item)) if item else None
+
+    def get_shards(self, job_id: str) -> list[Shard]:
+        paginator = self._db.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues={":pk": {"S": f"JOB#{job_id}"}, ":prefix": {"S": "SHARD#"}},
+            ConsistentRead=True,
+        )
+        return [Shard.model_validate(_deserialize(item)) for page in pages for item in page.get("Items", [])]
+
+    def update_shard(self, shard: Shard, **changes: Any) -> Shard:
+        """Conditional on the version read; leaving the COLLECTED state is never needed."""
+        plain = _dump_changes(changes)
+        if changes.get("state") == ShardState.COLLECTED:
+            plain["active_pk"] = None
+            plain["next_poll_at"] = None
+        update = _Update(shard.version, plain)
+        try:
+            self._db.update_item(TableName=self._table, **update.request(_shard_key(shard.job_id, shard.index)))
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                raise StaleRecord(f"{shard.job_id}/{shard.index}") from None
+            raise
+        fields = {name: value for name, value in changes.items() if name in Shard.model_fields}
+        return shard.model_copy(update=fields | {"version": shard.version + 1})
+
+    def claim_shard(self, shard: Shard, *, owner: str, lease_seconds: int, max_in_flight: int) -> Shard:
+        """Takes the shard's submission lease, and an in-flight slot if it holds none, in one transaction.
+
+        Raises StaleRecord if someone else changed the shard, NoSlotAvailable if the limit is reached.
+        """
+        now = int(self._clock())
+        if shard.lease_until is not None and shard.lease_until > now and shard.lease_owner != owner:
+            raise StaleRecord(f"{shard.job_id}/{shard.index} is leased")
+        changes: dict[str, Any] = {"lease_owner": owner, "lease_until": now + lease_seconds, "holds_slot": True}
+        update = _Update(shard.version, changes).request(_shard_key(shard.job_id, shard.index))
+        if shard.holds_slot:
+            try:
+                self._db.update_item(TableName=self._table, **update)
+            except ClientError as error:
+                if _is_conditional_failure(error):
+                    raise StaleRecord(f"{shard.job_id}/{shard.index}") from None
+                raise
+            return shard.model_copy(update=changes | {"version": shard.version + 1})
+        slot = {
+            "TableName": self._table,
+            "Key": _SLOTS_KEY,
+            "UpdateExpression": "SET in_use = if_not_exists(in_use, :zero) + :one",
+            "ConditionExpression": "attribute_not_exists(in_use) OR in_use < :max",
+            "ExpressionAttributeValues": _serialize({":zero": 0, ":one": 1, ":max": max_in_flight}),
+        }
+        try:
+            self._db.transact_write_items(
+                TransactItems=[{"Update": {"TableName": self._table, **update}}, {"Update": slot}]
+            )
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
+            if _cancellation_codes(error)[:1] == ["ConditionalCheckFailed"]:
+                raise StaleRecord(f"{shard.job_id}/{shard.index}") from None
+            raise NoSlotAvailable() from None
+        return shard.model_copy(update=changes | {"version": shard.version + 1})
+
+    def end_shard(self, shard: Shard, **changes: Any) -> Shard:
+        """Moves a shard to TERMINAL and gives back its in-flight slot, atomically."""
+        changes = {"state": ShardState.TERMINAL, "holds_slot": False, "lease_owner": None, "lease_until": None} | changes
+        if not shard.holds_slot:
+            return self.update_shard(shard, **changes)
+        update = _Update(shard.version, _dump_changes(changes)).request(_shard_key(shard.job_id, shard.index))
+        release = {
+            "TableName": self._table,
+            "Key": _SLOTS_KEY,
+            "UpdateExpression": "SET in_use = in_use - :one",
+            "ConditionExpression": "in_use > :zero",
+            "ExpressionAttributeValues": _serialize({":zero": 0, ":one": 1}),
+        }
+        try:
+            self._db.transact_write_items(
+                TransactItems=[{"Update": {"TableName": self._table, **update}}, {"Update": release}]
+            )
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
+            if _cancellation_codes(error)[:1] == ["ConditionalCheckFailed"]:
+                raise StaleRecord(f"{shard.job_id}/{shard.index}") from None
+            # The counter was already zero (it never goes negative): end the shard alone.
+            return self.update_shard(shard, **changes)
+        fields = {name: value for name, value in changes.items() if name in Shard.model_fields}
+        return shard.model_copy(update=fields | {"version": shard.version + 1})
+
+    def slots_in_use(self) -> int:
+        item = self._db.get_item(TableName=self._table, Key=_SLOTS_KEY, ConsistentRead=True).get("Item")
+        return int(_deserialize(item).get("in_use", 0)) if item else 0
+
+    def due_shards(self, now: int, *, limit: int) -> Iterator[Shard]:
+        """Active shards whose next poll time has come, oldest first; only the sparse index is read."""
+        paginator = self._db.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self._table,
+            IndexName=ACTIVE_INDEX,
+            KeyConditionExpression="active_pk = :active AND next_poll_at <= :now",
+            ExpressionAttributeValues=_serialize({":active": ACTIVE_PARTITION, ":now": now}),
+            PaginationConfig={"MaxItems": limit, "PageSize": min(limit, 100)},
+        )
+        for page in pages:
+            for item in page.get("Items", []):
+                yield Shard.model_validate(_deserialize(item))

@@ -1,0 +1,289 @@
+"""Submit: from a dropped object to batches at the API, resumable at every step.
+
+Checkpoints, each recorded before the next step starts:
+  job recorded -> input validated and split, shards stored under the work prefix and recorded
+  -> per shard: file uploaded (`input_file_id`) -> create started (`create_started_at`) -> batch (`batch_id`).
+A re-run after a crash starts from the last checkpoint. Once a create may have reached the API, the batch
+is looked up by its metadata (job id and shard) and adopted instead of created again, so a duplicate or
+late event never makes a second billable batch.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from batchdrop.observability import count, logger
+from batchdrop.pipeline import s3io
+from batchdrop.pipeline.events import SubmitRequest
+from batchdrop.pipeline.finish import publish_rejection
+from batchdrop.pipeline.models import InputInfo, Job, JobStatus, ObjectRef, Shard, ShardState, input_name
+from batchdrop.pipeline.services import Services
+from batchdrop.pipeline.sharding import validate_and_split
+from batchdrop.pipeline.store import NoSlotAvailable, StaleRecord
+from batchdrop.zerogpu import ZeroGPUError
+
+# API failures that no retry can mend for this shard: its lines end as errors.
+PERMANENT_STATUSES = frozenset({400, 404, 413, 420})
+RETRY_LATER_SECONDS = 120
+CREATE_LOOKBACK_SECONDS = 600
+
+
+class SubmitResult(StrEnum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    DUPLICATE = "duplicate"
+    IGNORED = "ignored"
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOutcome:
+    result: SubmitResult
+    job_id: str | None = None
+    reason: str = ""
+
+
+def submit_object(
+    request: SubmitRequest,
+    services: Services,
+    *,
+    once: Callable[..., dict[str, str]] | None = None,
+) -> SubmitOutcome:
+    """Resolves the object the event names and submits it; `once` guards repeated deliveries."""
+    settings = services.settings
+    ref = resolve_object(request, services)
+    if ref is None:
+        return SubmitOutcome(SubmitResult.IGNORED, reason="the object does not exist (any more)")
+    if input_name(ref.key, settings.input_prefix) is None:
+        return SubmitOutcome(SubmitResult.IGNORED, reason=f"not an input key under {settings.input_prefix!r}")
+    identity = {
+        "job_id": ref.job_id,
+        "bucket": ref.bucket,
+        "key": ref.key,
+        "version_id": ref.version_id,
+        "etag": ref.etag,
+        "size": ref.size,
+    }
+    run = once or (lambda job: submit_job(job, services))
+    reply = run(job=identity)
+    return SubmitOutcome(SubmitResult(reply["result"]), reply.get("job_id"), reply.get("reason", ""))
+
+
+def submit_job(job: dict[str, Any], services: Services) -> dict[str, str]:
+    """Records the job (once per object), validates and splits it, then submits its shards."""
+    settings = services.settings
+    ref = ObjectRef(job["bucket"], job["key"], job.get("version_id"), job.get("etag"), job.get("size"))
+    name = input_name(ref.key, settings.input_prefix) or ""
+    logger.append_keys(job_id=ref.job_id, s3_key=ref.key)
+    record = services.store.get_job(ref.job_id) or services.store.create_job(
+        Job(
+            job_id=ref.job_id,
+            status=JobStatus.RECEIVED,
+            input=InputInfo(bucket=ref.bucket, key=ref.key, version_id=ref.version_id, etag=ref.etag, bytes=ref.size),
+            output_prefix=f"{settings.output_prefix}{name}/",
+            received_at=services.now(),
+        )
+    )
+    if record.status in (JobStatus.FINISHED, JobStatus.REJECTED) or record.submitted_at is not None:
+        count("DuplicateEvents")
+        return {"result": SubmitResult.DUPLICATE, "job_id": record.job_id, "reason": f"job already {record.status}"}
+    if record.status == JobStatus.RECEIVED:
+        record = split_input(record, ref, services)
+        if record.status == JobStatus.REJECTED:
+            return {"result": SubmitResult.REJECTED, "job_id": record.job_id}
+    submit_pending_shards(record, services)
+    return {"result": SubmitResult.ACCEPTED, "job_id": record.job_id}
+
+
+def resolve_object(request: SubmitRequest, services: Services) -> ObjectRef | None:
+    """The object the event names, checked against the event's ETag/version when it carries them."""
+    expected_etag = (request.etag or "").strip('"') or None
+    for key in request.key_candidates:
+        ref = s3io.head(services.s3, request.bucket, key, request.version_id)
+        if ref is None:
+            continue
+        if expected_etag and ref.etag and ref.etag != expected_etag and not request.version_id:
+            continue
+        return ref
+    return None
+
+
+def split_input(job: Job, ref: ObjectRef, services: Services) -> Job:
+    """Validates every line; either rejects the input (no API call at all) or records its shards."""
+    settings = services.settings
+    with tempfile.TemporaryDirectory(dir=services.workdir) as directory:
+        with s3io.open_object(services.s3, ref) as stream:
+            split = validate_and_split(
+                stream,
+                directory,
+                max_lines=settings.max_lines_per_batch,
+                max_bytes=settings.max_bytes_per_batch,
+            )
+        job_input = job.input.model_copy(update={"lines": split.lines})
+        if not split.valid:
+            logger.info("input rejected", extra={"problems": split.problem_count, "lines": split.lines})
+            count("JobsRejected")
+            return publish_rejection(job.model_copy(update={"input": job_input}), split, services)
+        now = services.now()
+        shards = []
+        for shard_file in split.shards:
+            work_key = f"{settings.work_prefix}{job.job_id}/shards/{shard_file.index:05d}.jsonl"
+            s3io.upload_file(services.s3, shard_file.path, ref.bucket, work_key)
+            shards.append(
+                Shard(
+                    job_id=job.job_id,
+                    index=shard_file.index,
+                    state=ShardState.PENDING,
+                    work_key=work_key,
+                    lines=shard_file.lines,
+                    bytes=shard_file.bytes,
+                    first_line=shard_file.first_line,
+                    next_poll_at=now,
+                )
+            )
+        services.store.put_shards(shards)
+    job = services.store.update_job(job, status=JobStatus.SUBMITTING, shard_count=len(shards), input=job_input)
+    logger.info("input accepted", extra={"lines": split.lines, "shards": len(shards)})
+    count("JobsAccepted")
+    return job
+
+
+def submit_pending_shards(job: Job, services: Services) -> None:
+    for shard in services.store.get_shards(job.job_id):
+        if shard.state != ShardState.PENDING:
+            continue
+        if not services.time_left():
+            break
+        try:
+            submit_shard(shard, services)
+        except NoSlotAvailable:
+            logger.info("in-flight limit reached; the poller submits the rest", extra={"shard": shard.index})
+            break
+        except StaleRecord:
+            continue
+    announce_submitted(job.job_id, services)
+
+
+def submit_shard(shard: Shard, services: Services) -> Shard:
+    """Uploads the shard and creates its batch, resuming from the shard's checkpoints.
+
+    Raises NoSlotAvailable when the in-flight limit is reached and StaleRecord when another worker holds
+    the shard. API failures are recorded on the shard: permanent ones end it, the rest retry later.
+    """
+    settings = services.settings
+    api = services.api  # credentials first: a missing secret must not leave a lease behind
+    lease = int(min(services.remaining_time(), 900.0)) + 60
+    shard = services.store.claim_shard(
+        shard, owner=services.owner, lease_seconds=lease, max_in_flight=settings.max_batches_in_flight
+    )
+    bucket = _job_bucket(shard, services)
+    try:
+        if shard.input_file_id is None:
+            shard = _upload(shard, bucket, services)
+        if shard.create_started_at is None:
+            shard = services.store.update_shard(shard, create_started_at=services.now())
+            batch = api.create_batch_or_adopt(
+                shard.input_file_id, metadata=shard.metadata, created_after=shard.create_started_at - CREATE_LOOKBACK_SECONDS
+            )
+        else:
+            # A previous attempt may have created the batch and lost the reply: adopt it if so.
+            batch = api.find_batch(
+                shard.metadata, created_after=shard.create_started_at - CREATE_LOOKBACK_SECONDS
+            ) or api.create_batch_or_adopt(
+                shard.input_file_id, metadata=shard.metadata, created_after=shard.create_started_at - CREATE_LOOKBACK_SECONDS
+            )
+    except ZeroGPUError as error:
+        return _record_submit_failure(shard, error, services)
+    count("BatchesCreated")
+    logger.info("batch created", extra={"shard": shard.index, "batch_id": batch.id})
+    return services.store.update_shard(
+        shard,
+        state=ShardState.SUBMITTED,
+        batch_id=batch.id,
+        batch_status=str(batch.status),
+        next_poll_at=services.now() + settings.poll_min_interval_seconds,
+        lease_owner=None,
+        lease_until=None,
+        failure_code=None,
+        failure_message=None,
+        submit_attempts=shard.submit_attempts + 1,
+    )
+
+
+def _job_bucket(shard: Shard, services: Services) -> str:
+    job = services.store.get_job(shard.job_id)
+    if job is None:
+        raise StaleRecord(f"job {shard.job_id} is gone")
+    return job.input.bucket
+
+
+def _upload(shard: Shard, bucket: str, services: Services) -> Shard:
+    with tempfile.TemporaryDirectory(dir=services.workdir) as directory:
+        path = os.path.join(directory, shard.upload_filename)
+        s3io.download_file(services.s3, bucket, shard.work_key, path)
+        with open(path, "rb") as handle:
+            uploaded = services.api.upload_file_or_adopt(handle, shard.upload_filename)
+    return services.store.update_shard(shard, input_file_id=uploaded.id)
+
+
+def _record_submit_failure(shard: Shard, error: ZeroGPUError, services: Services) -> Shard:
+    code = error.code or error.type or f"http_{error.status}"
+    message = f"{type(error).__name__}: {error}"
+    if error.status in PERMANENT_STATUSES:
+        logger.error("batch cannot be created", extra={"shard": shard.index, "code": code, "status": error.status})
+        count("BatchesRefused")
+        return services.store.end_shard(
+            shard,
+            batch_status="not_created",
+            failure_code="batch_create_failed",
+            failure_message=message,
+            next_poll_at=services.now(),
+        )
+    logger.warning(
+        "submission deferred", extra={"shard": shard.index, "code": code, "status": error.status}
+    )
+    count("SubmitsDeferred")
+    return services.store.update_shard(
+        shard,
+        lease_owner=None,
+        lease_until=None,
+        failure_code=code,
+        failure_message=message,
+        submit_attempts=shard.submit_attempts + 1,
+        next_poll_at=services.now() + RETRY_LATER_SECONDS,
+    )
+
+
+def announce_submitted(job_id: str, services: Services) -> None:
+    """Sends `Batch Job Submitted` once every shard has left PENDING (at most once per job)."""
+    job = services.store.get_job(job_id)
+    if job is None or job.status != JobStatus.SUBMITTING or job.submitted_at is not None:
+        return
+    shards = services.store.get_shards(job_id)
+    if len(shards) < (job.shard_count or 0) or any(shard.state == ShardState.PENDING for shard in shards):
+        return
+    now = services.now()
+    if job.submit_announce_claimed_at is not None and job.submit_announce_claimed_at > now - 300:
+        return
+    try:
+        job = services.store.update_job(job, submit_announce_claimed_at=now)
+    except StaleRecord:
+        return
+    batch_ids = [shard.batch_id for shard in shards if shard.batch_id]
+    services.notifier.put_event(
+        "Batch Job Submitted",
+        {
+            "schema_version": 1,
+            "job_id": job.job_id,
+            "input": job.input.model_dump(mode="json"),
+            "batch_count": len(batch_ids),
+            "batch_ids": batch_ids,
+            "shard_count": len(shards),
+        },
+    )
+    services.store.update_job(job, submitted_at=now)
+    count("JobsSubmitted")

@@ -1,0 +1,39 @@
+"""Settings shared by every tier: offline AWS credentials, Powertools quiet and deterministic."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SECURITY_TOKEN": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "POWERTOOLS_SERVICE_NAME": "batchdrop",
+        "POWERTOOLS_METRICS_NAMESPACE": "batchdrop",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "POWERTOOLS_DEV": "false",
+    }
+)
+for leaked in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+    os.environ.pop(leaked, None)
+
+REPO = Path(__file__).resolve().parent.parent
+EVENTS = REPO / "events"
+
+
+def load_event(name: str) -> dict:
+    """The sample Lambda events under events/, shared with `sam local invoke -e`."""
+    return json.loads((EVENTS / name).read_text())
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return REPO
