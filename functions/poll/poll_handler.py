@@ -22,4 +22,9 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         services.close()
     logger.info("poll run", extra=dataclasses.asdict(summary))
     count("PollErrors", len(summary.errors))
-    return {"due": summary.due, "polled": summary.polled, "ended": summary.ended, "errors": len(summary.errors)}
+    return {
+        "due": summary.due,
+        "polled": summary.polled,
+        "ended": summary.ended,
+        "errors": len(summary.errors),
+    }

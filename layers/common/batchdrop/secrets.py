@@ -34,4 +34,6 @@ def load_credentials(secret_id: str, *, max_age: int = 300, force_fetch: bool = 
             f'{{"api_key": "...", "project_id": "..."}} (see README, "Filling the secret")'
         )
     project_id = value.get("project_id")
-    return ApiCredentials(api_key.strip(), project_id.strip() if isinstance(project_id, str) and project_id.strip() else None)
+    return ApiCredentials(
+        api_key.strip(), project_id.strip() if isinstance(project_id, str) and project_id.strip() else None
+    )

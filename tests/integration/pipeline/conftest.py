@@ -16,7 +16,6 @@ from typing import Any
 
 import boto3
 import collect_handler
-import httpx
 import pytest
 import submit_handler
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -43,12 +42,17 @@ def chat_line(custom_id: str, text: str | None = None, **extra: Any) -> dict[str
         "custom_id": custom_id,
         "method": "POST",
         "url": "/v1/chat/completions",
-        "body": {"model": "zgpu-small", "messages": [{"role": "user", "content": text or f"question {custom_id}"}]},
+        "body": {
+            "model": "zgpu-small",
+            "messages": [{"role": "user", "content": text or f"question {custom_id}"}],
+        },
     } | extra
 
 
 def jsonl(lines: list[Any]) -> bytes:
-    return b"".join((line if isinstance(line, bytes) else json.dumps(line).encode()) + b"\n" for line in lines)
+    return b"".join(
+        (line if isinstance(line, bytes) else json.dumps(line).encode()) + b"\n" for line in lines
+    )
 
 
 def create_table(dynamodb: Any) -> None:
@@ -94,9 +98,17 @@ class Pipeline:
     def put_input(self, key: str, body: bytes, bucket: str = BUCKET) -> dict[str, Any]:
         reply = self.s3.put_object(Bucket=bucket, Key=key, Body=body)
         head = self.s3.head_object(Bucket=bucket, Key=key)
-        return {"bucket": bucket, "key": key, "version_id": reply.get("VersionId"), "etag": head["ETag"].strip('"'), "size": head["ContentLength"]}
+        return {
+            "bucket": bucket,
+            "key": key,
+            "version_id": reply.get("VersionId"),
+            "etag": head["ETag"].strip('"'),
+            "size": head["ContentLength"],
+        }
 
-    def object_created_body(self, obj: dict[str, Any], *, key_in_event: str | None = None, event_id: str | None = None) -> str:
+    def object_created_body(
+        self, obj: dict[str, Any], *, key_in_event: str | None = None, event_id: str | None = None
+    ) -> str:
         return json.dumps(
             {
                 "version": "0",
@@ -161,7 +173,9 @@ class Pipeline:
                 return handled
             for message in messages:
                 collect_handler.handle_record(self.sqs_record(message["Body"]), self.services)
-                self.sqs.delete_message(QueueUrl=self.collect_queue_url, ReceiptHandle=message["ReceiptHandle"])
+                self.sqs.delete_message(
+                    QueueUrl=self.collect_queue_url, ReceiptHandle=message["ReceiptHandle"]
+                )
                 handled += 1
 
     def run(self, *, rounds: int = 20, step: float = 60.0) -> None:
@@ -179,7 +193,9 @@ class Pipeline:
 
     def read_notifications(self) -> None:
         for queue, sink in ((self.events_queue_url, None), (self.sns_queue_url, self.sns_messages)):
-            while messages := self.sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
+            while messages := self.sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get(
+                "Messages", []
+            ):
                 for message in messages:
                     body = json.loads(message["Body"])
                     if sink is not None:
@@ -206,13 +222,11 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def emulator(clock: ManualClock, tmp_path: Path) -> Iterator[Emulator]:
-    emu = Emulator(
-        settings=EmulatorSettings(api_key=API_KEY, project_id=PROJECT_ID, storage_dir=str(tmp_path / "emulator")),
-        clock=clock,
-    )
-    yield emu
-    emu.close()
+def emulators(clock: ManualClock, tmp_path: Path) -> Iterator[list[Emulator]]:
+    created: list[Emulator] = []
+    yield created
+    for emu in created:
+        emu.close()
 
 
 def settings_for(collect_queue_url: str, topic_arn: str, secret_id: str, **overrides: Any) -> Settings:
@@ -237,10 +251,21 @@ def aws() -> Iterator[None]:
 
 
 @pytest.fixture
-def make_pipeline(aws: None, emulator: Emulator, clock: ManualClock, tmp_path: Path):
-    """Builds a Pipeline; keyword arguments override settings (e.g. MAX_LINES_PER_BATCH=10)."""
+def make_pipeline(aws: None, emulators: list[Emulator], clock: ManualClock, tmp_path: Path):
+    """Builds a Pipeline; keyword arguments override settings (e.g. MAX_LINES_PER_BATCH=10), and
+    `emulator_settings` configures the emulator (e.g. {"lines_per_second": 2})."""
 
-    def build(**overrides: Any) -> Pipeline:
+    def build(emulator_settings: dict[str, Any] | None = None, **overrides: Any) -> Pipeline:
+        emulator = Emulator(
+            settings=EmulatorSettings(
+                api_key=API_KEY,
+                project_id=PROJECT_ID,
+                storage_dir=str(tmp_path / "emulator"),
+                **(emulator_settings or {}),
+            ),
+            clock=clock,
+        )
+        emulators.append(emulator)
         region = "us-east-1"
         s3 = boto3.client("s3", region_name=region)
         sqs = boto3.client("sqs", region_name=region)
@@ -255,9 +280,13 @@ def make_pipeline(aws: None, emulator: Emulator, clock: ManualClock, tmp_path: P
         events_queue = sqs.create_queue(QueueName="events")["QueueUrl"]
         sns_queue = sqs.create_queue(QueueName="sns")["QueueUrl"]
         topic_arn = sns.create_topic(Name="notifications")["TopicArn"]
-        sns_queue_arn = sqs.get_queue_attributes(QueueUrl=sns_queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns_queue_arn = sqs.get_queue_attributes(QueueUrl=sns_queue, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
         sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=sns_queue_arn)
-        events_queue_arn = sqs.get_queue_attributes(QueueUrl=events_queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        events_queue_arn = sqs.get_queue_attributes(QueueUrl=events_queue, AttributeNames=["QueueArn"])[
+            "Attributes"
+        ]["QueueArn"]
         events.put_rule(Name="batchdrop-events", EventPattern=json.dumps({"source": ["batchdrop"]}))
         events.put_targets(Rule="batchdrop-events", Targets=[{"Id": "q", "Arn": events_queue_arn}])
         secret_id = secrets.create_secret(
@@ -299,7 +328,3 @@ def pipeline(make_pipeline) -> Pipeline:
 
 def api_calls(emulator: Emulator) -> list[tuple[str, str]]:
     return [(call.method, call.path) for call in emulator.calls]
-
-
-def make_client_http(emulator: Emulator) -> httpx.Client:
-    return httpx.Client(transport=emulator.transport(), base_url="http://zerogpu.test")

@@ -43,7 +43,9 @@ def collect_shard(job_id: str, index: int, services: Services) -> None:
             if fresh is None or fresh.state != ShardState.COLLECTED:
                 raise
     elif shard.state != ShardState.COLLECTED:
-        logger.warning("collect request for a shard still running", extra={"shard": index, "state": shard.state})
+        logger.warning(
+            "collect request for a shard still running", extra={"shard": index, "state": shard.state}
+        )
         return
     finalize_job(job_id, services)
 
@@ -57,7 +59,10 @@ def export_results(shard: Shard, services: Services) -> ShardResult:
     result = ShardResult(output_key=f"{base}.output.jsonl", errors_key=f"{base}.errors.jsonl")
     seen: set[str] = set()
     with tempfile.TemporaryDirectory(dir=services.workdir) as directory:
-        output_path, errors_path = os.path.join(directory, "output.jsonl"), os.path.join(directory, "errors.jsonl")
+        output_path, errors_path = (
+            os.path.join(directory, "output.jsonl"),
+            os.path.join(directory, "errors.jsonl"),
+        )
         with open(output_path, "wb") as output, open(errors_path, "wb") as errors:
             for file_id in (shard.output_file_id, shard.error_file_id):
                 if file_id:
@@ -128,7 +133,12 @@ def _add_unreported(
 
 def _error_line(custom_id: str, code: str, detail: str) -> dict[str, Any]:
     message = UNREPORTED_MESSAGES.get(code, "{detail}").format(detail=detail)
-    return {"id": None, "custom_id": custom_id, "response": None, "error": {"code": code, "message": message, "param": None}}
+    return {
+        "id": None,
+        "custom_id": custom_id,
+        "response": None,
+        "error": {"code": code, "message": message, "param": None},
+    }
 
 
 def _count_failure(result: ShardResult, code: str) -> None:

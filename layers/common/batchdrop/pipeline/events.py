@@ -46,7 +46,9 @@ def parse_ingest_message(body: str) -> list[SubmitRequest]:
     if not isinstance(message, dict):
         raise InvalidMessage("the message body is not a JSON object")
     if "Records" in message:
-        return [_from_s3_record(record) for record in message["Records"] if record.get("eventSource") == "aws:s3"]
+        return [
+            _from_s3_record(record) for record in message["Records"] if record.get("eventSource") == "aws:s3"
+        ]
     if message.get("Event") == "s3:TestEvent":
         return []
     detail_type = message.get("detail-type")

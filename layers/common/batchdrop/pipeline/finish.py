@@ -23,7 +23,9 @@ NOTIFY_LEASE_SECONDS = 300
 
 
 def _iso(epoch: int | None) -> str | None:
-    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z") if epoch is not None else None
+    return (
+        datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z") if epoch is not None else None
+    )
 
 
 def _outputs(job: Job) -> dict[str, str]:
@@ -52,7 +54,8 @@ def publish_rejection(job: Job, split: SplitResult, services: Services) -> Job:
         "errors_by_code": _count_codes(problem.code.value for problem in split.problems),
         "batches": [],
         "validation_errors": [
-            {"line": problem.line, "code": problem.code.value, "message": problem.message} for problem in split.problems
+            {"line": problem.line, "code": problem.code.value, "message": problem.message}
+            for problem in split.problems
         ],
         "validation_error_count": split.problem_count,
         "validation_errors_truncated": split.problem_count > len(split.problems),
@@ -117,8 +120,18 @@ def finalize_job(job_id: str, services: Services) -> Job | None:
             errors_by_code[code] = errors_by_code.get(code, 0) + n
     counts = {"total": succeeded + failed, "succeeded": succeeded, "failed": failed}
     bucket = job.input.bucket
-    s3io.concatenate(services.s3, bucket, [s.result.output_key for s in shards if s.result], f"{job.output_prefix}output.jsonl")
-    s3io.concatenate(services.s3, bucket, [s.result.errors_key for s in shards if s.result], f"{job.output_prefix}errors.jsonl")
+    s3io.concatenate(
+        services.s3,
+        bucket,
+        [s.result.output_key for s in shards if s.result],
+        f"{job.output_prefix}output.jsonl",
+    )
+    s3io.concatenate(
+        services.s3,
+        bucket,
+        [s.result.errors_key for s in shards if s.result],
+        f"{job.output_prefix}errors.jsonl",
+    )
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "job_id": job.job_id,
@@ -147,7 +160,9 @@ def _batch_entry(shard: Shard) -> dict[str, Any]:
         "shard": shard.index,
         "lines": shard.lines,
         "first_line": shard.first_line,
-        "failure": {"code": shard.failure_code, "message": shard.failure_message} if shard.failure_code else None,
+        "failure": {"code": shard.failure_code, "message": shard.failure_message}
+        if shard.failure_code
+        else None,
     }
 
 

@@ -133,6 +133,8 @@ class Shard(BaseModel):
     first_line: int
     """The input file's line number of this shard's first line."""
     next_poll_at: int | None = None
+    upload_started_at: int | None = None
+    """Set before the first upload: from then on the file may exist at the API even without an id."""
     input_file_id: str | None = None
     create_started_at: int | None = None
     """Set before the first create call: from then on a batch may exist at the API even without an id."""

@@ -31,7 +31,9 @@ class Notifier:
         )
         if reply.get("FailedEntryCount"):
             failure = reply["Entries"][0]
-            raise RuntimeError(f"EventBridge refused {detail_type}: {failure.get('ErrorCode')} {failure.get('ErrorMessage')}")
+            raise RuntimeError(
+                f"EventBridge refused {detail_type}: {failure.get('ErrorCode')} {failure.get('ErrorMessage')}"
+            )
 
     def job_finished(self, detail: dict[str, Any]) -> None:
         self.put_event(FINISHED, detail)
@@ -60,9 +62,14 @@ def _summary(detail: dict[str, Any]) -> str:
         f"Lines: {counts['total']} total, {counts['succeeded']} succeeded, {counts['failed']} failed.",
     ]
     if detail.get("errors_by_code"):
-        lines.append("Errors by code: " + ", ".join(f"{code}: {n}" for code, n in sorted(detail["errors_by_code"].items())))
+        lines.append(
+            "Errors by code: "
+            + ", ".join(f"{code}: {n}" for code, n in sorted(detail["errors_by_code"].items()))
+        )
     if detail.get("validation_error_count"):
-        lines.append(f"Rejected: {detail['validation_error_count']} invalid line(s); nothing was sent to the API.")
+        lines.append(
+            f"Rejected: {detail['validation_error_count']} invalid line(s); nothing was sent to the API."
+        )
     lines.append("Results:")
     lines.extend(f"  {name}: {uri}" for name, uri in detail["outputs"].items())
     return "\n".join(lines)

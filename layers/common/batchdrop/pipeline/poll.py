@@ -10,6 +10,7 @@ Two overlapping runs are safe: every write is conditional, so at most one of the
 
 from __future__ import annotations
 
+import contextlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -85,10 +86,8 @@ def _submit_pending(shard: Shard, services: Services) -> str:
     try:
         shard = submit_shard(shard, services)
     except NoSlotAvailable:
-        try:
+        with contextlib.suppress(StaleRecord):
             services.store.update_shard(shard, next_poll_at=now + services.settings.poll_min_interval_seconds)
-        except StaleRecord:
-            pass
         return "skipped"
     except StaleRecord:
         return "skipped"
@@ -102,12 +101,18 @@ def _refresh(shard: Shard, services: Services) -> str:
     assert shard.batch_id is not None
     job = services.store.get_job(shard.job_id)
     batch = services.api.retrieve_batch(shard.batch_id)
-    if job is not None and job.cancel_requested_at is not None and str(batch.status) in ("validating", "in_progress"):
+    if (
+        job is not None
+        and job.cancel_requested_at is not None
+        and str(batch.status) in ("validating", "in_progress")
+    ):
         batch = services.api.cancel_batch(shard.batch_id)
     status = str(batch.status)
     counts = batch.request_counts
     request_counts = (
-        RequestCounts(total=counts.total, completed=counts.completed, failed=counts.failed) if counts else None
+        RequestCounts(total=counts.total, completed=counts.completed, failed=counts.failed)
+        if counts
+        else None
     )
     now = services.now()
     if batch.is_terminal:
@@ -159,7 +164,5 @@ def request_collect(shard: Shard, services: Services) -> None:
         QueueUrl=services.settings.collect_queue_url,
         MessageBody=json.dumps({"job_id": shard.job_id, "shard": shard.index}),
     )
-    try:
+    with contextlib.suppress(StaleRecord):  # collected meanwhile
         services.store.update_shard(shard, next_poll_at=services.now() + COLLECT_RETRY_SECONDS)
-    except StaleRecord:
-        pass  # collected meanwhile

@@ -28,7 +28,10 @@ from batchdrop.secrets import load_credentials
 from batchdrop.zerogpu import ZeroGPUClient
 
 _BOTO_CONFIG = Config(
-    connect_timeout=5, read_timeout=60, retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32
+    connect_timeout=5,
+    read_timeout=60,
+    retries={"mode": "standard", "max_attempts": 5},
+    max_pool_connections=32,
 )
 IDEMPOTENCY_SECONDS = 2 * 86400  # longer than any redelivery window (EventBridge retries for 24 h)
 

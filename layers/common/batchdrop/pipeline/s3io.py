@@ -13,7 +13,9 @@ from botocore.exceptions import ClientError
 from batchdrop.pipeline.models import ObjectRef
 
 # Parts of 8 MiB, at most 4 in memory at once: an upload's memory does not grow with the object.
-TRANSFER_CONFIG = TransferConfig(multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024, max_concurrency=4)
+TRANSFER_CONFIG = TransferConfig(
+    multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024, max_concurrency=4
+)
 
 
 def head(s3: Any, bucket: str, key: str, version_id: str | None = None) -> ObjectRef | None:
@@ -36,10 +38,14 @@ def head(s3: Any, bucket: str, key: str, version_id: str | None = None) -> Objec
 
 def open_object(s3: Any, ref: ObjectRef) -> IO[bytes]:
     """A streamed, read-only view of the object (gunzipped for `.gz` keys)."""
-    return S3Object(bucket=ref.bucket, key=ref.key, version_id=ref.version_id, boto3_client=s3, is_gzip=ref.is_gzip)
+    return S3Object(
+        bucket=ref.bucket, key=ref.key, version_id=ref.version_id, boto3_client=s3, is_gzip=ref.is_gzip
+    )
 
 
-def upload_file(s3: Any, path: str, bucket: str, key: str, *, content_type: str = "application/jsonl") -> None:
+def upload_file(
+    s3: Any, path: str, bucket: str, key: str, *, content_type: str = "application/jsonl"
+) -> None:
     s3.upload_file(path, bucket, key, ExtraArgs={"ContentType": content_type}, Config=TRANSFER_CONFIG)
 
 
@@ -60,17 +66,24 @@ class ChainedReader:
         self._current: IO[bytes] | None = None
 
     def read(self, size: int = -1) -> bytes:
-        while True:
+        """Returns exactly `size` bytes unless the end is reached: boto3 makes each read one multipart
+        part, and S3 refuses parts under 5 MiB but the last."""
+        wanted = size if size is not None and size > 0 else 8 * 1024 * 1024
+        pieces: list[bytes] = []
+        while wanted > 0:
             if self._current is None:
                 opener = next(self._openers, None)
                 if opener is None:
-                    return b""
+                    break
                 self._current = opener()
-            chunk = self._current.read(size if size and size > 0 else 1024 * 1024)
-            if chunk:
-                return chunk
-            self._current.close()
-            self._current = None
+            chunk = self._current.read(wanted)
+            if not chunk:
+                self._current.close()
+                self._current = None
+                continue
+            pieces.append(chunk)
+            wanted -= len(chunk)
+        return b"".join(pieces)
 
 
 def concatenate(s3: Any, bucket: str, source_keys: list[str], target_key: str) -> None:

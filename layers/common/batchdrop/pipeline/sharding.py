@@ -50,9 +50,7 @@ class _CountingReader:
         return chunk
 
 
-def validate_and_split(
-    stream: IO[bytes], directory: str, *, max_lines: int, max_bytes: int
-) -> SplitResult:
+def validate_and_split(stream: IO[bytes], directory: str, *, max_lines: int, max_bytes: int) -> SplitResult:
     """Reads `stream` once; shard files are written under `directory` (removed again if invalid)."""
     result = SplitResult()
     validator = LineValidator(max_lines=None, strict_body=True)
@@ -80,7 +78,9 @@ def validate_and_split(
             if current is None or current.lines >= max_lines or current.bytes + size > max_bytes:
                 if handle is not None:
                     handle.close()
-                current = ShardFile(len(result.shards), os.path.join(directory, f"shard-{len(result.shards):05d}.jsonl"))
+                current = ShardFile(
+                    len(result.shards), os.path.join(directory, f"shard-{len(result.shards):05d}.jsonl")
+                )
                 current.first_line = checked.line
                 result.shards.append(current)
                 handle = open(current.path, "wb")  # noqa: SIM115 - closed on rollover and in finally

@@ -194,7 +194,9 @@ class JobStore:
             plain["next_poll_at"] = None
         update = _Update(shard.version, plain)
         try:
-            self._db.update_item(TableName=self._table, **update.request(_shard_key(shard.job_id, shard.index)))
+            self._db.update_item(
+                TableName=self._table, **update.request(_shard_key(shard.job_id, shard.index))
+            )
         except ClientError as error:
             if _is_conditional_failure(error):
                 raise StaleRecord(f"{shard.job_id}/{shard.index}") from None
@@ -210,7 +212,11 @@ class JobStore:
         now = int(self._clock())
         if shard.lease_until is not None and shard.lease_until > now and shard.lease_owner != owner:
             raise StaleRecord(f"{shard.job_id}/{shard.index} is leased")
-        changes: dict[str, Any] = {"lease_owner": owner, "lease_until": now + lease_seconds, "holds_slot": True}
+        changes: dict[str, Any] = {
+            "lease_owner": owner,
+            "lease_until": now + lease_seconds,
+            "holds_slot": True,
+        }
         update = _Update(shard.version, changes).request(_shard_key(shard.job_id, shard.index))
         if shard.holds_slot:
             try:
@@ -241,7 +247,12 @@ class JobStore:
 
     def end_shard(self, shard: Shard, **changes: Any) -> Shard:
         """Moves a shard to TERMINAL and gives back its in-flight slot, atomically."""
-        changes = {"state": ShardState.TERMINAL, "holds_slot": False, "lease_owner": None, "lease_until": None} | changes
+        changes = {
+            "state": ShardState.TERMINAL,
+            "holds_slot": False,
+            "lease_owner": None,
+            "lease_until": None,
+        } | changes
         if not shard.holds_slot:
             return self.update_shard(shard, **changes)
         update = _Update(shard.version, _dump_changes(changes)).request(_shard_key(shard.job_id, shard.index))

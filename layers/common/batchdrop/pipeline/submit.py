@@ -83,14 +83,20 @@ def submit_job(job: dict[str, Any], services: Services) -> dict[str, str]:
         Job(
             job_id=ref.job_id,
             status=JobStatus.RECEIVED,
-            input=InputInfo(bucket=ref.bucket, key=ref.key, version_id=ref.version_id, etag=ref.etag, bytes=ref.size),
+            input=InputInfo(
+                bucket=ref.bucket, key=ref.key, version_id=ref.version_id, etag=ref.etag, bytes=ref.size
+            ),
             output_prefix=f"{settings.output_prefix}{name}/",
             received_at=services.now(),
         )
     )
     if record.status in (JobStatus.FINISHED, JobStatus.REJECTED) or record.submitted_at is not None:
         count("DuplicateEvents")
-        return {"result": SubmitResult.DUPLICATE, "job_id": record.job_id, "reason": f"job already {record.status}"}
+        return {
+            "result": SubmitResult.DUPLICATE,
+            "job_id": record.job_id,
+            "reason": f"job already {record.status}",
+        }
     if record.status == JobStatus.RECEIVED:
         record = split_input(record, ref, services)
         if record.status == JobStatus.REJECTED:
@@ -146,7 +152,9 @@ def split_input(job: Job, ref: ObjectRef, services: Services) -> Job:
                 )
             )
         services.store.put_shards(shards)
-    job = services.store.update_job(job, status=JobStatus.SUBMITTING, shard_count=len(shards), input=job_input)
+    job = services.store.update_job(
+        job, status=JobStatus.SUBMITTING, shard_count=len(shards), input=job_input
+    )
     logger.info("input accepted", extra={"lines": split.lines, "shards": len(shards)})
     count("JobsAccepted")
     return job
@@ -187,14 +195,18 @@ def submit_shard(shard: Shard, services: Services) -> Shard:
         if shard.create_started_at is None:
             shard = services.store.update_shard(shard, create_started_at=services.now())
             batch = api.create_batch_or_adopt(
-                shard.input_file_id, metadata=shard.metadata, created_after=shard.create_started_at - CREATE_LOOKBACK_SECONDS
+                shard.input_file_id,
+                metadata=shard.metadata,
+                created_after=shard.create_started_at - CREATE_LOOKBACK_SECONDS,
             )
         else:
             # A previous attempt may have created the batch and lost the reply: adopt it if so.
             batch = api.find_batch(
                 shard.metadata, created_after=shard.create_started_at - CREATE_LOOKBACK_SECONDS
             ) or api.create_batch_or_adopt(
-                shard.input_file_id, metadata=shard.metadata, created_after=shard.create_started_at - CREATE_LOOKBACK_SECONDS
+                shard.input_file_id,
+                metadata=shard.metadata,
+                created_after=shard.create_started_at - CREATE_LOOKBACK_SECONDS,
             )
     except ZeroGPUError as error:
         return _record_submit_failure(shard, error, services)
@@ -222,11 +234,24 @@ def _job_bucket(shard: Shard, services: Services) -> str:
 
 
 def _upload(shard: Shard, bucket: str, services: Services) -> Shard:
+    api = services.api
+    if shard.upload_started_at is None:
+        shard = services.store.update_shard(shard, upload_started_at=services.now())
+    else:
+        # A previous attempt may have stored the file and died before recording its id.
+        found = api.find_file(
+            shard.upload_filename,
+            shard.bytes,
+            created_after=shard.upload_started_at - CREATE_LOOKBACK_SECONDS,
+        )
+        if found is not None:
+            return services.store.update_shard(shard, input_file_id=found.id)
     with tempfile.TemporaryDirectory(dir=services.workdir) as directory:
         path = os.path.join(directory, shard.upload_filename)
         s3io.download_file(services.s3, bucket, shard.work_key, path)
-        with open(path, "rb") as handle:
-            uploaded = services.api.upload_file_or_adopt(handle, shard.upload_filename)
+        uploaded = api.upload_file_or_adopt(
+            path, shard.upload_filename, created_after=shard.upload_started_at - CREATE_LOOKBACK_SECONDS
+        )
     return services.store.update_shard(shard, input_file_id=uploaded.id)
 
 
@@ -234,7 +259,9 @@ def _record_submit_failure(shard: Shard, error: ZeroGPUError, services: Services
     code = error.code or error.type or f"http_{error.status}"
     message = f"{type(error).__name__}: {error}"
     if error.status in PERMANENT_STATUSES:
-        logger.error("batch cannot be created", extra={"shard": shard.index, "code": code, "status": error.status})
+        logger.error(
+            "batch cannot be created", extra={"shard": shard.index, "code": code, "status": error.status}
+        )
         count("BatchesRefused")
         return services.store.end_shard(
             shard,
@@ -243,9 +270,7 @@ def _record_submit_failure(shard: Shard, error: ZeroGPUError, services: Services
             failure_message=message,
             next_poll_at=services.now(),
         )
-    logger.warning(
-        "submission deferred", extra={"shard": shard.index, "code": code, "status": error.status}
-    )
+    logger.warning("submission deferred", extra={"shard": shard.index, "code": code, "status": error.status})
     count("SubmitsDeferred")
     return services.store.update_shard(
         shard,

@@ -1,0 +1,296 @@
+"""Duplicates, crashes, overlaps, expiry, limits: nothing lost, no second batch, one notification."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+from conftest import BUCKET, Pipeline, api_calls, chat_line, jsonl
+
+from batchdrop.emulator import Fault
+from batchdrop.pipeline.models import ShardState
+from batchdrop.pipeline.store import JobStore
+
+
+def lines_for(n: int, prefix: str = "r") -> bytes:
+    return jsonl([chat_line(f"{prefix}-{i}") for i in range(1, n + 1)])
+
+
+def test_fifty_thousand_and_one_lines_make_two_batches_merged_into_one_output(make_pipeline: Any) -> None:
+    pipeline: Pipeline = make_pipeline()
+    pipeline.drop("inbox/big.jsonl", lines_for(50_001))
+    pipeline.run()
+
+    report = pipeline.report("big")
+    assert report["outcome"] == "succeeded"
+    assert report["counts"] == {"total": 50_001, "succeeded": 50_001, "failed": 0}
+    assert [batch["request_counts"]["total"] for batch in report["batches"]] == [50_000, 1]
+    assert len(set(pipeline.emulator.batch_ids())) == 2
+    output = pipeline.read("outbox/big/output.jsonl").splitlines()
+    assert len(output) == 50_001
+    assert len({json.loads(line)["custom_id"] for line in output}) == 50_001
+
+
+def test_duplicate_and_late_events_for_one_object_make_one_job_and_one_batch(pipeline: Pipeline) -> None:
+    # Given one object and its event, delivered again with new envelopes, and a Submit Batch Job for it
+    obj = pipeline.put_input("inbox/dup.jsonl", lines_for(5))
+    for event_id in ("a", "a", "b"):
+        pipeline.deliver(pipeline.object_created_body(obj, event_id=event_id))
+    submit_event = {
+        "detail-type": "Submit Batch Job",
+        "source": "my.service",
+        "detail": {"bucket": BUCKET, "key": "inbox/dup.jsonl", "version_id": obj["version_id"]},
+    }
+    pipeline.deliver(json.dumps(submit_event))
+    pipeline.run()
+    pipeline.deliver(pipeline.object_created_body(obj, event_id="late"))  # after the end
+    pipeline.run()
+
+    # Then one upload and one batch at the API, one job, one notification
+    calls = api_calls(pipeline.emulator)
+    assert calls.count(("POST", "/v1/files")) == 1
+    assert calls.count(("POST", "/v1/batches")) == 1
+    assert len(pipeline.finished_events) == 1
+    assert len(pipeline.sns_messages) == 1
+
+
+def test_a_reupload_of_the_same_key_is_a_new_job(pipeline: Pipeline) -> None:
+    pipeline.drop("inbox/again.jsonl", lines_for(2))
+    pipeline.run()
+    pipeline.drop("inbox/again.jsonl", lines_for(3, prefix="v2"))
+    pipeline.run()
+
+    assert pipeline.emulator.count_calls("POST", "/v1/batches") == 2
+    assert pipeline.report("again")["counts"]["total"] == 3
+    assert len(pipeline.finished_events) == 2
+
+
+class Crash(BaseException):
+    """Stands for the Lambda runtime killing the invocation (not an Exception: nothing catches it)."""
+
+
+def crash_once_when(store: JobStore, predicate: Any) -> None:
+    original = store.update_shard
+    state = {"crashed": False}
+
+    def update_shard(shard: Any, **changes: Any) -> Any:
+        if not state["crashed"] and predicate(changes):
+            state["crashed"] = True
+            raise Crash()
+        return original(shard, **changes)
+
+    store.update_shard = update_shard  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize(
+    ("step", "predicate"),
+    [
+        ("after the upload, before its id was recorded", lambda changes: "input_file_id" in changes),
+        ("after the create, before the batch id was recorded", lambda changes: "batch_id" in changes),
+    ],
+)
+def test_a_crash_in_submit_resumes_without_a_duplicate(pipeline: Pipeline, step: str, predicate: Any) -> None:
+    # Given a submit invocation that dies at one step
+    crash_once_when(pipeline.services.store, predicate)
+    obj = pipeline.put_input("inbox/crash.jsonl", lines_for(4))
+    with pytest.raises(Crash):
+        pipeline.deliver(pipeline.object_created_body(obj))
+
+    # When the message comes back after the lease expired, and the schedule runs
+    pipeline.clock.advance(2000)
+    pipeline.deliver(pipeline.object_created_body(obj))
+    pipeline.run()
+
+    # Then the file uploaded or batch created before the crash was adopted, not made again
+    calls = api_calls(pipeline.emulator)
+    assert calls.count(("POST", "/v1/files")) == 1, step
+    assert calls.count(("POST", "/v1/batches")) == 1, step
+    assert pipeline.report("crash")["outcome"] == "succeeded"
+    assert len(pipeline.finished_events) == 1
+
+
+def test_a_lost_create_reply_is_adopted_not_repeated(pipeline: Pipeline) -> None:
+    pipeline.emulator.faults.add(Fault.reply_lost(method="POST", path="/v1/batches", times=1))
+    pipeline.drop("inbox/lost.jsonl", lines_for(3))
+    pipeline.run()
+
+    assert pipeline.emulator.count_calls("POST", "/v1/batches") == 1
+    assert len(pipeline.emulator.batch_ids()) == 1
+    assert pipeline.report("lost")["outcome"] == "succeeded"
+
+
+def test_an_expired_batch_keeps_its_partial_results(make_pipeline: Any) -> None:
+    # Given a batch so slow that only 4 of 10 lines run within the 24 h window
+    pipeline: Pipeline = make_pipeline(emulator_settings={"lines_per_second": 4.5 / 86_400})
+    pipeline.drop("inbox/slow.jsonl", lines_for(10))
+
+    # When a day and more passes
+    pipeline.run(rounds=40, step=3600)
+
+    # Then the four answers are kept and the six that never ran are errors
+    report = pipeline.report("slow")
+    assert report["outcome"] == "partial"
+    assert report["counts"] == {"total": 10, "succeeded": 4, "failed": 6}
+    assert report["errors_by_code"] == {"batch_expired": 6}
+    assert report["batches"][0]["status"] == "expired"
+    assert len(pipeline.lines("outbox/slow/output.jsonl")) == 4
+    assert {line["error"]["code"] for line in pipeline.lines("outbox/slow/errors.jsonl")} == {"batch_expired"}
+
+
+def test_two_overlapping_polls_and_duplicate_collects_announce_once(pipeline: Pipeline) -> None:
+    pipeline.drop("inbox/overlap.jsonl", lines_for(6))
+    pipeline.clock.advance(60)
+    pipeline.emulator.process()
+    pipeline.emulator.process()
+
+    # When two poll runs overlap, both seeing the batch end
+    barrier = threading.Barrier(2)
+
+    def poll() -> None:
+        barrier.wait()
+        pipeline.poll()
+
+    threads = [threading.Thread(target=poll) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # and the collect message is delivered twice, concurrently
+    messages = pipeline.sqs.receive_message(QueueUrl=pipeline.collect_queue_url, MaxNumberOfMessages=10)[
+        "Messages"
+    ]
+    bodies = [message["Body"] for message in messages] * (2 if len(messages) == 1 else 1)
+    import collect_handler
+
+    collect_threads = [
+        threading.Thread(
+            target=collect_handler.handle_record, args=(pipeline.sqs_record(body), pipeline.services)
+        )
+        for body in bodies
+    ]
+    for thread in collect_threads:
+        thread.start()
+    for thread in collect_threads:
+        thread.join()
+    pipeline.run()
+
+    # Then exactly one Finished event and one SNS message
+    assert len(pipeline.finished_events) == 1
+    assert len(pipeline.sns_messages) == 1
+    assert pipeline.report("overlap")["counts"]["succeeded"] == 6
+
+
+@pytest.mark.parametrize(
+    "key_in_event",
+    ["inbox/my file+ü.jsonl", "inbox/my+file%2B%C3%BC.jsonl"],
+    ids=["raw-key", "form-encoded-key"],
+)
+def test_keys_with_spaces_plus_and_unicode(pipeline: Pipeline, key_in_event: str) -> None:
+    obj = pipeline.put_input("inbox/my file+ü.jsonl", lines_for(2))
+    pipeline.deliver(pipeline.object_created_body(obj, key_in_event=key_in_event))
+    pipeline.run()
+
+    report = pipeline.report("my file+ü")
+    assert report["outcome"] == "succeeded"
+    assert report["input"]["key"] == "inbox/my file+ü.jsonl"
+    assert len(pipeline.lines("outbox/my file+ü/output.jsonl")) == 2
+
+
+@pytest.mark.parametrize(
+    "key", ["inbox/readme.txt", "inbox/data.json", "outbox/x/output.jsonl", "inbox/.jsonl"]
+)
+def test_keys_that_are_not_inputs_are_ignored(pipeline: Pipeline, key: str) -> None:
+    pipeline.drop(key, lines_for(1))
+    pipeline.run()
+
+    assert pipeline.emulator.calls == []
+    assert pipeline.finished_events == []
+    listing = pipeline.s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])
+    assert [item["Key"] for item in listing] == [key]
+
+
+def test_failed_lines_make_a_partial_outcome_with_every_line_accounted_for(pipeline: Pipeline) -> None:
+    pipeline.emulator.faults.line_errors("rate_limit_exceeded", custom_ids={"r-2"})
+    pipeline.emulator.faults.line_errors("invalid_request_error", custom_ids={"r-5", "r-6"})
+    pipeline.drop("inbox/mixed.jsonl", lines_for(8))
+    pipeline.run()
+
+    report = pipeline.report("mixed")
+    assert report["outcome"] == "partial"
+    assert report["counts"] == {"total": 8, "succeeded": 5, "failed": 3}
+    assert report["errors_by_code"] == {"invalid_request_error": 2, "rate_limit_exceeded": 1}
+    outputs = {line["custom_id"] for line in pipeline.lines("outbox/mixed/output.jsonl")}
+    errors = {line["custom_id"] for line in pipeline.lines("outbox/mixed/errors.jsonl")}
+    assert outputs.isdisjoint(errors)
+    assert outputs | errors == {f"r-{n}" for n in range(1, 9)}
+
+
+def test_a_create_the_api_refuses_ends_every_line_of_the_shard_as_an_error(pipeline: Pipeline) -> None:
+    pipeline.emulator.faults.add(Fault.http(400, method="POST", path="/v1/batches", times=None))
+    pipeline.drop("inbox/refused.jsonl", lines_for(3))
+    pipeline.run()
+
+    report = pipeline.report("refused")
+    assert report["outcome"] == "failed"
+    assert report["errors_by_code"] == {"batch_create_failed": 3}
+    assert pipeline.emulator.count_calls("POST", "/v1/batches") == 1
+    assert len(pipeline.lines("outbox/refused/errors.jsonl")) == 3
+
+
+def test_the_in_flight_limit_holds_shards_back_until_slots_free(make_pipeline: Any) -> None:
+    pipeline: Pipeline = make_pipeline(MAX_LINES_PER_BATCH=2, MAX_BATCHES_IN_FLIGHT=1)
+    pipeline.drop("inbox/limited.jsonl", lines_for(6))
+    assert len(pipeline.emulator.batch_ids()) == 1  # one slot: the other two shards wait
+
+    most_in_flight = 0
+    for _ in range(20):
+        pipeline.clock.advance(60)
+        pipeline.emulator.process()
+        pipeline.poll()
+        pipeline.collect()
+        most_in_flight = max(most_in_flight, pipeline.services.store.slots_in_use())
+    pipeline.read_notifications()
+
+    assert most_in_flight == 1
+    assert pipeline.services.store.slots_in_use() == 0
+    assert len(pipeline.emulator.batch_ids()) == 3
+    assert pipeline.report("limited")["counts"] == {"total": 6, "succeeded": 6, "failed": 0}
+    assert len(pipeline.submitted_events) == 1
+    assert pipeline.submitted_events[0]["detail"]["batch_count"] == 3
+
+
+def test_an_unset_secret_fails_naming_it_and_the_input_can_be_redriven(pipeline: Pipeline) -> None:
+    import boto3
+
+    secrets = boto3.client("secretsmanager", region_name="us-east-1")
+    real = secrets.get_secret_value(SecretId=pipeline.services.settings.secret_id)["SecretString"]
+    secrets.put_secret_value(
+        SecretId=pipeline.services.settings.secret_id, SecretString='{"api_key": "", "project_id": ""}'
+    )
+    obj = pipeline.put_input("inbox/nokey.jsonl", lines_for(2))
+
+    with pytest.raises(Exception, match="batchdrop/zerogpu") as failure:
+        pipeline.deliver(pipeline.object_created_body(obj))
+    assert "zgpu-test-key" not in str(failure.value)
+    assert pipeline.emulator.calls == []
+
+    secrets.put_secret_value(SecretId=pipeline.services.settings.secret_id, SecretString=real)
+    pipeline.deliver(pipeline.object_created_body(obj))
+    pipeline.run()
+    assert pipeline.report("nokey")["outcome"] == "succeeded"
+
+
+def test_the_poller_reads_only_the_sparse_index_and_collected_shards_leave_it(pipeline: Pipeline) -> None:
+    calls: list[str] = []
+    client = pipeline.services.store._db
+    client.meta.events.register("before-call.dynamodb.*", lambda model, **_: calls.append(model.name))
+    pipeline.drop("inbox/sparse.jsonl", lines_for(2))
+    calls.clear()
+    pipeline.run()
+
+    assert "Scan" not in calls
+    assert list(pipeline.services.store.due_shards(10**12, limit=10)) == []
+    shards = pipeline.services.store.get_shards(pipeline.finished_events[0]["detail"]["job_id"])
+    assert [shard.state for shard in shards] == [ShardState.COLLECTED]
