@@ -58,16 +58,16 @@ $(SAM):
 	$(SAM_VENV)/bin/pip install --quiet aws-sam-cli
 
 validate: $(SAM)
-	AWS_DEFAULT_REGION=us-east-1 $(SAM) validate --lint
+	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(SAM) validate --lint
 
 build: $(SAM) validate
-	PYENV_VERSION=$(LAMBDA_PYENV) AWS_DEFAULT_REGION=us-east-1 $(SAM) build
+	SAM_CLI_TELEMETRY=0 PYENV_VERSION=$(LAMBDA_PYENV) AWS_DEFAULT_REGION=us-east-1 $(SAM) build
 
 deploy: build
-	$(SAM) deploy --guided
+	SAM_CLI_TELEMETRY=0 $(SAM) deploy --guided
 
 delete: $(SAM)
-	$(SAM) delete
+	SAM_CLI_TELEMETRY=0 $(SAM) delete
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache

@@ -23,6 +23,7 @@ from moto import mock_aws
 
 from batchdrop.config import Settings
 from batchdrop.emulator import Emulator, EmulatorSettings, ManualClock
+from batchdrop.local.template import derive_local_resources, find_template, load_template
 from batchdrop.pipeline.notify import Notifier
 from batchdrop.pipeline.poll import PollSummary, poll_once
 from batchdrop.pipeline.runtime import aws_client
@@ -56,27 +57,9 @@ def jsonl(lines: list[Any]) -> bytes:
 
 
 def create_table(dynamodb: Any) -> None:
-    dynamodb.create_table(
-        TableName=TABLE,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "S"},
-            {"AttributeName": "active_pk", "AttributeType": "S"},
-            {"AttributeName": "next_poll_at", "AttributeType": "N"},
-        ],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": "ActiveShards",
-                "KeySchema": [
-                    {"AttributeName": "active_pk", "KeyType": "HASH"},
-                    {"AttributeName": "next_poll_at", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-    )
+    """The table exactly as template.yaml defines it, so that schema drift fails these tests."""
+    table = derive_local_resources(load_template(find_template()), bucket_name=BUCKET).table
+    dynamodb.create_table(**(table.create_table_kwargs | {"TableName": TABLE}))
 
 
 @dataclass

@@ -73,7 +73,7 @@ def _from_object_created(detail: dict[str, Any]) -> SubmitRequest:
         bucket=bucket,
         key_candidates=_candidates(unquote_plus(raw_key), raw_key),
         version_id=obj.get("version-id"),
-        etag=obj.get("etag"),
+        etag=obj.get("etag") or obj.get("eTag"),
         source="eventbridge",
     )
 

@@ -1,0 +1,385 @@
+"""template.yaml lints clean, and what CloudFormation receives (after the SAM transform) keeps the
+reliability and least-privilege properties: failure sinks everywhere, scoped IAM, a hardened bucket."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator
+from fnmatch import fnmatchcase
+from typing import Any
+
+import pytest
+from cfnlint.api import lint_file
+
+from batchdrop.config import Settings
+from batchdrop.local.template import IntrinsicResolver, find_template, load_template
+
+TEMPLATE_PATH = find_template()
+BUCKET = "batchdrop-test"
+BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"
+FUNCTIONS = ("SubmitFunction", "PollFunction", "CollectFunction")
+S3_WRITE_ACTIONS = (
+    "s3:PutObject",
+    "s3:PutObjectAcl",
+    "s3:PutObjectTagging",
+    "s3:DeleteObject",
+    "s3:DeleteObjectVersion",
+    "s3:AbortMultipartUpload",
+    "s3:RestoreObject",
+)
+# Services whose actions take no resource-level permissions, so "*" is the only possible resource.
+WILDCARD_RESOURCE_ACTIONS = ("xray:*", "cloudwatch:PutMetricData", "logs:*")
+
+
+class _NoManagedPolicies:
+    """The template attaches no managed policies by name, so the transform needs no IAM lookup."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+@pytest.fixture(scope="module")
+def sam_template() -> dict[str, Any]:
+    return load_template(TEMPLATE_PATH)
+
+
+@pytest.fixture(scope="module")
+def cfn(sam_template: dict[str, Any]) -> dict[str, Any]:
+    """The template as CloudFormation receives it (code locations replaced: the transform wants s3://)."""
+    translator = pytest.importorskip(
+        "samtranslator.translator.transform", reason="aws-sam-translator (a dev dependency) is not installed"
+    )
+    fragment = copy.deepcopy(sam_template)
+    for logical_id, resource in fragment["Resources"].items():
+        for key in ("CodeUri", "ContentUri"):
+            if key in resource.get("Properties", {}):
+                resource["Properties"][key] = f"s3://placeholder/{logical_id}.zip"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        return translator.transform(fragment, {}, _NoManagedPolicies())
+
+
+def resources_of(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
+    return {
+        logical_id: resource
+        for logical_id, resource in template["Resources"].items()
+        if resource["Type"] == resource_type
+    }
+
+
+def resolver_for(template: dict[str, Any], **parameter_overrides: str) -> IntrinsicResolver:
+    """Resolves resource references to recognisable placeholders, the data bucket to BUCKET."""
+    names = {}
+    for logical_id in template["Resources"]:
+        names[logical_id] = f"ref:{logical_id}"
+        for attribute in ("Arn", "QueueName", "QueueUrl"):
+            names[f"{logical_id}.{attribute}"] = f"arn:test:{logical_id}"
+    names |= {"DataBucket": BUCKET, "DataBucket.Arn": BUCKET_ARN}
+    return IntrinsicResolver(template, parameter_overrides=parameter_overrides, names=names)
+
+
+def allow_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(role logical id, Allow statement with Action and Resource as resolved lists) for every role."""
+    resolver = resolver_for(template)
+    for role_id, role in resources_of(template, "AWS::IAM::Role").items():
+        for policy in role["Properties"].get("Policies", []):
+            for statement in policy["PolicyDocument"]["Statement"]:
+                if statement["Effect"] != "Allow":
+                    continue
+                resolved = resolver.resolve(statement)
+                yield (
+                    role_id,
+                    {
+                        "Action": _as_list(resolved["Action"]),
+                        "Resource": _as_list(resolved["Resource"]),
+                    },
+                )
+
+
+def _as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else value
+
+
+def function_role(template: dict[str, Any], function_id: str) -> str:
+    return template["Resources"][function_id]["Properties"]["Role"]["Fn::GetAtt"][0]
+
+
+def test_cfn_lint_is_clean() -> None:
+    assert [str(match) for match in lint_file(TEMPLATE_PATH)] == []
+
+
+def test_each_function_has_its_own_role_without_managed_policies(cfn: dict[str, Any]) -> None:
+    assert set(resources_of(cfn, "AWS::Lambda::Function")) == set(FUNCTIONS)
+    roles = {function_role(cfn, function_id) for function_id in FUNCTIONS}
+    assert len(roles) == len(FUNCTIONS)
+    for role_id in roles:
+        assert not cfn["Resources"][role_id]["Properties"].get("ManagedPolicyArns")
+
+
+def test_wildcard_resources_only_where_the_service_has_no_resource_level_permissions(
+    cfn: dict[str, Any],
+) -> None:
+    for role_id, statement in allow_statements(cfn):
+        if "*" in statement["Resource"]:
+            assert all(
+                any(fnmatchcase(action, allowed) for allowed in WILDCARD_RESOURCE_ACTIONS)
+                for action in statement["Action"]
+            ), (role_id, statement)
+
+
+def grants(statement: dict[str, Any], action: str, resource: str) -> bool:
+    return any(fnmatchcase(action, pattern) for pattern in statement["Action"]) and any(
+        fnmatchcase(resource, pattern) for pattern in statement["Resource"]
+    )
+
+
+def test_nothing_can_write_under_the_input_prefix(cfn: dict[str, Any]) -> None:
+    input_object = f"{BUCKET_ARN}/inbox/any/file.jsonl"
+    statements = list(allow_statements(cfn))
+    # The check below is only meaningful if prefixes resolve: submit must be able to read the input.
+    submit_role = function_role(cfn, "SubmitFunction")
+    assert any(role == submit_role and grants(s, "s3:GetObject", input_object) for role, s in statements)
+    for role_id, statement in statements:
+        for action in S3_WRITE_ACTIONS:
+            assert not grants(statement, action, input_object), (role_id, action, statement)
+
+
+@pytest.mark.parametrize(
+    ("function_id", "action", "key", "allowed"),
+    [
+        ("SubmitFunction", "s3:PutObject", "work/j/0.jsonl", True),
+        ("SubmitFunction", "s3:PutObject", "outbox/x/report.json", True),
+        ("SubmitFunction", "s3:GetObject", "outbox/x/report.json", False),
+        ("PollFunction", "s3:GetObject", "work/j/0.jsonl", True),
+        ("PollFunction", "s3:GetObject", "inbox/x.jsonl", False),
+        ("PollFunction", "s3:PutObject", "outbox/x/output.jsonl", False),
+        ("CollectFunction", "s3:PutObject", "outbox/x/output.jsonl", True),
+        ("CollectFunction", "s3:GetObject", "inbox/x.jsonl", False),
+    ],
+)
+def test_s3_access_is_scoped_by_prefix(
+    cfn: dict[str, Any], function_id: str, action: str, key: str, allowed: bool
+) -> None:
+    role = function_role(cfn, function_id)
+    granted = any(r == role and grants(s, action, f"{BUCKET_ARN}/{key}") for r, s in allow_statements(cfn))
+    assert granted is allowed
+
+
+def test_queues_redrive_to_dead_letter_queues_that_keep_messages_14_days(cfn: dict[str, Any]) -> None:
+    queues = resources_of(cfn, "AWS::SQS::Queue")
+    redriven = {q: r for q, r in queues.items() if "RedrivePolicy" in r["Properties"]}
+    assert set(redriven) == {"IngestQueue", "CollectQueue"}
+    dead_letter_queues = {
+        r["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0] for r in redriven.values()
+    }
+    assert dead_letter_queues == {"IngestDeadLetterQueue", "CollectDeadLetterQueue"}
+    for logical_id, queue in queues.items():
+        properties = queue["Properties"]
+        assert properties["SqsManagedSseEnabled"] is True
+        if logical_id not in redriven:
+            assert properties["MessageRetentionPeriod"] == 1209600, logical_id
+        else:
+            assert properties["RedrivePolicy"]["maxReceiveCount"] >= 1
+
+
+def test_every_rule_target_has_a_dead_letter_queue_and_retry_policy(cfn: dict[str, Any]) -> None:
+    rules = resources_of(cfn, "AWS::Events::Rule")
+    assert set(rules) == {"ObjectCreatedRule", "SubmitJobRule"}
+    for rule in rules.values():
+        for target in rule["Properties"]["Targets"]:
+            assert target["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["IngestDeadLetterQueue", "Arn"]}
+            assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
+
+
+def test_the_ingest_queue_policy_admits_only_the_two_rules(cfn: dict[str, Any]) -> None:
+    (policy,) = resources_of(cfn, "AWS::SQS::QueuePolicy").values()
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == [
+        {"Fn::GetAtt": ["ObjectCreatedRule", "Arn"]},
+        {"Fn::GetAtt": ["SubmitJobRule", "Arn"]},
+    ]
+
+
+def test_object_created_rule_matches_jsonl_under_the_input_prefix_of_the_bucket(cfn: dict[str, Any]) -> None:
+    rule = cfn["Resources"]["ObjectCreatedRule"]["Properties"]
+    assert "EventBusName" not in rule  # S3 publishes to the default bus only
+    pattern = resolver_for(cfn, InputPrefix="drop/").resolve(rule["EventPattern"])
+    assert pattern == {
+        "source": ["aws.s3"],
+        "detail-type": ["Object Created"],
+        "detail": {
+            "bucket": {"name": [BUCKET]},
+            "object": {"key": [{"wildcard": "drop/*.jsonl"}, {"wildcard": "drop/*.jsonl.gz"}]},
+        },
+    }
+
+
+def test_schedule_has_retries_a_dead_letter_queue_and_no_flexible_window(cfn: dict[str, Any]) -> None:
+    (schedule,) = resources_of(cfn, "AWS::Scheduler::Schedule").values()
+    properties = schedule["Properties"]
+    assert properties["FlexibleTimeWindow"] == {"Mode": "OFF"}
+    assert "Name" not in properties  # a fixed name would clash between two stacks in one account
+    target = properties["Target"]
+    assert target["Arn"] == {"Fn::GetAtt": ["PollFunction", "Arn"]}
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+    assert target["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["PollScheduleDeadLetterQueue", "Arn"]}
+
+
+def test_poll_async_failures_go_to_the_dead_letter_queue(cfn: dict[str, Any]) -> None:
+    (config,) = resources_of(cfn, "AWS::Lambda::EventInvokeConfig").values()
+    properties = config["Properties"]
+    assert properties["FunctionName"] == {"Ref": "PollFunction"}
+    assert properties["DestinationConfig"]["OnFailure"]["Destination"] == {
+        "Fn::GetAtt": ["PollScheduleDeadLetterQueue", "Arn"]
+    }
+
+
+@pytest.mark.parametrize(("minutes", "expression"), [("1", "rate(1 minute)"), ("5", "rate(5 minutes)")])
+def test_poll_rate_renders_a_valid_expression_longer_than_the_poll_timeout(
+    cfn: dict[str, Any], minutes: str, expression: str
+) -> None:
+    (schedule,) = resources_of(cfn, "AWS::Scheduler::Schedule").values()
+    rendered = resolver_for(cfn, PollRateMinutes=minutes).resolve(
+        schedule["Properties"]["ScheduleExpression"]
+    )
+    assert rendered == expression
+    match = re.fullmatch(r"rate\((?:(1) minute|([1-9]\d*) minutes)\)", rendered)
+    assert match is not None and match.group(2) != "1"
+    interval_seconds = 60 * int(match.group(1) or match.group(2))
+    assert cfn["Resources"]["PollFunction"]["Properties"]["Timeout"] < interval_seconds
+
+
+def test_poll_reserved_concurrency_is_omitted_unless_set(cfn: dict[str, Any]) -> None:
+    value = cfn["Resources"]["PollFunction"]["Properties"]["ReservedConcurrentExecutions"]
+    assert value == {
+        "Fn::If": ["HasPollReservedConcurrency", {"Ref": "PollReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+    }
+    assert resolver_for(cfn).condition("HasPollReservedConcurrency") is False
+    assert resolver_for(cfn, PollReservedConcurrency="3").condition("HasPollReservedConcurrency") is True
+
+
+def test_sqs_consumers_report_partial_failures_and_fit_the_visibility_timeout(cfn: dict[str, Any]) -> None:
+    mappings = resources_of(cfn, "AWS::Lambda::EventSourceMapping")
+    consumers = {}
+    for mapping in mappings.values():
+        properties = mapping["Properties"]
+        queue_id = properties["EventSourceArn"]["Fn::GetAtt"][0]
+        function_id = properties["FunctionName"]["Ref"]
+        consumers[queue_id] = function_id
+        assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        timeout = cfn["Resources"][function_id]["Properties"]["Timeout"]
+        assert cfn["Resources"][queue_id]["Properties"]["VisibilityTimeout"] >= 6 * timeout
+    assert consumers == {"IngestQueue": "SubmitFunction", "CollectQueue": "CollectFunction"}
+
+
+def test_bucket_is_private_encrypted_versioned_and_retained(cfn: dict[str, Any]) -> None:
+    bucket = cfn["Resources"]["DataBucket"]
+    assert (bucket["DeletionPolicy"], bucket["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    properties = bucket["Properties"]
+    assert properties["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    (encryption,) = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert properties["NotificationConfiguration"] == {
+        "EventBridgeConfiguration": {"EventBridgeEnabled": True}
+    }
+    rules = properties["LifecycleConfiguration"]["Rules"]
+    assert any("AbortIncompleteMultipartUpload" in rule for rule in rules)
+    assert any("NoncurrentVersionExpiration" in rule for rule in rules)
+    (work,) = [rule for rule in rules if rule.get("Prefix") == {"Ref": "WorkPrefix"}]
+    assert work["ExpirationInDays"] == {"Ref": "WorkRetentionDays"}
+
+
+def test_bucket_policy_denies_plain_http_on_the_bucket_and_its_objects(cfn: dict[str, Any]) -> None:
+    (policy,) = resources_of(cfn, "AWS::S3::BucketPolicy").values()
+    assert policy["Properties"]["Bucket"] == {"Ref": "DataBucket"}
+    resolved = resolver_for(cfn).resolve(policy["Properties"]["PolicyDocument"])
+    (statement,) = resolved["Statement"]
+    assert statement["Effect"] == "Deny"
+    assert statement["Principal"] == "*"
+    assert statement["Action"] == "s3:*"
+    assert sorted(statement["Resource"]) == [BUCKET_ARN, f"{BUCKET_ARN}/*"]
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_jobs_table_keys_sparse_index_ttl_and_recovery(cfn: dict[str, Any]) -> None:
+    table = cfn["Resources"]["JobsTable"]
+    assert (table["DeletionPolicy"], table["UpdateReplacePolicy"]) == ("Retain", "Retain")
+    properties = table["Properties"]
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    assert properties["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    (index,) = properties["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "ActiveShards"
+    assert index["KeySchema"] == [
+        {"AttributeName": "active_pk", "KeyType": "HASH"},
+        {"AttributeName": "next_poll_at", "KeyType": "RANGE"},
+    ]
+    assert index["Projection"] == {"ProjectionType": "ALL"}
+    types = {d["AttributeName"]: d["AttributeType"] for d in properties["AttributeDefinitions"]}
+    assert types == {"pk": "S", "sk": "S", "active_pk": "S", "next_poll_at": "N"}
+    assert properties["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert properties["SSESpecification"] == {"SSEEnabled": True}
+
+
+def test_functions_get_every_setting_and_no_secret(cfn: dict[str, Any]) -> None:
+    settings = {field.alias for field in Settings.model_fields.values() if field.alias}
+    per_function_only = {"COLLECT_QUEUE_URL"}
+    for function_id in FUNCTIONS:
+        variables = cfn["Resources"][function_id]["Properties"]["Environment"]["Variables"]
+        names = set(variables)
+        assert settings - per_function_only <= names, function_id
+        assert {name for name in names if not name.startswith("POWERTOOLS_")} <= settings, function_id
+        assert not [name for name in names if re.search(r"API_KEY|PROJECT_ID|TOKEN|PASSWORD", name)]
+        assert variables["SECRET_ID"] == {
+            "Fn::If": ["CreateApiSecret", {"Ref": "ApiSecret"}, {"Ref": "ExistingApiSecretArn"}]
+        }
+    poll_variables = cfn["Resources"]["PollFunction"]["Properties"]["Environment"]["Variables"]
+    assert poll_variables["COLLECT_QUEUE_URL"] == {"Ref": "CollectQueue"}
+
+
+def test_every_failure_sink_and_function_raises_an_alarm(cfn: dict[str, Any]) -> None:
+    watched = set()
+    for alarm in resources_of(cfn, "AWS::CloudWatch::Alarm").values():
+        properties = alarm["Properties"]
+        assert properties["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+        (dimension,) = properties["Dimensions"]
+        watched.add((properties["MetricName"], _referenced(dimension["Value"])))
+    for queue in ("IngestDeadLetterQueue", "CollectDeadLetterQueue", "PollScheduleDeadLetterQueue"):
+        assert ("ApproximateNumberOfMessagesVisible", queue) in watched
+    for function_id in FUNCTIONS:
+        assert ("Errors", function_id) in watched
+    assert ("Throttles", "PollFunction") in watched
+
+
+def _referenced(value: str | dict[str, Any]) -> str:
+    if isinstance(value, str):
+        return value
+    return value["Fn::GetAtt"][0] if "Fn::GetAtt" in value else value["Ref"]
+
+
+def test_outputs_name_everything_an_operator_needs(cfn: dict[str, Any]) -> None:
+    assert set(cfn["Outputs"]) >= {
+        "BucketName",
+        "InputPrefix",
+        "OutputPrefix",
+        "TableName",
+        "NotificationTopicArn",
+        "AlarmTopicArn",
+        "ApiSecretArn",
+        "IngestQueueUrl",
+        "IngestDeadLetterQueueUrl",
+        "CollectQueueUrl",
+        "CollectDeadLetterQueueUrl",
+        "EventBusName",
+    }
