@@ -1,0 +1,30 @@
+"""A wire-faithful emulator of the ZeroGPU Batch + Files API (see the reference's §4 checklist).
+
+In-process::
+
+    emu = Emulator(settings=EmulatorSettings(lines_per_second=10), clock=ManualClock())
+    client = httpx.Client(transport=emu.transport(), base_url="http://zerogpu.test")
+
+Over real sockets: `batchdrop.emulator.server.EmulatorServer`, or the `batchdrop emulator` command.
+"""
+
+from batchdrop.emulator.app import CallRecord
+from batchdrop.emulator.backends import Backend, BackendReply, EchoBackend, UpstreamBackend
+from batchdrop.emulator.clock import Clock, ManualClock, SystemClock
+from batchdrop.emulator.emulator import Emulator
+from batchdrop.emulator.faults import Fault
+from batchdrop.emulator.settings import EmulatorSettings
+
+__all__ = [
+    "Backend",
+    "BackendReply",
+    "CallRecord",
+    "Clock",
+    "EchoBackend",
+    "Emulator",
+    "EmulatorSettings",
+    "Fault",
+    "ManualClock",
+    "SystemClock",
+    "UpstreamBackend",
+]

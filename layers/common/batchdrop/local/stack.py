@@ -13,6 +13,7 @@ variables), so it is meant to own its process, as `batchdrop local` and `batchdr
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -224,10 +225,8 @@ class LocalStack:
         self.resources = derive_local_resources(template, bucket_name=bucket, names=names)
         for rule in self.resources.rules.values():
             if rule.event_bus_name != "default":
-                try:
+                with contextlib.suppress(events.exceptions.ResourceAlreadyExistsException):
                     events.create_event_bus(Name=rule.event_bus_name)
-                except events.exceptions.ResourceAlreadyExistsException:
-                    pass
             events.put_rule(
                 Name=f"batchdrop-local-{rule.logical_id}",
                 EventBusName=rule.event_bus_name,
