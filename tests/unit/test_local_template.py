@@ -78,17 +78,12 @@ def test_resolver_covers_sub_join_select_split_and_conditions() -> None:
         },
         "Resources": {},
     }
-    resolver = IntrinsicResolver(
-        template, parameter_overrides={"Mail": "ops@example.com"}, names={"Q.Arn": "arn:q"}
-    )
+    resolver = IntrinsicResolver(template, parameter_overrides={"Mail": "ops@example.com"}, names={"Q.Arn": "arn:q"})
     assert resolver.resolve({"Fn::Sub": "${Prefix}${!Literal}:${AWS::Region}:${Q.Arn}"}) == (
         "inbox/${Literal}:us-east-1:arn:q"
     )
     assert resolver.resolve({"Fn::Sub": ["${X}-y", {"X": {"Ref": "Prefix"}}]}) == "inbox/-y"
-    assert (
-        resolver.resolve({"Fn::Join": ["-", ["a", {"Fn::Select": [1, {"Fn::Split": ["/", "x/y"]}]}]]})
-        == "a-y"
-    )
+    assert resolver.resolve({"Fn::Join": ["-", ["a", {"Fn::Select": [1, {"Fn::Split": ["/", "x/y"]}]}]]}) == "a-y"
     assert resolver.resolve({"Fn::If": ["HasMail", "yes", "no"]}) == "yes"
     assert resolver.condition("Either") is True
     with pytest.raises(TemplateError, match="unknown template parameters: Nope"):
@@ -175,9 +170,7 @@ def test_unmapped_resources_leave_the_value_open_and_an_existing_secret_is_used(
     template: dict[str, Any],
 ) -> None:
     existing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:mine-AbCdEf"
-    local = derive_local_resources(
-        template, bucket_name=BUCKET, parameter_overrides={"ExistingApiSecretArn": existing}
-    )
+    local = derive_local_resources(template, bucket_name=BUCKET, parameter_overrides={"ExistingApiSecretArn": existing})
     poll = local.functions["PollFunction"]
     assert poll.environment["COLLECT_QUEUE_URL"] is None
     assert poll.environment["SECRET_ID"] == existing
@@ -202,9 +195,7 @@ def moto_stack(local: LocalResources) -> Iterator[dict[str, str]]:
                         "maxReceiveCount": queue.max_receive_count,
                     }
                 )
-            urls[queue.logical_id] = sqs.create_queue(QueueName=queue.logical_id, Attributes=attributes)[
-                "QueueUrl"
-            ]
+            urls[queue.logical_id] = sqs.create_queue(QueueName=queue.logical_id, Attributes=attributes)["QueueUrl"]
             arns[queue.logical_id] = sqs.get_queue_attributes(
                 QueueUrl=urls[queue.logical_id], AttributeNames=["QueueArn"]
             )["Attributes"]["QueueArn"]

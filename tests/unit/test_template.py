@@ -150,7 +150,10 @@ def test_nothing_can_write_under_the_input_prefix(cfn: dict[str, Any]) -> None:
     [
         ("SubmitFunction", "s3:PutObject", "work/j/0.jsonl", True),
         ("SubmitFunction", "s3:PutObject", "outbox/x/report.json", True),
-        ("SubmitFunction", "s3:GetObject", "outbox/x/report.json", False),
+        # A Submit Batch Job event may name any key of the bucket; the code refuses output and work keys.
+        ("SubmitFunction", "s3:GetObject", "exports/2026/x.jsonl", True),
+        ("SubmitFunction", "s3:PutObject", "exports/2026/x.jsonl", False),
+        ("SubmitFunction", "s3:PutObject", "inbox/x.jsonl", False),
         ("PollFunction", "s3:GetObject", "work/j/0.jsonl", True),
         ("PollFunction", "s3:GetObject", "inbox/x.jsonl", False),
         ("PollFunction", "s3:PutObject", "outbox/x/output.jsonl", False),
@@ -241,9 +244,7 @@ def test_poll_rate_renders_a_valid_expression_longer_than_the_poll_timeout(
     cfn: dict[str, Any], minutes: str, expression: str
 ) -> None:
     (schedule,) = resources_of(cfn, "AWS::Scheduler::Schedule").values()
-    rendered = resolver_for(cfn, PollRateMinutes=minutes).resolve(
-        schedule["Properties"]["ScheduleExpression"]
-    )
+    rendered = resolver_for(cfn, PollRateMinutes=minutes).resolve(schedule["Properties"]["ScheduleExpression"])
     assert rendered == expression
     match = re.fullmatch(r"rate\((?:(1) minute|([1-9]\d*) minutes)\)", rendered)
     assert match is not None and match.group(2) != "1"
@@ -287,9 +288,7 @@ def test_bucket_is_private_encrypted_versioned_and_retained(cfn: dict[str, Any])
     (encryption,) = properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
     assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
     assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
-    assert properties["NotificationConfiguration"] == {
-        "EventBridgeConfiguration": {"EventBridgeEnabled": True}
-    }
+    assert properties["NotificationConfiguration"] == {"EventBridgeConfiguration": {"EventBridgeEnabled": True}}
     rules = properties["LifecycleConfiguration"]["Rules"]
     assert any("AbortIncompleteMultipartUpload" in rule for rule in rules)
     assert any("NoncurrentVersionExpiration" in rule for rule in rules)

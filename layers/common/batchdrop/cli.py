@@ -24,9 +24,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="one end-to-end run on the local stack")
     demo.add_argument("file", nargs="?", help="a JSONL file of requests (the bundled sample if omitted)")
-    demo.add_argument(
-        "--api-url", help="use this ZeroGPU API (ZGPU_API_KEY, ZGPU_PROJECT_ID) instead of the emulator"
-    )
+    demo.add_argument("--api-url", help="use this ZeroGPU API (ZGPU_API_KEY, ZGPU_PROJECT_ID) instead of the emulator")
     demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the job to finish")
     return parser
 

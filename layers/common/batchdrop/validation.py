@@ -166,16 +166,13 @@ class LineValidator:
         if self.endpoint not in BATCH_ENDPOINTS and self.first_url is not None:
             return Problem(
                 ProblemCode.ENDPOINT_MISMATCH,
-                f'endpoint "{self.endpoint}" does not match the url "{self.first_url}" '
-                "used by the input file",
+                f'endpoint "{self.endpoint}" does not match the url "{self.first_url}" used by the input file',
             )
         return None
 
     def _count_problem(self) -> Problem | None:
         if self.max_lines is not None and self.lines > self.max_lines:
-            return Problem(
-                ProblemCode.TOO_MANY_LINES, f"Input file exceeds maximum of {self.max_lines} lines"
-            )
+            return Problem(ProblemCode.TOO_MANY_LINES, f"Input file exceeds maximum of {self.max_lines} lines")
         return None
 
     def _check_object(self, n: int, document: dict[str, Any], content: bytes) -> ValidLine | Problem:
@@ -192,9 +189,7 @@ class LineValidator:
         if not isinstance(url, str) or not url:
             return Problem(ProblemCode.MISSING_URL, f"Line {n} is missing url", n)
         if url not in BATCH_ENDPOINTS:
-            return Problem(
-                ProblemCode.URL_NOT_ALLOWED, f'Line {n} url "{url}" is not an allowed batch endpoint', n
-            )
+            return Problem(ProblemCode.URL_NOT_ALLOWED, f'Line {n} url "{url}" is not an allowed batch endpoint', n)
         if self.endpoint in BATCH_ENDPOINTS and url != self.endpoint:
             return Problem(
                 ProblemCode.URL_MISMATCH,
@@ -223,9 +218,7 @@ def _check_chat_body(n: int, body: dict[str, Any]) -> Problem | None:
         return Problem(ProblemCode.MISSING_MODEL, f"Line {n} body is missing model", n)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        return Problem(
-            ProblemCode.INVALID_MESSAGES, f"Line {n} body.messages must be a non-empty list of messages", n
-        )
+        return Problem(ProblemCode.INVALID_MESSAGES, f"Line {n} body.messages must be a non-empty list of messages", n)
     for index, message in enumerate(messages):
         role = message.get("role") if isinstance(message, dict) else None
         if role not in MESSAGE_ROLES:

@@ -51,9 +51,7 @@ def chat_line(custom_id: str, text: str | None = None, **extra: Any) -> dict[str
 
 
 def jsonl(lines: list[Any]) -> bytes:
-    return b"".join(
-        (line if isinstance(line, bytes) else json.dumps(line).encode()) + b"\n" for line in lines
-    )
+    return b"".join((line if isinstance(line, bytes) else json.dumps(line).encode()) + b"\n" for line in lines)
 
 
 def create_table(dynamodb: Any) -> None:
@@ -156,9 +154,7 @@ class Pipeline:
                 return handled
             for message in messages:
                 collect_handler.handle_record(self.sqs_record(message["Body"]), self.services)
-                self.sqs.delete_message(
-                    QueueUrl=self.collect_queue_url, ReceiptHandle=message["ReceiptHandle"]
-                )
+                self.sqs.delete_message(QueueUrl=self.collect_queue_url, ReceiptHandle=message["ReceiptHandle"])
                 handled += 1
 
     def run(self, *, rounds: int = 20, step: float = 60.0) -> None:
@@ -176,9 +172,7 @@ class Pipeline:
 
     def read_notifications(self) -> None:
         for queue, sink in ((self.events_queue_url, None), (self.sns_queue_url, self.sns_messages)):
-            while messages := self.sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get(
-                "Messages", []
-            ):
+            while messages := self.sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
                 for message in messages:
                     body = json.loads(message["Body"])
                     if sink is not None:
@@ -263,13 +257,13 @@ def make_pipeline(aws: None, emulators: list[Emulator], clock: ManualClock, tmp_
         events_queue = sqs.create_queue(QueueName="events")["QueueUrl"]
         sns_queue = sqs.create_queue(QueueName="sns")["QueueUrl"]
         topic_arn = sns.create_topic(Name="notifications")["TopicArn"]
-        sns_queue_arn = sqs.get_queue_attributes(QueueUrl=sns_queue, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
+        sns_queue_arn = sqs.get_queue_attributes(QueueUrl=sns_queue, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
         sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=sns_queue_arn)
-        events_queue_arn = sqs.get_queue_attributes(QueueUrl=events_queue, AttributeNames=["QueueArn"])[
-            "Attributes"
-        ]["QueueArn"]
+        events_queue_arn = sqs.get_queue_attributes(QueueUrl=events_queue, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
         events.put_rule(Name="batchdrop-events", EventPattern=json.dumps({"source": ["batchdrop"]}))
         events.put_targets(Rule="batchdrop-events", Targets=[{"Id": "q", "Arn": events_queue_arn}])
         secret_id = secrets.create_secret(

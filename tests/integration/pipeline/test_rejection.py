@@ -48,9 +48,7 @@ RULES = [
     (
         "stream_not_supported",
         json.dumps(
-            chat_line(
-                "x", body={"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-            )
+            chat_line("x", body={"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True})
         ).encode(),
         "Line 3 has stream=true; streaming is not supported in batch mode",
     ),
@@ -66,17 +64,13 @@ RULES = [
     ),
     (
         "invalid_messages",
-        json.dumps(
-            chat_line("x", body={"model": "m", "messages": [{"role": "robot", "content": "hi"}]})
-        ).encode(),
+        json.dumps(chat_line("x", body={"model": "m", "messages": [{"role": "robot", "content": "hi"}]})).encode(),
         "Line 3 body.messages[0].role must be one of user, assistant, system, tool, developer",
     ),
 ]
 
 
-@pytest.mark.parametrize(
-    ("code", "bad_line", "message"), RULES, ids=[f"{rule[0]}-{n}" for n, rule in enumerate(RULES)]
-)
+@pytest.mark.parametrize(("code", "bad_line", "message"), RULES, ids=[f"{rule[0]}-{n}" for n, rule in enumerate(RULES)])
 def test_each_rule_rejects_the_file_naming_the_line_without_any_api_call(
     pipeline: Pipeline, code: str, bad_line: bytes, message: str
 ) -> None:

@@ -158,16 +158,12 @@ def test_two_overlapping_polls_and_duplicate_collects_announce_once(pipeline: Pi
     for thread in threads:
         thread.join()
     # and the collect message is delivered twice, concurrently
-    messages = pipeline.sqs.receive_message(QueueUrl=pipeline.collect_queue_url, MaxNumberOfMessages=10)[
-        "Messages"
-    ]
+    messages = pipeline.sqs.receive_message(QueueUrl=pipeline.collect_queue_url, MaxNumberOfMessages=10)["Messages"]
     bodies = [message["Body"] for message in messages] * (2 if len(messages) == 1 else 1)
     import collect_handler
 
     collect_threads = [
-        threading.Thread(
-            target=collect_handler.handle_record, args=(pipeline.sqs_record(body), pipeline.services)
-        )
+        threading.Thread(target=collect_handler.handle_record, args=(pipeline.sqs_record(body), pipeline.services))
         for body in bodies
     ]
     for thread in collect_threads:
@@ -198,9 +194,7 @@ def test_keys_with_spaces_plus_and_unicode(pipeline: Pipeline, key_in_event: str
     assert len(pipeline.lines("outbox/my file+ü/output.jsonl")) == 2
 
 
-@pytest.mark.parametrize(
-    "key", ["inbox/readme.txt", "inbox/data.json", "outbox/x/output.jsonl", "inbox/.jsonl"]
-)
+@pytest.mark.parametrize("key", ["inbox/readme.txt", "inbox/data.json", "outbox/x/output.jsonl", "inbox/.jsonl"])
 def test_keys_that_are_not_inputs_are_ignored(pipeline: Pipeline, key: str) -> None:
     pipeline.drop(key, lines_for(1))
     pipeline.run()
@@ -294,3 +288,32 @@ def test_the_poller_reads_only_the_sparse_index_and_collected_shards_leave_it(pi
     assert list(pipeline.services.store.due_shards(10**12, limit=10)) == []
     shards = pipeline.services.store.get_shards(pipeline.finished_events[0]["detail"]["job_id"])
     assert [shard.state for shard in shards] == [ShardState.COLLECTED]
+
+
+def submit_event(key: str, version_id: str | None = None) -> str:
+    detail = {"bucket": BUCKET, "key": key} | ({"version_id": version_id} if version_id else {})
+    return json.dumps({"detail-type": "Submit Batch Job", "source": "my.service", "detail": detail})
+
+
+def test_a_submit_batch_job_event_submits_an_object_outside_the_inbox(pipeline: Pipeline) -> None:
+    # Given an object another service wrote elsewhere in the bucket (no S3 event reaches the pipeline)
+    obj = pipeline.put_input("exports/2026/run 1.jsonl", lines_for(3))
+
+    # When that service asks for it by event
+    pipeline.deliver(submit_event(obj["key"], obj["version_id"]))
+    pipeline.run()
+
+    # Then it runs like a dropped file, its results filed under its own path
+    report = pipeline.report("exports/2026/run 1")
+    assert report["outcome"] == "succeeded"
+    assert report["input"]["key"] == "exports/2026/run 1.jsonl"
+
+
+@pytest.mark.parametrize("key", ["outbox/a/output.jsonl", "work/job-1/shards/00000.jsonl", "exports/x.csv"])
+def test_a_submit_batch_job_event_never_feeds_the_pipeline_its_own_files(pipeline: Pipeline, key: str) -> None:
+    pipeline.put_input(key, lines_for(1))
+    pipeline.deliver(submit_event(key))
+    pipeline.run()
+
+    assert pipeline.emulator.calls == []
+    assert pipeline.finished_events == []

@@ -195,12 +195,8 @@ class LocalStack:
                         "maxReceiveCount": spec.max_receive_count or 5,
                     }
                 )
-            url = sqs.create_queue(QueueName=f"batchdrop-local-{spec.logical_id}", Attributes=attributes)[
-                "QueueUrl"
-            ]
-            arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-                "QueueArn"
-            ]
+            url = sqs.create_queue(QueueName=f"batchdrop-local-{spec.logical_id}", Attributes=attributes)["QueueUrl"]
+            arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
             self.queue_urls[spec.logical_id], self.queue_arns[spec.logical_id] = url, arn
             names[spec.logical_id] = url
             names[f"{spec.logical_id}.Arn"] = arn
@@ -217,9 +213,9 @@ class LocalStack:
             "project_id": self.config.project_id or ("" if self.config.api_url else LOCAL_PROJECT_ID),
         }
         for logical_id in first.secrets or {"ApiSecret": ""}:
-            arn = secrets.create_secret(
-                Name=f"batchdrop-local/{logical_id}", SecretString=json.dumps(credentials)
-            )["ARN"]
+            arn = secrets.create_secret(Name=f"batchdrop-local/{logical_id}", SecretString=json.dumps(credentials))[
+                "ARN"
+            ]
             names[logical_id] = arn
 
         self.resources = derive_local_resources(template, bucket_name=bucket, names=names)
@@ -243,9 +239,7 @@ class LocalStack:
     def _set_function_environment(self) -> None:
         assert self.resources is not None
         for function in self.resources.functions.values():
-            os.environ.update(
-                {name: value for name, value in function.environment.items() if value is not None}
-            )
+            os.environ.update({name: value for name, value in function.environment.items() if value is not None})
         os.environ.update(
             {
                 "API_BASE_URL": self.api_url,
@@ -324,9 +318,7 @@ class LocalStack:
                 "account": ACCOUNT_ID,
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "region": REGION,
-                "resources": [
-                    f"arn:aws:scheduler:{REGION}:{ACCOUNT_ID}:schedule/default/batchdrop-local-poll"
-                ],
+                "resources": [f"arn:aws:scheduler:{REGION}:{ACCOUNT_ID}:schedule/default/batchdrop-local-poll"],
                 "detail": {},
             }
             try:

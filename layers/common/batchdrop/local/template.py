@@ -90,8 +90,7 @@ class IntrinsicResolver:
         if unknown:
             raise TemplateError(f"unknown template parameters: {', '.join(sorted(unknown))}")
         self.parameters: dict[str, str] = {
-            name: str(parameter_overrides.get(name, spec.get("Default", "")))
-            for name, spec in declared.items()
+            name: str(parameter_overrides.get(name, spec.get("Default", ""))) for name, spec in declared.items()
         }
         self._conditions: Mapping[str, Any] = template.get("Conditions", {})
         self._names: dict[str, str] = {**PSEUDO_PARAMETERS, **names}
@@ -279,9 +278,7 @@ def derive_local_resources(
             for logical_id, properties in of_type("AWS::SecretsManager::Secret").items()
         },
         functions={
-            logical_id: _function(
-                resolver, template.get("Globals", {}).get("Function", {}), logical_id, props
-            )
+            logical_id: _function(resolver, template.get("Globals", {}).get("Function", {}), logical_id, props)
             for logical_id, props in of_type("AWS::Serverless::Function").items()
         },
     )
@@ -293,9 +290,7 @@ def _single(found: dict[str, dict[str, Any]], what: str) -> tuple[str, dict[str,
     return next(iter(found.items()))
 
 
-def _table(
-    resolver: IntrinsicResolver, tables: dict[str, dict[str, Any]], names: Mapping[str, str]
-) -> TableSpec:
+def _table(resolver: IntrinsicResolver, tables: dict[str, dict[str, Any]], names: Mapping[str, str]) -> TableSpec:
     logical_id, properties = _single(tables, "DynamoDB table")
     resolved = resolver.resolve(properties)
     kwargs = {
@@ -307,9 +302,7 @@ def _table(
         },
     }
     ttl = resolved.get("TimeToLiveSpecification", {})
-    return TableSpec(
-        create_table_kwargs=kwargs, ttl_attribute=ttl.get("AttributeName") if ttl.get("Enabled") else None
-    )
+    return TableSpec(create_table_kwargs=kwargs, ttl_attribute=ttl.get("AttributeName") if ttl.get("Enabled") else None)
 
 
 def _bucket(resolver: IntrinsicResolver, buckets: dict[str, dict[str, Any]], bucket_name: str) -> BucketSpec:
@@ -327,9 +320,7 @@ def _queue(resolver: IntrinsicResolver, logical_id: str, properties: dict[str, A
     redrive = properties.get("RedrivePolicy")
     return QueueSpec(
         logical_id=logical_id,
-        attributes={
-            key: str(resolver.resolve(properties[key])) for key in _QUEUE_ATTRIBUTES if key in properties
-        },
+        attributes={key: str(resolver.resolve(properties[key])) for key in _QUEUE_ATTRIBUTES if key in properties},
         dead_letter_queue=_arn_logical_id(redrive["deadLetterTargetArn"]) if redrive else None,
         max_receive_count=int(resolver.resolve(redrive["maxReceiveCount"])) if redrive else None,
     )
@@ -356,9 +347,7 @@ def _function(
     }
     sqs = [event["Properties"] for event in properties.get("Events", {}).values() if event["Type"] == "SQS"]
     schedules = [
-        event["Properties"]
-        for event in properties.get("Events", {}).values()
-        if event["Type"] == "ScheduleV2"
+        event["Properties"] for event in properties.get("Events", {}).values() if event["Type"] == "ScheduleV2"
     ]
     return FunctionSpec(
         logical_id=logical_id,
@@ -381,10 +370,6 @@ def _resolve_or_none(resolver: IntrinsicResolver, value: Any) -> str | None:
 
 def _arn_logical_id(value: Any) -> str:
     """The logical id in `!GetAtt Logical.Arn`, the only way this template points at its queues."""
-    if (
-        isinstance(value, dict)
-        and isinstance(value.get("Fn::GetAtt"), list)
-        and value["Fn::GetAtt"][1] == "Arn"
-    ):
+    if isinstance(value, dict) and isinstance(value.get("Fn::GetAtt"), list) and value["Fn::GetAtt"][1] == "Arn":
         return str(value["Fn::GetAtt"][0])
     raise TemplateError(f"expected !GetAtt <queue>.Arn, found {value!r}")

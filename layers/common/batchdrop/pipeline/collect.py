@@ -43,9 +43,7 @@ def collect_shard(job_id: str, index: int, services: Services) -> None:
             if fresh is None or fresh.state != ShardState.COLLECTED:
                 raise
     elif shard.state != ShardState.COLLECTED:
-        logger.warning(
-            "collect request for a shard still running", extra={"shard": index, "state": shard.state}
-        )
+        logger.warning("collect request for a shard still running", extra={"shard": index, "state": shard.state})
         return
     finalize_job(job_id, services)
 

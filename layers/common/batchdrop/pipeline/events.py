@@ -19,6 +19,7 @@ from urllib.parse import unquote_plus
 
 SUBMIT_DETAIL_TYPE = "Submit Batch Job"
 OBJECT_CREATED_DETAIL_TYPE = "Object Created"
+SUBMIT_EVENT_SOURCE = "submit-event"
 
 
 class InvalidMessage(Exception):
@@ -46,9 +47,7 @@ def parse_ingest_message(body: str) -> list[SubmitRequest]:
     if not isinstance(message, dict):
         raise InvalidMessage("the message body is not a JSON object")
     if "Records" in message:
-        return [
-            _from_s3_record(record) for record in message["Records"] if record.get("eventSource") == "aws:s3"
-        ]
+        return [_from_s3_record(record) for record in message["Records"] if record.get("eventSource") == "aws:s3"]
     if message.get("Event") == "s3:TestEvent":
         return []
     detail_type = message.get("detail-type")
@@ -87,7 +86,7 @@ def _from_submit_event(detail: dict[str, Any]) -> SubmitRequest:
         bucket=bucket,
         key_candidates=(key,),
         version_id=version_id if isinstance(version_id, str) and version_id else None,
-        source="submit-event",
+        source=SUBMIT_EVENT_SOURCE,
     )
 
 

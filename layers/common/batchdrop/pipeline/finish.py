@@ -23,9 +23,7 @@ NOTIFY_LEASE_SECONDS = 300
 
 
 def _iso(epoch: int | None) -> str | None:
-    return (
-        datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z") if epoch is not None else None
-    )
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z") if epoch is not None else None
 
 
 def _outputs(job: Job) -> dict[str, str]:
@@ -54,8 +52,7 @@ def publish_rejection(job: Job, split: SplitResult, services: Services) -> Job:
         "errors_by_code": _count_codes(problem.code.value for problem in split.problems),
         "batches": [],
         "validation_errors": [
-            {"line": problem.line, "code": problem.code.value, "message": problem.message}
-            for problem in split.problems
+            {"line": problem.line, "code": problem.code.value, "message": problem.message} for problem in split.problems
         ],
         "validation_error_count": split.problem_count,
         "validation_errors_truncated": split.problem_count > len(split.problems),
@@ -160,9 +157,7 @@ def _batch_entry(shard: Shard) -> dict[str, Any]:
         "shard": shard.index,
         "lines": shard.lines,
         "first_line": shard.first_line,
-        "failure": {"code": shard.failure_code, "message": shard.failure_message}
-        if shard.failure_code
-        else None,
+        "failure": {"code": shard.failure_code, "message": shard.failure_message} if shard.failure_code else None,
     }
 
 

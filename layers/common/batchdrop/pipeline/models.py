@@ -56,11 +56,19 @@ class ObjectRef:
         return self.key.endswith(".gz")
 
 
-def input_name(key: str, input_prefix: str) -> str | None:
-    """`inbox/a/b.jsonl` -> `a/b`; None for keys that are not inputs (outside the prefix, other suffix)."""
-    if not key.startswith(input_prefix):
+def input_name(key: str, input_prefix: str, *, reserved_prefixes: tuple[str, ...] | None = None) -> str | None:
+    """The name results are filed under: `inbox/a/b.jsonl` -> `a/b`. None for keys that are not inputs.
+
+    By default only keys under the input prefix are inputs (S3 events). With `reserved_prefixes`, as for a
+    `Submit Batch Job` event, any other key is accepted too, named by its whole path, except keys under the
+    reserved (output and work) prefixes, which the pipeline itself writes.
+    """
+    if key.startswith(input_prefix):
+        rest = key[len(input_prefix) :]
+    elif reserved_prefixes is not None and not any(key.startswith(prefix) for prefix in reserved_prefixes if prefix):
+        rest = key
+    else:
         return None
-    rest = key[len(input_prefix) :]
     for suffix in INPUT_SUFFIXES:
         if rest.endswith(suffix) and len(rest) > len(suffix):
             name = rest[: -len(suffix)]

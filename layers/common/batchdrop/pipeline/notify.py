@@ -63,13 +63,10 @@ def _summary(detail: dict[str, Any]) -> str:
     ]
     if detail.get("errors_by_code"):
         lines.append(
-            "Errors by code: "
-            + ", ".join(f"{code}: {n}" for code, n in sorted(detail["errors_by_code"].items()))
+            "Errors by code: " + ", ".join(f"{code}: {n}" for code, n in sorted(detail["errors_by_code"].items()))
         )
     if detail.get("validation_error_count"):
-        lines.append(
-            f"Rejected: {detail['validation_error_count']} invalid line(s); nothing was sent to the API."
-        )
+        lines.append(f"Rejected: {detail['validation_error_count']} invalid line(s); nothing was sent to the API.")
     lines.append("Results:")
     lines.extend(f"  {name}: {uri}" for name, uri in detail["outputs"].items())
     return "\n".join(lines)

@@ -101,18 +101,12 @@ def _refresh(shard: Shard, services: Services) -> str:
     assert shard.batch_id is not None
     job = services.store.get_job(shard.job_id)
     batch = services.api.retrieve_batch(shard.batch_id)
-    if (
-        job is not None
-        and job.cancel_requested_at is not None
-        and str(batch.status) in ("validating", "in_progress")
-    ):
+    if job is not None and job.cancel_requested_at is not None and str(batch.status) in ("validating", "in_progress"):
         batch = services.api.cancel_batch(shard.batch_id)
     status = str(batch.status)
     counts = batch.request_counts
     request_counts = (
-        RequestCounts(total=counts.total, completed=counts.completed, failed=counts.failed)
-        if counts
-        else None
+        RequestCounts(total=counts.total, completed=counts.completed, failed=counts.failed) if counts else None
     )
     now = services.now()
     if batch.is_terminal:
@@ -140,9 +134,7 @@ def _refresh(shard: Shard, services: Services) -> str:
     return "polled"
 
 
-def next_poll_interval(
-    shard: Shard, counts: RequestCounts | None, status: str, now: int, services: Services
-) -> int:
+def next_poll_interval(shard: Shard, counts: RequestCounts | None, status: str, now: int, services: Services) -> int:
     """Soon when the end is near, rarely when a batch is long: a day-long batch costs a few hundred calls."""
     low, high = services.settings.poll_min_interval_seconds, services.settings.poll_max_interval_seconds
     if status in ("finalizing", "cancelling"):

@@ -38,14 +38,10 @@ def head(s3: Any, bucket: str, key: str, version_id: str | None = None) -> Objec
 
 def open_object(s3: Any, ref: ObjectRef) -> IO[bytes]:
     """A streamed, read-only view of the object (gunzipped for `.gz` keys)."""
-    return S3Object(
-        bucket=ref.bucket, key=ref.key, version_id=ref.version_id, boto3_client=s3, is_gzip=ref.is_gzip
-    )
+    return S3Object(bucket=ref.bucket, key=ref.key, version_id=ref.version_id, boto3_client=s3, is_gzip=ref.is_gzip)
 
 
-def upload_file(
-    s3: Any, path: str, bucket: str, key: str, *, content_type: str = "application/jsonl"
-) -> None:
+def upload_file(s3: Any, path: str, bucket: str, key: str, *, content_type: str = "application/jsonl") -> None:
     s3.upload_file(path, bucket, key, ExtraArgs={"ContentType": content_type}, Config=TRANSFER_CONFIG)
 
 

@@ -171,9 +171,7 @@ class JobStore:
                     raise
 
     def get_shard(self, job_id: str, index: int) -> Shard | None:
-        item = self._db.get_item(
-            TableName=self._table, Key=_shard_key(job_id, index), ConsistentRead=True
-        ).get("Item")
+        item = self._db.get_item(TableName=self._table, Key=_shard_key(job_id, index), ConsistentRead=True).get("Item")
         return Shard.model_validate(_deserialize(item)) if item else None
 
     def get_shards(self, job_id: str) -> list[Shard]:
@@ -194,9 +192,7 @@ class JobStore:
             plain["next_poll_at"] = None
         update = _Update(shard.version, plain)
         try:
-            self._db.update_item(
-                TableName=self._table, **update.request(_shard_key(shard.job_id, shard.index))
-            )
+            self._db.update_item(TableName=self._table, **update.request(_shard_key(shard.job_id, shard.index)))
         except ClientError as error:
             if _is_conditional_failure(error):
                 raise StaleRecord(f"{shard.job_id}/{shard.index}") from None

@@ -19,7 +19,7 @@ from typing import Any
 
 from batchdrop.observability import count, logger
 from batchdrop.pipeline import s3io
-from batchdrop.pipeline.events import SubmitRequest
+from batchdrop.pipeline.events import SUBMIT_EVENT_SOURCE, SubmitRequest
 from batchdrop.pipeline.finish import publish_rejection
 from batchdrop.pipeline.models import InputInfo, Job, JobStatus, ObjectRef, Shard, ShardState, input_name
 from batchdrop.pipeline.services import Services
@@ -58,7 +58,7 @@ def submit_object(
     ref = resolve_object(request, services)
     if ref is None:
         return SubmitOutcome(SubmitResult.IGNORED, reason="the object does not exist (any more)")
-    if input_name(ref.key, settings.input_prefix) is None:
+    if _name_for(ref.key, request.source, services) is None:
         return SubmitOutcome(SubmitResult.IGNORED, reason=f"not an input key under {settings.input_prefix!r}")
     identity = {
         "job_id": ref.job_id,
@@ -67,6 +67,7 @@ def submit_object(
         "version_id": ref.version_id,
         "etag": ref.etag,
         "size": ref.size,
+        "source": request.source,
     }
     run = once or (lambda job: submit_job(job, services))
     reply = run(job=identity)
@@ -77,15 +78,13 @@ def submit_job(job: dict[str, Any], services: Services) -> dict[str, str]:
     """Records the job (once per object), validates and splits it, then submits its shards."""
     settings = services.settings
     ref = ObjectRef(job["bucket"], job["key"], job.get("version_id"), job.get("etag"), job.get("size"))
-    name = input_name(ref.key, settings.input_prefix) or ""
+    name = _name_for(ref.key, job.get("source", "s3"), services) or ""
     logger.append_keys(job_id=ref.job_id, s3_key=ref.key)
     record = services.store.get_job(ref.job_id) or services.store.create_job(
         Job(
             job_id=ref.job_id,
             status=JobStatus.RECEIVED,
-            input=InputInfo(
-                bucket=ref.bucket, key=ref.key, version_id=ref.version_id, etag=ref.etag, bytes=ref.size
-            ),
+            input=InputInfo(bucket=ref.bucket, key=ref.key, version_id=ref.version_id, etag=ref.etag, bytes=ref.size),
             output_prefix=f"{settings.output_prefix}{name}/",
             received_at=services.now(),
         )
@@ -103,6 +102,13 @@ def submit_job(job: dict[str, Any], services: Services) -> dict[str, str]:
             return {"result": SubmitResult.REJECTED, "job_id": record.job_id}
     submit_pending_shards(record, services)
     return {"result": SubmitResult.ACCEPTED, "job_id": record.job_id}
+
+
+def _name_for(key: str, source: str, services: Services) -> str | None:
+    settings = services.settings
+    if source != SUBMIT_EVENT_SOURCE:
+        return input_name(key, settings.input_prefix)
+    return input_name(key, settings.input_prefix, reserved_prefixes=(settings.output_prefix, settings.work_prefix))
 
 
 def resolve_object(request: SubmitRequest, services: Services) -> ObjectRef | None:
@@ -152,9 +158,7 @@ def split_input(job: Job, ref: ObjectRef, services: Services) -> Job:
                 )
             )
         services.store.put_shards(shards)
-    job = services.store.update_job(
-        job, status=JobStatus.SUBMITTING, shard_count=len(shards), input=job_input
-    )
+    job = services.store.update_job(job, status=JobStatus.SUBMITTING, shard_count=len(shards), input=job_input)
     logger.info("input accepted", extra={"lines": split.lines, "shards": len(shards)})
     count("JobsAccepted")
     return job
@@ -259,9 +263,7 @@ def _record_submit_failure(shard: Shard, error: ZeroGPUError, services: Services
     code = error.code or error.type or f"http_{error.status}"
     message = f"{type(error).__name__}: {error}"
     if error.status in PERMANENT_STATUSES:
-        logger.error(
-            "batch cannot be created", extra={"shard": shard.index, "code": code, "status": error.status}
-        )
+        logger.error("batch cannot be created", extra={"shard": shard.index, "code": code, "status": error.status})
         count("BatchesRefused")
         return services.store.end_shard(
             shard,

@@ -1,0 +1,185 @@
+"""End to end over real sockets: the AWS CLI against `batchdrop local` (moto server + emulator + handlers)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from conftest import BUCKET, RunningStack
+
+from batchdrop.local.template import derive_local_resources, find_template, load_template
+
+pytestmark = pytest.mark.e2e
+
+
+def request(custom_id: str, text: str) -> str:
+    return json.dumps(
+        {
+            "custom_id": custom_id,
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "zgpu-small", "messages": [{"role": "user", "content": text}]},
+        }
+    )
+
+
+def test_the_banner_names_the_endpoint_the_bucket_and_an_example(stack: RunningStack) -> None:
+    banner = "".join(stack.output)
+    assert stack.endpoint in banner
+    assert f"s3://{BUCKET}" in banner
+    assert "aws --endpoint-url" in banner and "s3 cp" in banner
+
+
+def test_a_file_dropped_with_the_aws_cli_comes_back_with_answers_and_one_notification(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    # Given observers of the topic and of the bus, set up with the AWS CLI itself
+    topic_arn = next(
+        t["TopicArn"] for t in stack.aws_json("sns", "list-topics")["Topics"] if "Notification" in t["TopicArn"]
+    )
+    sns_queue = stack.aws_json("sqs", "create-queue", "--queue-name", "observer-sns")["QueueUrl"]
+    sns_queue_arn = stack.aws_json(
+        "sqs", "get-queue-attributes", "--queue-url", sns_queue, "--attribute-names", "QueueArn"
+    )["Attributes"]["QueueArn"]
+    stack.aws(
+        "sns",
+        "subscribe",
+        "--topic-arn",
+        topic_arn,
+        "--protocol",
+        "sqs",
+        "--notification-endpoint",
+        sns_queue_arn,
+    )
+    events_queue = stack.aws_json("sqs", "create-queue", "--queue-name", "observer-events")["QueueUrl"]
+    events_queue_arn = stack.aws_json(
+        "sqs", "get-queue-attributes", "--queue-url", events_queue, "--attribute-names", "QueueArn"
+    )["Attributes"]["QueueArn"]
+    stack.aws(
+        "events",
+        "put-rule",
+        "--name",
+        "observer",
+        "--event-pattern",
+        json.dumps({"source": ["batchdrop"], "detail-type": ["Batch Job Finished"]}),
+    )
+    stack.aws(
+        "events",
+        "put-targets",
+        "--rule",
+        "observer",
+        "--targets",
+        json.dumps([{"Id": "q", "Arn": events_queue_arn}]),
+    )
+
+    # When a file with an awkward key is copied into the inbox
+    source = tmp_path / "input.jsonl"
+    source.write_text("\n".join(request(f"q-{n}", f"question {n}") for n in range(1, 6)) + "\n")
+    stack.aws("s3", "cp", str(source), f"s3://{BUCKET}/inbox/team a/q+1 ü.jsonl")
+
+    # Then the results appear next to it
+    report = stack.wait_for_report("team a/q+1 ü")
+    assert report["outcome"] == "succeeded"
+    assert report["counts"] == {"total": 5, "succeeded": 5, "failed": 0}
+    output = stack.read_object("outbox/team a/q+1 ü/output.jsonl") or b""
+    answers = {json.loads(line)["custom_id"]: json.loads(line) for line in output.splitlines()}
+    assert sorted(answers) == [f"q-{n}" for n in range(1, 6)]
+    assert answers["q-3"]["response"]["body"]["choices"][0]["message"]["content"].endswith("question 3")
+
+    # And exactly one SNS message and one Finished event went out
+    time.sleep(1.5)
+    sns = stack.aws_json("sqs", "receive-message", "--queue-url", sns_queue, "--max-number-of-messages", "10").get(
+        "Messages", []
+    )
+    finished = stack.aws_json(
+        "sqs", "receive-message", "--queue-url", events_queue, "--max-number-of-messages", "10"
+    ).get("Messages", [])
+    assert len(sns) == 1
+    assert json.loads(sns[0]["Body"])["MessageAttributes"]["outcome"]["Value"] == "succeeded"
+    assert len(finished) == 1
+    assert json.loads(finished[0]["Body"])["detail"]["job_id"] == report["job_id"]
+
+
+def test_a_bad_file_is_rejected_with_line_numbers_and_no_batch(stack: RunningStack, tmp_path: Path) -> None:
+    before = stack.api_calls("POST", "/v1/batches")
+    source = tmp_path / "bad.jsonl"
+    source.write_text(request("a", "fine") + "\n{not json\n" + request("a", "again") + "\n")
+    stack.aws("s3", "cp", str(source), f"s3://{BUCKET}/inbox/bad.jsonl")
+
+    report = stack.wait_for_report("bad")
+    assert report["outcome"] == "rejected"
+    assert [(e["line"], e["code"]) for e in report["validation_errors"]] == [
+        (2, "invalid_json"),
+        (3, "duplicate_custom_id"),
+    ]
+    assert stack.api_calls("POST", "/v1/batches") == before
+
+
+def test_other_services_submit_by_event_and_a_repeat_makes_no_second_batch(stack: RunningStack, tmp_path: Path) -> None:
+    # Given an object written outside the inbox (no pipeline event)
+    source = tmp_path / "export.jsonl"
+    source.write_text(request("e-1", "exported") + "\n")
+    stack.aws("s3", "cp", str(source), f"s3://{BUCKET}/exports/nightly.jsonl")
+    entry = {
+        "Source": "my.service",
+        "DetailType": "Submit Batch Job",
+        "Detail": json.dumps({"bucket": BUCKET, "key": "exports/nightly.jsonl"}),
+        "EventBusName": "default",
+    }
+
+    # When a service submits it by event, twice
+    stack.aws("events", "put-events", "--entries", json.dumps([entry]))
+    report = stack.wait_for_report("exports/nightly")
+    batches = stack.api_calls("POST", "/v1/batches")
+    stack.aws("events", "put-events", "--entries", json.dumps([entry]))
+    time.sleep(3)
+
+    # Then it ran once
+    assert report["outcome"] == "succeeded"
+    assert stack.api_calls("POST", "/v1/batches") == batches
+
+
+def test_keys_that_are_not_jsonl_are_ignored(stack: RunningStack, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an input\n")
+    stack.aws("s3", "cp", str(notes), f"s3://{BUCKET}/inbox/notes.txt")
+    marker = tmp_path / "marker.jsonl"
+    marker.write_text(request("m-1", "after the notes") + "\n")
+    stack.aws("s3", "cp", str(marker), f"s3://{BUCKET}/inbox/marker.jsonl")
+    stack.wait_for_report("marker")
+
+    keys = [
+        item["Key"]
+        for item in stack.aws_json("s3api", "list-objects-v2", "--bucket", BUCKET, "--prefix", "outbox/").get(
+            "Contents", []
+        )
+    ]
+    assert not any(key.startswith("outbox/notes") for key in keys)
+
+
+def test_the_local_resources_are_the_ones_template_yaml_declares(stack: RunningStack) -> None:
+    expected = derive_local_resources(load_template(find_template()), bucket_name=BUCKET)
+    table = stack.aws_json("dynamodb", "describe-table", "--table-name", "batchdrop-local-jobs")["Table"]
+    assert table["KeySchema"] == expected.table.create_table_kwargs["KeySchema"]
+    assert [index["IndexName"] for index in table["GlobalSecondaryIndexes"]] == [
+        index["IndexName"] for index in expected.table.create_table_kwargs["GlobalSecondaryIndexes"]
+    ]
+    ttl = stack.aws_json("dynamodb", "describe-time-to-live", "--table-name", "batchdrop-local-jobs")
+    assert ttl["TimeToLiveDescription"]["AttributeName"] == expected.table.ttl_attribute
+    assert stack.aws_json("s3api", "get-bucket-versioning", "--bucket", BUCKET)["Status"] == "Enabled"
+    rules = {rule["Name"]: rule for rule in stack.aws_json("events", "list-rules")["Rules"]}
+    for logical_id, spec in expected.rules.items():
+        assert json.loads(rules[f"batchdrop-local-{logical_id}"]["EventPattern"]) == spec.event_pattern
+    queues = stack.aws_json("sqs", "list-queues")["QueueUrls"]
+    for logical_id, spec in expected.queues.items():
+        url = next(url for url in queues if url.endswith(f"batchdrop-local-{logical_id}"))
+        attributes = stack.aws_json("sqs", "get-queue-attributes", "--queue-url", url, "--attribute-names", "All")[
+            "Attributes"
+        ]
+        if spec.dead_letter_queue:
+            assert json.loads(attributes["RedrivePolicy"])["maxReceiveCount"] == spec.max_receive_count
+        assert attributes["VisibilityTimeout"] == spec.attributes.get(
+            "VisibilityTimeout", attributes["VisibilityTimeout"]
+        )
