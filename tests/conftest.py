@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
-
-import pytest
 
 os.environ.update(
     {
@@ -24,16 +20,3 @@ os.environ.update(
 )
 for leaked in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
     os.environ.pop(leaked, None)
-
-REPO = Path(__file__).resolve().parent.parent
-EVENTS = REPO / "events"
-
-
-def load_event(name: str) -> dict:
-    """The sample Lambda events under events/, shared with `sam local invoke -e`."""
-    return json.loads((EVENTS / name).read_text())
-
-
-@pytest.fixture
-def repo_root() -> Path:
-    return REPO

@@ -1,88 +1,14 @@
-"""`batchdrop local` as a user runs it: its own process, real sockets, driven by the AWS CLI."""
+"""The `batchdrop local` fixture: one stack process per test module."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import pytest
-
-BIN = Path(sys.executable).parent
-BUCKET = "batchdrop-local"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def clean_env() -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "POWERTOOLS_"))}
-    return env | {
-        "AWS_ACCESS_KEY_ID": "anything",
-        "AWS_SECRET_ACCESS_KEY": "anything",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-
-
-@dataclass
-class RunningStack:
-    endpoint: str
-    emulator_url: str
-    process: subprocess.Popen[str]
-    output: list[str] = field(default_factory=list)
-
-    def aws(self, *args: str, input_text: str | None = None, check: bool = True) -> str:
-        result = subprocess.run(
-            [str(BIN / "aws"), "--endpoint-url", self.endpoint, *args],
-            capture_output=True,
-            text=True,
-            env=clean_env(),
-            input=input_text,
-            timeout=60,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"aws {' '.join(args)} failed: {result.stderr}")
-        return result.stdout
-
-    def aws_json(self, *args: str) -> Any:
-        return json.loads(self.aws(*args, "--output", "json"))
-
-    def read_object(self, key: str) -> bytes | None:
-        result = subprocess.run(
-            [str(BIN / "aws"), "--endpoint-url", self.endpoint, "s3", "cp", f"s3://{BUCKET}/{key}", "-"],
-            capture_output=True,
-            env=clean_env(),
-            timeout=60,
-        )
-        return result.stdout if result.returncode == 0 else None
-
-    def wait_for_report(self, name: str, timeout: float = 60.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            body = self.read_object(f"outbox/{name}/report.json")
-            if body:
-                return json.loads(body)
-            time.sleep(0.5)
-        raise AssertionError(f"no report for {name} after {timeout} s; stack output:\n" + "".join(self.output[-50:]))
-
-    def api_calls(self, method: str, path: str) -> int:
-        import httpx
-
-        calls = httpx.get(f"{self.emulator_url}/_emulator/calls", timeout=10).json()
-        records = calls["data"]
-        return sum(1 for call in records if call["method"] == method and call["path"] == path)
+from stack_harness import BIN, RunningStack, clean_env, free_port
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BIN, clean_env
+from stack_harness import BIN, clean_env
 
 from batchdrop.emulator import Emulator, EmulatorSettings
 from batchdrop.emulator.server import EmulatorServer

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BUCKET, RunningStack
+from stack_harness import BUCKET, RunningStack
 
 from batchdrop.local.template import derive_local_resources, find_template, load_template
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import Pipeline, api_calls, chat_line, jsonl
+from pipeline_harness import Pipeline, api_calls, chat_line, jsonl
+from testsupport import assert_matches_schema
 
 
 def test_a_valid_file_ends_with_merged_results_a_report_and_one_notification(pipeline: Pipeline) -> None:
@@ -29,3 +30,6 @@ def test_a_valid_file_ends_with_merged_results_a_report_and_one_notification(pip
     assert len(pipeline.sns_messages) == 1
     assert pipeline.sns_messages[0]["MessageAttributes"]["outcome"]["Value"] == "succeeded"
     assert api_calls(pipeline.emulator).count(("POST", "/v1/batches")) == 1
+    assert_matches_schema(report, "report.schema.json")
+    assert_matches_schema(pipeline.finished_events[0]["detail"], "batch-job-finished.schema.json")
+    assert_matches_schema(pipeline.submitted_events[0]["detail"], "batch-job-submitted.schema.json")

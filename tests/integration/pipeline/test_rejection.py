@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import Pipeline, chat_line, jsonl
+from pipeline_harness import Pipeline, chat_line, jsonl
+from testsupport import assert_matches_schema
 
 GOOD = chat_line("ok-1")
 HUGE = json.dumps(chat_line("big", "x" * 1_048_600)).encode()
@@ -91,6 +92,8 @@ def test_each_rule_rejects_the_file_naming_the_line_without_any_api_call(
     assert [event["detail"]["outcome"] for event in pipeline.finished_events] == ["rejected"]
     assert len(pipeline.sns_messages) == 1
     assert pipeline.sns_messages[0]["MessageAttributes"]["outcome"]["Value"] == "rejected"
+    assert_matches_schema(report, "report.schema.json")
+    assert_matches_schema(pipeline.finished_events[0]["detail"], "batch-job-finished.schema.json")
 
 
 @pytest.mark.parametrize("body", [b"", b"\n\n  \n"], ids=["empty", "blank-lines-only"])

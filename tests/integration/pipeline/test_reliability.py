@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 import pytest
-from conftest import BUCKET, Pipeline, api_calls, chat_line, jsonl
+from pipeline_harness import BUCKET, Pipeline, api_calls, chat_line, jsonl
 
 from batchdrop.emulator import Fault
 from batchdrop.pipeline.models import ShardState

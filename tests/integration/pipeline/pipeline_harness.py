@@ -1,0 +1,200 @@
+"""The pipeline harness: moto (in-process) and the in-process emulator, on one manual clock.
+
+`Pipeline` plays the parts AWS plays in production: it delivers ingest records to the submit logic,
+runs the poller, and drains the collect queue into the collect logic, using the same record shapes
+Lambda delivers.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import collect_handler
+import submit_handler
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from batchdrop.config import Settings
+from batchdrop.emulator import Emulator, ManualClock
+from batchdrop.local.template import derive_local_resources, find_template, load_template
+from batchdrop.pipeline.poll import PollSummary, poll_once
+from batchdrop.pipeline.services import Services
+
+BUCKET = "batchdrop-test"
+TABLE = "batchdrop-jobs"
+API_KEY = "zgpu-test-key-do-not-log"
+PROJECT_ID = "0b5d7c1e-0000-4000-8000-000000000001"
+
+
+def chat_line(custom_id: str, text: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "model": "zgpu-small",
+            "messages": [{"role": "user", "content": text or f"question {custom_id}"}],
+        },
+    } | extra
+
+
+def jsonl(lines: list[Any]) -> bytes:
+    return b"".join((line if isinstance(line, bytes) else json.dumps(line).encode()) + b"\n" for line in lines)
+
+
+def create_table(dynamodb: Any) -> None:
+    """The table exactly as template.yaml defines it, so that schema drift fails these tests."""
+    table = derive_local_resources(load_template(find_template()), bucket_name=BUCKET).table
+    dynamodb.create_table(**(table.create_table_kwargs | {"TableName": TABLE}))
+
+
+@dataclass
+class Pipeline:
+    services: Services
+    emulator: Emulator
+    clock: ManualClock
+    collect_queue_url: str
+    events_queue_url: str
+    sns_queue_url: str
+    s3: Any
+    sqs: Any
+    finished_events: list[dict[str, Any]] = field(default_factory=list)
+    submitted_events: list[dict[str, Any]] = field(default_factory=list)
+    sns_messages: list[dict[str, Any]] = field(default_factory=list)
+
+    # dropping files
+
+    def put_input(self, key: str, body: bytes, bucket: str = BUCKET) -> dict[str, Any]:
+        reply = self.s3.put_object(Bucket=bucket, Key=key, Body=body)
+        head = self.s3.head_object(Bucket=bucket, Key=key)
+        return {
+            "bucket": bucket,
+            "key": key,
+            "version_id": reply.get("VersionId"),
+            "etag": head["ETag"].strip('"'),
+            "size": head["ContentLength"],
+        }
+
+    def object_created_body(
+        self, obj: dict[str, Any], *, key_in_event: str | None = None, event_id: str | None = None
+    ) -> str:
+        return json.dumps(
+            {
+                "version": "0",
+                "id": event_id or str(uuid.uuid4()),
+                "detail-type": "Object Created",
+                "source": "aws.s3",
+                "account": "123456789012",
+                "time": "2026-01-01T00:00:00Z",
+                "region": "us-east-1",
+                "resources": [f"arn:aws:s3:::{obj['bucket']}"],
+                "detail": {
+                    "version": "0",
+                    "bucket": {"name": obj["bucket"]},
+                    "object": {
+                        "key": key_in_event if key_in_event is not None else obj["key"],
+                        "size": obj["size"],
+                        "etag": obj["etag"],
+                        "version-id": obj["version_id"],
+                        "sequencer": "00617F08299329D189",
+                    },
+                    "request-id": "N4N7GDK58NMKJ12R",
+                    "requester": "123456789012",
+                    "reason": "PutObject",
+                },
+            }
+        )
+
+    def sqs_record(self, body: str) -> SQSRecord:
+        return SQSRecord(
+            {
+                "messageId": str(uuid.uuid4()),
+                "receiptHandle": "handle",
+                "body": body,
+                "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1767225600000"},
+                "messageAttributes": {},
+                "md5OfBody": "",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:ingest",
+                "awsRegion": "us-east-1",
+            }
+        )
+
+    def deliver(self, body: str) -> None:
+        submit_handler.handle_record(self.sqs_record(body), self.services)
+
+    def drop(self, key: str, body: bytes) -> dict[str, Any]:
+        obj = self.put_input(key, body)
+        self.deliver(self.object_created_body(obj))
+        return obj
+
+    # the scheduled parts
+
+    def poll(self) -> PollSummary:
+        return poll_once(self.services)
+
+    def collect(self) -> int:
+        handled = 0
+        while True:
+            reply = self.sqs.receive_message(QueueUrl=self.collect_queue_url, MaxNumberOfMessages=10)
+            messages = reply.get("Messages", [])
+            if not messages:
+                return handled
+            for message in messages:
+                collect_handler.handle_record(self.sqs_record(message["Body"]), self.services)
+                self.sqs.delete_message(QueueUrl=self.collect_queue_url, ReceiptHandle=message["ReceiptHandle"])
+                handled += 1
+
+    def run(self, *, rounds: int = 20, step: float = 60.0) -> None:
+        """Lets time pass and the schedule run until nothing is active any more."""
+        for _ in range(rounds):
+            self.clock.advance(step)
+            self.emulator.process()
+            self.poll()
+            self.collect()
+            if not list(self.services.store.due_shards(10**12, limit=1)):
+                break
+        self.read_notifications()
+
+    # what came out
+
+    def read_notifications(self) -> None:
+        for queue, sink in ((self.events_queue_url, None), (self.sns_queue_url, self.sns_messages)):
+            while messages := self.sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", []):
+                for message in messages:
+                    body = json.loads(message["Body"])
+                    if sink is not None:
+                        sink.append(body)
+                    elif body["detail-type"] == "Batch Job Finished":
+                        self.finished_events.append(body)
+                    else:
+                        self.submitted_events.append(body)
+                    self.sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+
+    def read(self, key: str) -> bytes:
+        return self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+    def report(self, name: str) -> dict[str, Any]:
+        return json.loads(self.read(f"outbox/{name}/report.json"))
+
+    def lines(self, key: str) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.read(key).splitlines() if line.strip()]
+
+
+def settings_for(collect_queue_url: str, topic_arn: str, secret_id: str, **overrides: Any) -> Settings:
+    values = {
+        "TABLE_NAME": TABLE,
+        "SECRET_ID": secret_id,
+        "API_BASE_URL": "http://zerogpu.test",
+        "COLLECT_QUEUE_URL": collect_queue_url,
+        "TOPIC_ARN": topic_arn,
+        "POLL_MIN_INTERVAL_SECONDS": "30",
+        "POLL_MAX_INTERVAL_SECONDS": "600",
+    } | {key: str(value) for key, value in overrides.items()}
+    return Settings.from_environ(values)
+
+
+def api_calls(emulator: Emulator) -> list[tuple[str, str]]:
+    return [(call.method, call.path) for call in emulator.calls]
