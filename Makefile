@@ -50,7 +50,7 @@ emulator: $(STAMP)
 	$(VENV)/bin/batchdrop emulator
 
 bench: $(STAMP)
-	$(PY) -m batchdrop.bench
+	$(PY) bench/bench_streaming.py
 
 $(SAM):
 	$(PYTHON) -m venv $(SAM_VENV)

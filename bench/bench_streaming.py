@@ -1,0 +1,118 @@
+"""Figures for the streaming paths: throughput and peak memory against file size.
+
+    make bench            # or: .venv/bin/python bench/bench_streaming.py [--sizes 20000,100000,200000]
+
+Prints one row per input size for: validate-and-split of a dropped file (the submit function's pass),
+and the sorting of a result file (the collect function's pass). Peak memory is measured with tracemalloc
+(Python allocations) while the pass runs; if memory were proportional to the file, the peak column would
+grow with the size column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+from batchdrop.pipeline.sharding import validate_and_split
+from batchdrop.validation import iter_physical_lines
+from batchdrop.zerogpu import parse_result_line
+
+
+def make_input(lines: int, path: str) -> int:
+    with open(path, "wb") as handle:
+        for n in range(lines):
+            body = {
+                "model": "zgpu-small",
+                "messages": [{"role": "user", "content": f"Question number {n}: " + "lorem ipsum " * 30}],
+            }
+            handle.write(
+                json.dumps(
+                    {"custom_id": f"req-{n}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+                ).encode()
+                + b"\n"
+            )
+    return os.path.getsize(path)
+
+
+def make_output(lines: int, path: str) -> int:
+    with open(path, "wb") as handle:
+        for n in range(lines):
+            completion = {
+                "id": f"chatcmpl-{n}",
+                "object": "chat.completion",
+                "model": "zgpu-small",
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "answer " * 40}, "finish_reason": "stop"}
+                ],
+                "usage": {"prompt_tokens": 40, "completion_tokens": 40, "total_tokens": 80},
+            }
+            line = {
+                "id": f"batch_req_{n}",
+                "custom_id": f"req-{n}",
+                "response": {"status_code": 200, "request_id": f"req_{n}", "body": completion},
+            }
+            handle.write(json.dumps(line).encode() + b"\n")
+    return os.path.getsize(path)
+
+
+def measure(action: Callable[[], Any]) -> tuple[float, float]:
+    tracemalloc.start()
+    started = time.perf_counter()
+    action()
+    elapsed = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return elapsed, peak / 1e6
+
+
+def sort_results(path: str) -> None:
+    succeeded = 0
+    with open(path, "rb") as handle:
+        for physical in iter_physical_lines(handle, max_line_bytes=64 * 1024 * 1024):
+            if parse_result_line(physical.content).succeeded:
+                succeeded += 1
+
+
+def row(name: str, lines: int, size: int, seconds: float, peak: float) -> None:
+    megabytes = size / 1e6
+    rate = megabytes / seconds
+    print(f"{name:<22}{lines:>9}{megabytes:>9.1f}{seconds:>9.2f}{rate:>8.1f}{lines / seconds:>10.0f}{peak:>9.1f}")
+
+
+def split(source: str, shards: str, lines: int) -> None:
+    with open(source, "rb") as stream:
+        result = validate_and_split(stream, shards, max_lines=50_000, max_bytes=100_000_000)
+    assert result.valid and result.lines == lines
+    for name in os.listdir(shards):
+        os.remove(os.path.join(shards, name))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="20000,100000,200000", help="line counts, comma-separated")
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    print(f"{'pass':<22}{'lines':>9}{'file MB':>9}{'seconds':>9}{'MB/s':>8}{'lines/s':>10}{'peak MB':>9}")
+    with tempfile.TemporaryDirectory() as directory:
+        source, output = os.path.join(directory, "input.jsonl"), os.path.join(directory, "output.jsonl")
+        shards = os.path.join(directory, "shards")
+        os.makedirs(shards)
+        for lines in sizes:
+            size = make_input(lines, source)
+            seconds, peak = measure(lambda: split(source, shards, lines))  # noqa: B023 - called at once
+            row("validate+split", lines, size, seconds, peak)
+            size = make_output(lines, output)
+            seconds, peak = measure(lambda: sort_results(output))
+            row("collect: sort results", lines, size, seconds, peak)
+    print("\npeak MB is tracemalloc's peak of Python allocations during the pass; the custom_id set of")
+    print("validate+split is the one part that grows with the number of lines (duplicates across the file).")
+
+
+if __name__ == "__main__":
+    main()
