@@ -1,4 +1,4 @@
-"""The `batchdrop` command line: emulator, local, demo."""
+"""The `batchdrop` command line: emulator, local, demo, jobs."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("file", nargs="?", help="a JSONL file of requests (the bundled sample if omitted)")
     demo.add_argument("--api-url", help="use this ZeroGPU API (ZGPU_API_KEY, ZGPU_PROJECT_ID) instead of the emulator")
     demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the job to finish")
+    jobs = commands.add_parser("jobs", help="list, show or cancel jobs (operators)")
+    from batchdrop.jobs_cli import add_arguments as add_jobs_arguments
+
+    add_jobs_arguments(jobs)
     return parser
 
 
@@ -35,6 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from batchdrop.emulator.server import serve
 
         return serve(args)
+    if args.command == "jobs":
+        from batchdrop.jobs_cli import run
+
+        return run(args)
     if args.command == "local":
         from batchdrop.local.stack import run_local
 

@@ -183,3 +183,34 @@ def test_the_local_resources_are_the_ones_template_yaml_declares(stack: RunningS
         assert attributes["VisibilityTimeout"] == spec.attributes.get(
             "VisibilityTimeout", attributes["VisibilityTimeout"]
         )
+
+
+def test_the_operator_lists_shows_and_cannot_cancel_an_ended_job(stack: RunningStack, tmp_path: Path) -> None:
+    import subprocess
+
+    from stack_harness import BIN, clean_env
+
+    source = tmp_path / "ops.jsonl"
+    source.write_text(request("o-1", "for the operator") + "\n")
+    stack.aws("s3", "cp", str(source), f"s3://{BUCKET}/inbox/ops.jsonl")
+    job_id = stack.wait_for_report("ops")["job_id"]
+
+    def jobs(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [
+            str(BIN / "batchdrop"),
+            "jobs",
+            *args,
+            "--table",
+            "batchdrop-local-jobs",
+            "--endpoint-url",
+            stack.endpoint,
+        ]
+        return subprocess.run(command, capture_output=True, text=True, env=clean_env(), timeout=60)
+
+    listing = jobs("list")
+    assert listing.returncode == 0 and job_id in listing.stdout and "inbox/ops.jsonl" in listing.stdout
+    shown = jobs("show", job_id)
+    assert shown.returncode == 0
+    assert json.loads(shown.stdout)["shards"][0]["state"] == "collected"
+    refused = jobs("cancel", job_id)
+    assert refused.returncode == 1 and "has ended" in refused.stderr

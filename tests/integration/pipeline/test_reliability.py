@@ -317,3 +317,28 @@ def test_a_submit_batch_job_event_never_feeds_the_pipeline_its_own_files(pipelin
 
     assert pipeline.emulator.calls == []
     assert pipeline.finished_events == []
+
+
+def test_an_operator_cancels_a_job_and_keeps_what_already_ran(make_pipeline: Any) -> None:
+    # Given a job of two shards, one running slowly and one held back by the in-flight limit
+    pipeline: Pipeline = make_pipeline(
+        emulator_settings={"lines_per_second": 1 / 60}, MAX_LINES_PER_BATCH=5, MAX_BATCHES_IN_FLIGHT=1
+    )
+    pipeline.drop("inbox/cancel me.jsonl", lines_for(10))
+    pipeline.clock.advance(150)  # two lines of the first batch have run
+    pipeline.emulator.process()
+    job_id = next(pipeline.services.store.iter_jobs(limit=5)).job_id
+
+    # When the operator cancels it
+    assert pipeline.services.store.request_cancel(job_id) is not None
+    pipeline.run(rounds=10, step=30)
+
+    # Then the held shard is never submitted, the running batch is cancelled, and what ran is kept
+    report = pipeline.report("cancel me")
+    assert report["outcome"] == "cancelled"
+    assert pipeline.emulator.count_calls("POST", "/v1/batches") == 1
+    assert report["counts"]["total"] == 10
+    assert 2 <= report["counts"]["succeeded"] < 5
+    assert report["errors_by_code"]["batch_cancelled"] == 10 - report["counts"]["succeeded"]
+    assert pipeline.services.store.slots_in_use() == 0
+    assert [event["detail"]["outcome"] for event in pipeline.finished_events] == ["cancelled"]

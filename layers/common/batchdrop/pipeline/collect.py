@@ -25,6 +25,7 @@ UNREPORTED_MESSAGES = {
     "batch_create_failed": "The batch for this line could not be created: {detail}",
     "batch_failed": "The batch for this line failed before the line ran: {detail}",
     "missing_result": "The API reported no result for this line (batch status {detail}).",
+    "batch_cancelled": "The job was cancelled before this line ran.",
 }
 
 

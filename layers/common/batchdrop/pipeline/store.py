@@ -21,7 +21,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 from pydantic_core import to_jsonable_python
 
-from batchdrop.pipeline.models import Job, Shard, ShardState
+from batchdrop.pipeline.models import Job, JobStatus, Shard, ShardState
 
 ACTIVE_INDEX = "ActiveShards"
 ACTIVE_PARTITION = "ACTIVE"
@@ -154,6 +154,33 @@ class JobStore:
                 raise StaleRecord(job.job_id) from None
             raise
         return job.model_copy(update=changes | {"version": job.version + 1})
+
+    def request_cancel(self, job_id: str) -> Job | None:
+        """Marks a job for cancellation; the poller cancels its batches. None if it has ended already."""
+        for _ in range(5):
+            job = self.get_job(job_id)
+            if job is None or job.status in (JobStatus.FINISHED, JobStatus.REJECTED):
+                return None
+            if job.cancel_requested_at is not None:
+                return job
+            try:
+                return self.update_job(job, cancel_requested_at=int(self._clock()))
+            except StaleRecord:
+                continue
+        raise StaleRecord(job_id)
+
+    def iter_jobs(self, *, limit: int) -> Iterator[Job]:
+        """Jobs in no particular order, for the operator's listing (a Scan; never used by the functions)."""
+        paginator = self._db.get_paginator("scan")
+        pages = paginator.paginate(
+            TableName=self._table,
+            FilterExpression="sk = :job",
+            ExpressionAttributeValues={":job": {"S": "JOB"}},
+            PaginationConfig={"MaxItems": limit},
+        )
+        for page in pages:
+            for item in page.get("Items", []):
+                yield Job.model_validate(_deserialize(item))
 
     # shards
 

@@ -192,7 +192,19 @@ def submit_shard(shard: Shard, services: Services) -> Shard:
     shard = services.store.claim_shard(
         shard, owner=services.owner, lease_seconds=lease, max_in_flight=settings.max_batches_in_flight
     )
-    bucket = _job_bucket(shard, services)
+    job = services.store.get_job(shard.job_id)
+    if job is None:
+        raise StaleRecord(f"job {shard.job_id} is gone")
+    if job.cancel_requested_at is not None:
+        logger.info("job cancelled; shard not submitted", extra={"shard": shard.index})
+        return services.store.end_shard(
+            shard,
+            batch_status="not_created",
+            failure_code="batch_cancelled",
+            failure_message="the job was cancelled before this shard was submitted",
+            next_poll_at=services.now(),
+        )
+    bucket = job.input.bucket
     try:
         if shard.input_file_id is None:
             shard = _upload(shard, bucket, services)
@@ -228,13 +240,6 @@ def submit_shard(shard: Shard, services: Services) -> Shard:
         failure_message=None,
         submit_attempts=shard.submit_attempts + 1,
     )
-
-
-def _job_bucket(shard: Shard, services: Services) -> str:
-    job = services.store.get_job(shard.job_id)
-    if job is None:
-        raise StaleRecord(f"job {shard.job_id} is gone")
-    return job.input.bucket
 
 
 def _upload(shard: Shard, bucket: str, services: Services) -> Shard:
