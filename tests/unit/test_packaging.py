@@ -24,3 +24,18 @@ def test_the_layer_leaves_out_what_only_the_cli_needs() -> None:
     layer = (REPO / "layers/common/requirements.txt").read_text()
     for local_only in ("moto", "werkzeug", "openai"):
         assert local_only not in layer
+
+
+def test_the_handlers_import_nothing_the_layer_leaves_out() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; sys.path[:0] = ['functions/submit', 'functions/poll', 'functions/collect'];"
+        "import submit_handler, poll_handler, collect_handler;"
+        "leaked = sorted(m for m in sys.modules if m.split('.')[0] in ('moto', 'werkzeug', 'openai', 'yaml')"
+        " or m.startswith(('batchdrop.emulator', 'batchdrop.local')));"
+        "print(leaked); sys.exit(1 if leaked else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
