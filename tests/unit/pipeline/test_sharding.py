@@ -69,3 +69,28 @@ def test_memory_does_not_grow_with_line_size(tmp_path: Path) -> None:
 
     assert [problem.line for problem in result.problems] == [2, 4]
     assert peak < 6_000_000, peak
+
+
+def test_each_shard_is_handed_over_as_soon_as_it_is_complete(tmp_path: Path) -> None:
+    handed: list[tuple[int, int, bool]] = []
+
+    def take(shard: object) -> None:
+        handed.append((shard.index, shard.lines, os.path.exists(shard.path)))  # type: ignore[attr-defined]
+        os.remove(shard.path)  # type: ignore[attr-defined]
+
+    data = b"\n".join(line(n) for n in range(7))
+    result = validate_and_split(io.BytesIO(data), str(tmp_path), max_lines=3, max_bytes=10**9, on_shard=take)
+    assert result.valid
+    assert handed == [(0, 3, True), (1, 3, True), (2, 1, True)]
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_file_that_turns_out_bad_hands_over_no_further_shard_and_leaves_no_file(tmp_path: Path) -> None:
+    handed: list[int] = []
+    data = b"\n".join([*(line(n) for n in range(4)), b"broken", line(9)])
+    result = validate_and_split(
+        io.BytesIO(data), str(tmp_path), max_lines=3, max_bytes=10**9, on_shard=lambda shard: handed.append(shard.index)
+    )
+    assert not result.valid
+    assert handed == [0]
+    assert os.listdir(tmp_path) == []

@@ -9,6 +9,7 @@ find duplicates across the whole file) grows with the number of lines.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -50,8 +51,20 @@ class _CountingReader:
         return chunk
 
 
-def validate_and_split(stream: IO[bytes], directory: str, *, max_lines: int, max_bytes: int) -> SplitResult:
-    """Reads `stream` once; shard files are written under `directory` (removed again if invalid)."""
+def validate_and_split(
+    stream: IO[bytes],
+    directory: str,
+    *,
+    max_lines: int,
+    max_bytes: int,
+    on_shard: Callable[[ShardFile], None] | None = None,
+) -> SplitResult:
+    """Reads `stream` once; shard files are written under `directory`.
+
+    `on_shard` is called with each shard as soon as it is complete, while the file is still valid (it may
+    upload the shard and delete the local file, so local disk holds one shard at a time); shard files still
+    on disk are removed if the file turns out invalid.
+    """
     result = SplitResult()
     validator = LineValidator(max_lines=None, strict_body=True)
     reader = _CountingReader(stream)
@@ -78,6 +91,9 @@ def validate_and_split(stream: IO[bytes], directory: str, *, max_lines: int, max
             if current is None or current.lines >= max_lines or current.bytes + size > max_bytes:
                 if handle is not None:
                     handle.close()
+                    handle = None
+                    if on_shard is not None and current is not None:
+                        on_shard(current)
                 current = ShardFile(
                     len(result.shards), os.path.join(directory, f"shard-{len(result.shards):05d}.jsonl")
                 )
@@ -98,6 +114,8 @@ def validate_and_split(stream: IO[bytes], directory: str, *, max_lines: int, max
     result.bytes_read = reader.count
     if (final := validator.finish()) is not None:
         note(final)
+    if result.valid and on_shard is not None and current is not None:
+        on_shard(current)
     if not result.valid:
         for shard in result.shards:
             if os.path.exists(shard.path):

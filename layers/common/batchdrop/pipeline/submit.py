@@ -23,7 +23,7 @@ from batchdrop.pipeline.events import SUBMIT_EVENT_SOURCE, SubmitRequest
 from batchdrop.pipeline.finish import publish_rejection
 from batchdrop.pipeline.models import InputInfo, Job, JobStatus, ObjectRef, Shard, ShardState, input_name
 from batchdrop.pipeline.services import Services
-from batchdrop.pipeline.sharding import validate_and_split
+from batchdrop.pipeline.sharding import ShardFile, validate_and_split
 from batchdrop.pipeline.store import NoSlotAvailable, StaleRecord
 from batchdrop.zerogpu import ZeroGPUError
 
@@ -127,37 +127,42 @@ def resolve_object(request: SubmitRequest, services: Services) -> ObjectRef | No
 def split_input(job: Job, ref: ObjectRef, services: Services) -> Job:
     """Validates every line; either rejects the input (no API call at all) or records its shards."""
     settings = services.settings
-    with tempfile.TemporaryDirectory(dir=services.workdir) as directory:
-        with s3io.open_object(services.s3, ref) as stream:
-            split = validate_and_split(
-                stream,
-                directory,
-                max_lines=settings.max_lines_per_batch,
-                max_bytes=settings.max_bytes_per_batch,
+    now = services.now()
+    shards: list[Shard] = []
+
+    def store_shard(shard_file: ShardFile) -> None:
+        """Each complete shard goes to the work prefix at once: local disk holds one shard at a time."""
+        work_key = f"{settings.work_prefix}{job.job_id}/shards/{shard_file.index:05d}.jsonl"
+        s3io.upload_file(services.s3, shard_file.path, ref.bucket, work_key)
+        os.remove(shard_file.path)
+        shards.append(
+            Shard(
+                job_id=job.job_id,
+                index=shard_file.index,
+                state=ShardState.PENDING,
+                work_key=work_key,
+                lines=shard_file.lines,
+                bytes=shard_file.bytes,
+                first_line=shard_file.first_line,
+                next_poll_at=now,
             )
-        job_input = job.input.model_copy(update={"lines": split.lines})
-        if not split.valid:
-            logger.info("input rejected", extra={"problems": split.problem_count, "lines": split.lines})
-            count("JobsRejected")
-            return publish_rejection(job.model_copy(update={"input": job_input}), split, services)
-        now = services.now()
-        shards = []
-        for shard_file in split.shards:
-            work_key = f"{settings.work_prefix}{job.job_id}/shards/{shard_file.index:05d}.jsonl"
-            s3io.upload_file(services.s3, shard_file.path, ref.bucket, work_key)
-            shards.append(
-                Shard(
-                    job_id=job.job_id,
-                    index=shard_file.index,
-                    state=ShardState.PENDING,
-                    work_key=work_key,
-                    lines=shard_file.lines,
-                    bytes=shard_file.bytes,
-                    first_line=shard_file.first_line,
-                    next_poll_at=now,
-                )
-            )
-        services.store.put_shards(shards)
+        )
+
+    with tempfile.TemporaryDirectory(dir=services.workdir) as directory, s3io.open_object(services.s3, ref) as stream:
+        split = validate_and_split(
+            stream,
+            directory,
+            max_lines=settings.max_lines_per_batch,
+            max_bytes=settings.max_bytes_per_batch,
+            on_shard=store_shard,
+        )
+    job_input = job.input.model_copy(update={"lines": split.lines})
+    if not split.valid:
+        # Shards stored before a later line turned out bad are left to the work prefix's expiry.
+        logger.info("input rejected", extra={"problems": split.problem_count, "lines": split.lines})
+        count("JobsRejected")
+        return publish_rejection(job.model_copy(update={"input": job_input}), split, services)
+    services.store.put_shards(shards)
     job = services.store.update_job(job, status=JobStatus.SUBMITTING, shard_count=len(shards), input=job_input)
     logger.info("input accepted", extra={"lines": split.lines, "shards": len(shards)})
     count("JobsAccepted")
