@@ -152,7 +152,7 @@ class LineValidator:
         if too_many := self._count_problem():
             return too_many
         try:
-            document = json.loads(physical.content)
+            document = json.loads(physical.content, parse_constant=_reject_constant)
         except (ValueError, RecursionError):
             return Problem(ProblemCode.INVALID_JSON, f"Line {n} is not valid JSON", n)
         if not isinstance(document, dict):
@@ -210,6 +210,11 @@ class LineValidator:
         if self.strict_body and (problem := _check_chat_body(n, body)):
             return problem
         return ValidLine(n, custom_id, content)
+
+
+def _reject_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (RFC 8259), although Python's parser accepts them."""
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _check_chat_body(n: int, body: dict[str, Any]) -> Problem | None:

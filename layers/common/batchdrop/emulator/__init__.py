@@ -5,7 +5,11 @@ In-process::
     emu = Emulator(settings=EmulatorSettings(lines_per_second=10), clock=ManualClock())
     client = httpx.Client(transport=emu.transport(), base_url="http://zerogpu.test")
 
-Over real sockets: `batchdrop.emulator.server.EmulatorServer`, or the `batchdrop emulator` command.
+Over real sockets: `batchdrop.emulator.server.EmulatorServer`, or the `batchdrop emulator` command; the
+server module's docstring documents the `/_emulator` admin surface (faults, calls, clock).
+
+A "reply lost" fault needs `emu.transport()` (it raises httpx.ReadTimeout) or the real server (the
+connection is dropped); a bare WSGI caller just gets the reply.
 """
 
 from batchdrop.emulator.app import CallRecord
