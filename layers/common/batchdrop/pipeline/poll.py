@@ -42,6 +42,9 @@ def poll_once(services: Services) -> PollSummary:
     summary = PollSummary()
     due = list(services.store.due_shards(services.now(), limit=MAX_SHARDS_PER_RUN))
     summary.due = len(due)
+    if not due:
+        return summary
+    services.api  # noqa: B018 - created (and credentials read) once, before the worker threads share it
     pending = [shard for shard in due if shard.state == ShardState.PENDING]
     others = [shard for shard in due if shard.state != ShardState.PENDING]
     # Retrieval is I/O bound: a small pool. Submission is sequential, for the in-flight limit.
