@@ -235,38 +235,18 @@ class JobStore:
         now = int(self._clock())
         if shard.lease_until is not None and shard.lease_until > now and shard.lease_owner != owner:
             raise StaleRecord(f"{shard.job_id}/{shard.index} is leased")
-        changes: dict[str, Any] = {
-            "lease_owner": owner,
-            "lease_until": now + lease_seconds,
-            "holds_slot": True,
-        }
-        update = _Update(shard.version, changes).request(_shard_key(shard.job_id, shard.index))
+        changes: dict[str, Any] = {"lease_owner": owner, "lease_until": now + lease_seconds, "holds_slot": True}
         if shard.holds_slot:
-            try:
-                self._db.update_item(TableName=self._table, **update)
-            except ClientError as error:
-                if _is_conditional_failure(error):
-                    raise StaleRecord(f"{shard.job_id}/{shard.index}") from None
-                raise
-            return shard.model_copy(update=changes | {"version": shard.version + 1})
-        slot = {
-            "TableName": self._table,
-            "Key": _SLOTS_KEY,
+            return self.update_shard(shard, **changes)
+        take_slot = {
             "UpdateExpression": "SET in_use = if_not_exists(in_use, :zero) + :one",
             "ConditionExpression": "attribute_not_exists(in_use) OR in_use < :max",
             "ExpressionAttributeValues": _serialize({":zero": 0, ":one": 1, ":max": max_in_flight}),
         }
-        try:
-            self._db.transact_write_items(
-                TransactItems=[{"Update": {"TableName": self._table, **update}}, {"Update": slot}]
-            )
-        except ClientError as error:
-            if not _is_conditional_failure(error):
-                raise
-            if _cancellation_codes(error)[:1] == ["ConditionalCheckFailed"]:
-                raise StaleRecord(f"{shard.job_id}/{shard.index}") from None
-            raise NoSlotAvailable() from None
-        return shard.model_copy(update=changes | {"version": shard.version + 1})
+        claimed = self._update_shard_and_slots(shard, changes, take_slot)
+        if claimed is None:
+            raise NoSlotAvailable()
+        return claimed
 
     def end_shard(self, shard: Shard, **changes: Any) -> Shard:
         """Moves a shard to TERMINAL and gives back its in-flight slot, atomically."""
@@ -278,25 +258,31 @@ class JobStore:
         } | changes
         if not shard.holds_slot:
             return self.update_shard(shard, **changes)
-        update = _Update(shard.version, _dump_changes(changes)).request(_shard_key(shard.job_id, shard.index))
-        release = {
-            "TableName": self._table,
-            "Key": _SLOTS_KEY,
+        give_back = {
             "UpdateExpression": "SET in_use = in_use - :one",
             "ConditionExpression": "in_use > :zero",
             "ExpressionAttributeValues": _serialize({":zero": 0, ":one": 1}),
         }
+        # None: the counter was already zero (it never goes negative), so the shard ends alone.
+        return self._update_shard_and_slots(shard, changes, give_back) or self.update_shard(shard, **changes)
+
+    def _update_shard_and_slots(self, shard: Shard, changes: dict[str, Any], slots: dict[str, Any]) -> Shard | None:
+        """One transaction: the shard's conditional update and the slot counter's. StaleRecord if the shard
+        changed meanwhile; None if the counter's condition failed (nothing is written then)."""
+        update = _Update(shard.version, _dump_changes(changes)).request(_shard_key(shard.job_id, shard.index))
         try:
             self._db.transact_write_items(
-                TransactItems=[{"Update": {"TableName": self._table, **update}}, {"Update": release}]
+                TransactItems=[
+                    {"Update": {"TableName": self._table, **update}},
+                    {"Update": {"TableName": self._table, "Key": _SLOTS_KEY, **slots}},
+                ]
             )
         except ClientError as error:
             if not _is_conditional_failure(error):
                 raise
             if _cancellation_codes(error)[:1] == ["ConditionalCheckFailed"]:
                 raise StaleRecord(f"{shard.job_id}/{shard.index}") from None
-            # The counter was already zero (it never goes negative): end the shard alone.
-            return self.update_shard(shard, **changes)
+            return None
         fields = {name: value for name, value in changes.items() if name in Shard.model_fields}
         return shard.model_copy(update=fields | {"version": shard.version + 1})
 
