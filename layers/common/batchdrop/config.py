@@ -26,6 +26,8 @@ class Settings(BaseModel):
 
     table_name: str = Field(alias="TABLE_NAME", min_length=1)
     secret_id: str = Field(alias="SECRET_ID", min_length=1)
+    bucket_name: str = Field(default="", alias="BUCKET_NAME")
+    """The stack's bucket: `Submit Batch Job` events may name objects of this bucket only (empty: any)."""
     api_base_url: str = Field(default="prod", alias="API_BASE_URL", min_length=1)
     input_prefix: str = Field(default="inbox/", alias="INPUT_PREFIX")
     output_prefix: str = Field(default="outbox/", alias="OUTPUT_PREFIX")

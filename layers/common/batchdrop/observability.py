@@ -9,10 +9,16 @@ Responses are never captured in traces: they can carry user data. The event is n
 
 from __future__ import annotations
 
+import logging
+
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
 SERVICE = "batchdrop"
+# At DEBUG these libraries log request and response bodies, the Secrets Manager reply (the API key)
+# among them. Whatever level the operator chooses for batchdrop, they stay at WARNING.
+for _library in ("botocore", "boto3", "s3transfer", "urllib3", "httpx", "httpcore"):
+    logging.getLogger(_library).setLevel(logging.WARNING)
 
 logger = Logger(service=SERVICE, log_uncaught_exceptions=True)
 tracer = Tracer(service=SERVICE)

@@ -1,8 +1,10 @@
 """Collect: a terminal shard's output and error files, streamed from the API into S3, and counted.
 
-Every input line of the shard ends in exactly one of the two result files: lines the API reported twice
-are kept once, and lines it never reported (a batch that failed or could not be created, or an
-anomaly) get an error line of our own. Once every shard of the job is collected, the job is finalized.
+Every input line of the shard ends in exactly one of the two result files: the shard's own custom_ids
+are read first (at most one batch's worth), lines the API reported twice are kept once, lines naming an
+id the shard does not have are dropped, and ids the API never reported (a batch that failed or could not
+be created, a cancelled job, an anomaly) get an error line of ours. Once every shard of the job is
+collected, the job is finalized.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import IO, Any
 from batchdrop.observability import count, logger
 from batchdrop.pipeline import s3io
 from batchdrop.pipeline.finish import finalize_job
-from batchdrop.pipeline.models import Shard, ShardResult, ShardState
+from batchdrop.pipeline.models import Job, Shard, ShardResult, ShardState
 from batchdrop.pipeline.services import Services
+from batchdrop.pipeline.shard_files import local_shard_copy
 from batchdrop.pipeline.store import StaleRecord
 from batchdrop.validation import iter_physical_lines
 from batchdrop.zerogpu import parse_result_line
@@ -27,53 +30,59 @@ UNREPORTED_MESSAGES = {
     "missing_result": "The API reported no result for this line (batch status {detail}).",
     "batch_cancelled": "The job was cancelled before this line ran.",
 }
+_ATTEMPTS = 5
 
 
 def collect_shard(job_id: str, index: int, services: Services) -> None:
-    shard = services.store.get_shard(job_id, index)
-    if shard is None:
-        logger.warning("collect request for an unknown shard", extra={"job_id": job_id, "shard": index})
+    job = services.store.get_job(job_id)
+    if job is None:
+        logger.warning("collect request for an unknown job", extra={"job_id": job_id, "shard": index})
         return
-    if shard.state == ShardState.TERMINAL:
-        result = export_results(shard, services)
+    result: ShardResult | None = None
+    for _ in range(_ATTEMPTS):
+        shard = services.store.get_shard(job_id, index)
+        if shard is None or shard.state == ShardState.COLLECTED:
+            break
+        if shard.state != ShardState.TERMINAL:
+            logger.warning("collect request for a shard still running", extra={"shard": index, "state": shard.state})
+            return
+        result = result or export_results(shard, job, services)
         try:
             services.store.update_shard(shard, state=ShardState.COLLECTED, result=result)
             count("ShardsCollected")
+            break
         except StaleRecord:
-            fresh = services.store.get_shard(job_id, index)
-            if fresh is None or fresh.state != ShardState.COLLECTED:
-                raise
-    elif shard.state != ShardState.COLLECTED:
-        logger.warning("collect request for a shard still running", extra={"shard": index, "state": shard.state})
-        return
+            continue  # e.g. the poller moved its next look; the exported results stay valid
+    else:
+        raise StaleRecord(f"shard {job_id}/{index} kept changing while it was being collected")
     finalize_job(job_id, services)
 
 
-def export_results(shard: Shard, services: Services) -> ShardResult:
-    job = services.store.get_job(shard.job_id)
-    if job is None:
-        raise StaleRecord(f"job {shard.job_id} is gone")
+def export_results(shard: Shard, job: Job, services: Services) -> ShardResult:
     bucket = job.input.bucket
     base = f"{services.settings.work_prefix}{shard.job_id}/results/{shard.index:05d}"
     result = ShardResult(output_key=f"{base}.output.jsonl", errors_key=f"{base}.errors.jsonl")
-    seen: set[str] = set()
     with tempfile.TemporaryDirectory(dir=services.workdir) as directory:
-        output_path, errors_path = (
-            os.path.join(directory, "output.jsonl"),
-            os.path.join(directory, "errors.jsonl"),
-        )
+        unreported = _shard_custom_ids(local_shard_copy(shard, job, directory, services))
+        output_path, errors_path = os.path.join(directory, "output.jsonl"), os.path.join(directory, "errors.jsonl")
         with open(output_path, "wb") as output, open(errors_path, "wb") as errors:
             for file_id in (shard.output_file_id, shard.error_file_id):
                 if file_id:
-                    _sort_api_file(file_id, directory, output, errors, seen, result, services)
-            _add_unreported(shard, bucket, errors, seen, result, services)
+                    _sort_api_file(file_id, directory, output, errors, unreported, result, services)
+            code, detail = _unreported_reason(shard)
+            for custom_id in unreported:
+                errors.write(json.dumps(_error_line(custom_id, code, detail)).encode() + b"\n")
+                _count_failure(result, code)
         s3io.upload_file(services.s3, output_path, bucket, result.output_key)
         s3io.upload_file(services.s3, errors_path, bucket, result.errors_key)
-    logger.info(
-        "shard collected",
-        extra={"shard": shard.index, "succeeded": result.succeeded, "failed": result.failed},
-    )
+    logger.info("shard collected", extra={"shard": shard.index, "succeeded": result.succeeded, "failed": result.failed})
     return result
+
+
+def _shard_custom_ids(path: str) -> dict[str, None]:
+    """The shard's custom_ids in input order (a dict as an ordered set)."""
+    with open(path, "rb") as lines:
+        return {json.loads(physical.content)["custom_id"]: None for physical in iter_physical_lines(lines)}
 
 
 def _sort_api_file(
@@ -81,7 +90,7 @@ def _sort_api_file(
     directory: str,
     output: IO[bytes],
     errors: IO[bytes],
-    seen: set[str],
+    unreported: dict[str, None],
     result: ShardResult,
     services: Services,
 ) -> None:
@@ -94,9 +103,10 @@ def _sort_api_file(
             if physical.too_long or not physical.content.strip():
                 continue
             line = parse_result_line(physical.content)
-            if not line.custom_id or line.custom_id in seen:
+            if line.custom_id is None or line.custom_id not in unreported:
+                count("UnexpectedResultLines")  # a repeat, or an id this shard never sent
                 continue
-            seen.add(line.custom_id)
+            del unreported[line.custom_id]
             if line.succeeded:
                 output.write(physical.content + b"\n")
                 result.succeeded += 1
@@ -106,28 +116,12 @@ def _sort_api_file(
     os.remove(path)
 
 
-def _add_unreported(
-    shard: Shard, bucket: str, errors: IO[bytes], seen: set[str], result: ShardResult, services: Services
-) -> None:
+def _unreported_reason(shard: Shard) -> tuple[str, str]:
     if shard.failure_code:
-        code, detail = shard.failure_code, shard.failure_message or ""
-    elif shard.batch_status == "failed":
-        code, detail = "batch_failed", shard.failure_message or "the API failed the batch"
-    else:
-        code, detail = "missing_result", shard.batch_status or "unknown"
-    body = services.s3.get_object(Bucket=bucket, Key=shard.work_key)["Body"]
-    try:
-        for physical in iter_physical_lines(body):
-            if not physical.content.strip():
-                continue
-            custom_id = json.loads(physical.content)["custom_id"]
-            if custom_id in seen:
-                continue
-            seen.add(custom_id)
-            errors.write(json.dumps(_error_line(custom_id, code, detail)).encode() + b"\n")
-            _count_failure(result, code)
-    finally:
-        body.close()
+        return shard.failure_code, shard.failure_message or ""
+    if shard.batch_status == "failed":
+        return "batch_failed", shard.failure_message or "the API failed the batch"
+    return "missing_result", shard.batch_status or "unknown"
 
 
 def _error_line(custom_id: str, code: str, detail: str) -> dict[str, Any]:

@@ -1,13 +1,16 @@
-"""The end of a job: merged results, report.json, and exactly one announcement.
+"""The end of a job: merged results, report.json, and one announcement.
 
 A job is marked FINISHED (or REJECTED) by one conditional write; then whoever claims the notification
-(a short lease, also a conditional write) writes the merged files and the report, publishes, and marks
-the job notified. Overlapping or repeated runs therefore announce once; a run that crashes mid-way is
-finished by the next delivery of its message once the lease has passed.
+(a lease taken by a conditional write, longer than a collect invocation can run) writes the merged files
+and the report, sends the event and the SNS message, each marked sent on the job, and marks the job
+notified. Overlapping or repeated runs therefore announce once; a run that dies mid-way is finished by
+the next delivery of its message (collect's, or submit's for a rejection) once the lease has passed, and
+what was already sent is not sent again.
 """
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +22,8 @@ from batchdrop.pipeline.sharding import SplitResult
 from batchdrop.pipeline.store import StaleRecord
 
 REPORT_SCHEMA_VERSION = 1
-NOTIFY_LEASE_SECONDS = 300
+NOTIFY_LEASE_SECONDS = 960  # longer than the collect function's 900 s timeout
+_ATTEMPTS = 5
 
 
 def _iso(epoch: int | None) -> str | None:
@@ -42,14 +46,14 @@ def _timestamps(job: Job) -> dict[str, str | None]:
 def publish_rejection(job: Job, split: SplitResult, services: Services) -> Job:
     """Writes the rejection report, marks the job REJECTED and announces it. No API call is made."""
     now = services.now()
-    retention = services.settings.job_retention_days * 86400
+    errors_by_code = dict(sorted(split.problem_codes.items()))
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "job_id": job.job_id,
         "outcome": Outcome.REJECTED.value,
         "input": job.input.model_dump(mode="json"),
         "counts": {"total": split.lines, "succeeded": 0, "failed": 0},
-        "errors_by_code": _count_codes(problem.code.value for problem in split.problems),
+        "errors_by_code": errors_by_code,
         "batches": [],
         "validation_errors": [
             {"line": problem.line, "code": problem.code.value, "message": problem.message} for problem in split.problems
@@ -67,50 +71,74 @@ def publish_rejection(job: Job, split: SplitResult, services: Services) -> Job:
             outcome=Outcome.REJECTED,
             finished_at=now,
             input=job.input,
-            expires_at=now + retention,
+            validation_error_count=split.problem_count,
+            errors_by_code=errors_by_code,
+            expires_at=now + services.settings.job_retention_days * 86400,
         )
     except StaleRecord:
         fresh = services.store.get_job(job.job_id)
         if fresh is None or fresh.status != JobStatus.REJECTED:
             raise
         job = fresh
-    detail = _finished_detail(job, report["counts"], report["errors_by_code"]) | {
-        "outputs": report["outputs"],
-        "validation_error_count": split.problem_count,
-    }
-    _announce_once(job, detail, services)
+    announce_rejection(job, services)
     return job
+
+
+def announce_rejection(job: Job, services: Services) -> None:
+    """The rejection's announcement, from what the job recorded (also when a retry finishes it)."""
+    counts = {"total": job.input.lines or 0, "succeeded": 0, "failed": 0}
+    detail = _finished_detail(job, counts, job.errors_by_code or {}) | {
+        "outputs": {"report": _outputs(job)["report"]},
+        "validation_error_count": job.validation_error_count or 0,
+    }
+    if _claim_notification(job, services):
+        _publish(job.job_id, detail, services)
 
 
 def finalize_job(job_id: str, services: Services) -> Job | None:
     """Once every shard is collected: merged output.jsonl and errors.jsonl, report.json, one announcement."""
-    job = services.store.get_job(job_id)
-    if job is None or job.status == JobStatus.REJECTED or job.notified_at is not None:
-        return job
-    shards = sorted(services.store.get_shards(job_id), key=lambda shard: shard.index)
-    if job.shard_count is None or len(shards) < job.shard_count:
-        return job
-    if any(shard.state != ShardState.COLLECTED or shard.result is None for shard in shards):
-        return job
-    succeeded = sum(shard.result.succeeded for shard in shards if shard.result)
-    failed = sum(shard.result.failed for shard in shards if shard.result)
-    if job.status != JobStatus.FINISHED:
+    for _ in range(_ATTEMPTS):
+        job = services.store.get_job(job_id)
+        if job is None or job.status == JobStatus.REJECTED or job.notified_at is not None:
+            return job
+        shards = sorted(services.store.get_shards(job_id), key=lambda shard: shard.index)
+        if job.shard_count is None or len(shards) < job.shard_count:
+            return job
+        if any(shard.state != ShardState.COLLECTED or shard.result is None for shard in shards):
+            return job
+        if job.status == JobStatus.FINISHED:
+            break
+        succeeded = sum(shard.result.succeeded for shard in shards if shard.result)
+        failed = sum(shard.result.failed for shard in shards if shard.result)
         now = services.now()
+        expires_at = now + services.settings.job_retention_days * 86400
         try:
             job = services.store.update_job(
                 job,
                 status=JobStatus.FINISHED,
                 outcome=_outcome(job, succeeded, failed),
                 finished_at=now,
-                expires_at=now + services.settings.job_retention_days * 86400,
+                expires_at=expires_at,
             )
         except StaleRecord:
-            return finalize_job(job_id, services)
+            continue  # changed meanwhile (a cancel, a claim): decide again from a fresh read
+        for shard in shards:  # the shards go with the job when its records expire
+            with contextlib.suppress(StaleRecord):
+                services.store.update_shard(shard, expires_at=expires_at)
         count("JobsFinished")
         count(f"Jobs{(job.outcome or Outcome.FAILED).value.capitalize()}")
+        break
+    else:
+        raise StaleRecord(f"job {job_id} kept changing while it was being finished")
     if not _claim_notification(job, services):
         return job
-    job = services.store.get_job(job_id) or job
+    _write_results(job, shards, services)
+    return services.store.get_job(job_id)
+
+
+def _write_results(job: Job, shards: list[Shard], services: Services) -> None:
+    succeeded = sum(shard.result.succeeded for shard in shards if shard.result)
+    failed = sum(shard.result.failed for shard in shards if shard.result)
     errors_by_code: dict[str, int] = {}
     for shard in shards:
         for code, n in (shard.result.errors_by_code if shard.result else {}).items():
@@ -118,16 +146,10 @@ def finalize_job(job_id: str, services: Services) -> Job | None:
     counts = {"total": succeeded + failed, "succeeded": succeeded, "failed": failed}
     bucket = job.input.bucket
     s3io.concatenate(
-        services.s3,
-        bucket,
-        [s.result.output_key for s in shards if s.result],
-        f"{job.output_prefix}output.jsonl",
+        services.s3, bucket, [s.result.output_key for s in shards if s.result], f"{job.output_prefix}output.jsonl"
     )
     s3io.concatenate(
-        services.s3,
-        bucket,
-        [s.result.errors_key for s in shards if s.result],
-        f"{job.output_prefix}errors.jsonl",
+        services.s3, bucket, [s.result.errors_key for s in shards if s.result], f"{job.output_prefix}errors.jsonl"
     )
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,
@@ -142,8 +164,7 @@ def finalize_job(job_id: str, services: Services) -> Job | None:
         "timestamps": _timestamps(job),
     }
     s3io.put_json(services.s3, bucket, f"{job.output_prefix}report.json", report)
-    _publish(job, _finished_detail(job, counts, report["errors_by_code"]), services)
-    return job
+    _publish(job.job_id, _finished_detail(job, counts, report["errors_by_code"]), services)
 
 
 def _batch_entry(shard: Shard) -> dict[str, Any]:
@@ -169,13 +190,6 @@ def _outcome(job: Job, succeeded: int, failed: int) -> Outcome:
     if succeeded == 0:
         return Outcome.FAILED
     return Outcome.PARTIAL
-
-
-def _count_codes(codes: Any) -> dict[str, int]:
-    counted: dict[str, int] = {}
-    for code in codes:
-        counted[code] = counted.get(code, 0) + 1
-    return dict(sorted(counted.items()))
 
 
 def _finished_detail(job: Job, counts: dict[str, int], errors_by_code: dict[str, int]) -> dict[str, Any]:
@@ -204,12 +218,29 @@ def _claim_notification(job: Job, services: Services) -> bool:
     return True
 
 
-def _announce_once(job: Job, detail: dict[str, Any], services: Services) -> None:
-    if _claim_notification(job, services):
-        _publish(services.store.get_job(job.job_id) or job, detail, services)
-
-
-def _publish(job: Job, detail: dict[str, Any], services: Services) -> None:
-    services.notifier.job_finished(detail)
-    services.store.update_job(job, notified_at=services.now())
+def _publish(job_id: str, detail: dict[str, Any], services: Services) -> None:
+    """Sends what has not been sent yet, marking each once sent, then marks the job notified."""
+    job = _mark(job_id, services, None)
+    if job.finished_event_sent_at is None:
+        services.notifier.finished_event(detail)
+        job = _mark(job_id, services, "finished_event_sent_at")
+    if job.finished_message_sent_at is None:
+        services.notifier.finished_message(detail)
+        job = _mark(job_id, services, "finished_message_sent_at")
+    _mark(job_id, services, "notified_at")
     logger.info("job finished", extra={"outcome": detail["outcome"], "counts": detail["counts"]})
+
+
+def _mark(job_id: str, services: Services, field: str | None) -> Job:
+    """Re-reads the job and, if `field` is given, sets it to now (retrying on unrelated changes)."""
+    for _ in range(_ATTEMPTS):
+        job = services.store.get_job(job_id)
+        if job is None:
+            raise StaleRecord(f"job {job_id} is gone")
+        if field is None:
+            return job
+        try:
+            return services.store.update_job(job, **{field: services.now()})
+        except StaleRecord:
+            continue
+    raise StaleRecord(f"job {job_id} kept changing")

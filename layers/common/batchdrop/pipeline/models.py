@@ -114,7 +114,13 @@ class Job(BaseModel):
     finished_at: int | None = None
     outcome: Outcome | None = None
     cancel_requested_at: int | None = None
+    validation_error_count: int | None = None
+    """Rejected jobs: how many problems the input had (the report lists the first ones)."""
+    errors_by_code: dict[str, int] | None = None
+    """Rejected jobs: problems per validation code."""
     notify_claimed_at: int | None = None
+    finished_event_sent_at: int | None = None
+    finished_message_sent_at: int | None = None
     notified_at: int | None = None
     expires_at: int | None = None
     version: int = 0
@@ -157,7 +163,10 @@ class Shard(BaseModel):
     lease_owner: str | None = None
     lease_until: int | None = None
     submit_attempts: int = 0
+    first_deferred_at: int | None = None
+    """When a submission was first deferred by an API failure; after a day of them the shard gives up."""
     result: ShardResult | None = None
+    expires_at: int | None = None
     version: int = 0
 
     @property

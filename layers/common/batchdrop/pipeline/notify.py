@@ -35,15 +35,19 @@ class Notifier:
                 f"EventBridge refused {detail_type}: {failure.get('ErrorCode')} {failure.get('ErrorMessage')}"
             )
 
-    def job_finished(self, detail: dict[str, Any]) -> None:
+    def finished_event(self, detail: dict[str, Any]) -> None:
         self.put_event(FINISHED, detail)
-        if self._topic_arn:
-            self._sns.publish(
-                TopicArn=self._topic_arn,
-                Subject=_subject(detail),
-                Message=_summary(detail),
-                MessageAttributes={"outcome": {"DataType": "String", "StringValue": detail["outcome"]}},
-            )
+
+    def finished_message(self, detail: dict[str, Any]) -> None:
+        """The human-readable SNS summary, with the `outcome` attribute for subscription filters."""
+        if not self._topic_arn:
+            return
+        self._sns.publish(
+            TopicArn=self._topic_arn,
+            Subject=_subject(detail),
+            Message=_summary(detail),
+            MessageAttributes={"outcome": {"DataType": "String", "StringValue": detail["outcome"]}},
+        )
 
 
 def _subject(detail: dict[str, Any]) -> str:

@@ -15,9 +15,12 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from botocore.exceptions import ClientError
+
 from batchdrop.observability import count, logger
 from batchdrop.pipeline.models import RequestCounts, Shard, ShardState
 from batchdrop.pipeline.services import Services
+from batchdrop.pipeline.shard_files import ShardSourceMissing
 from batchdrop.pipeline.store import NoSlotAvailable, StaleRecord
 from batchdrop.pipeline.submit import announce_submitted, submit_shard
 from batchdrop.zerogpu import ZeroGPUError
@@ -76,8 +79,8 @@ def _visit(shard: Shard, services: Services) -> str:
             return "collect_requests"
     except StaleRecord:
         return "skipped"
-    except ZeroGPUError as error:
-        logger.warning("poll failed; retried next run", extra={"shard": shard.index, "status": error.status})
+    except (ZeroGPUError, ClientError, ShardSourceMissing) as error:
+        logger.warning("shard not moved on; retried next run", extra={"shard": shard.index, "error": repr(error)})
         return f"error:{shard.job_id}/{shard.index}: {type(error).__name__}"
     return "skipped"
 
@@ -94,6 +97,9 @@ def _submit_pending(shard: Shard, services: Services) -> str:
         return "skipped"
     except StaleRecord:
         return "skipped"
+    except (ClientError, ShardSourceMissing) as error:
+        logger.warning("shard not submitted; retried next run", extra={"shard": shard.index, "error": repr(error)})
+        return f"error:{shard.job_id}/{shard.index}: {type(error).__name__}"
     if shard.state == ShardState.TERMINAL:
         request_collect(shard, services)
     announce_submitted(shard.job_id, services)
@@ -154,10 +160,13 @@ def next_poll_interval(shard: Shard, counts: RequestCounts | None, status: str, 
 
 
 def request_collect(shard: Shard, services: Services) -> None:
-    """Hands a terminal shard to collect; the shard stays due again later in case the message is lost."""
+    """Hands a terminal shard to collect. The shard is first set to come due again later, in case the
+    message is lost; if that write loses, another run (or collect itself) has moved it on already."""
+    try:
+        services.store.update_shard(shard, next_poll_at=services.now() + COLLECT_RETRY_SECONDS)
+    except StaleRecord:
+        return
     services.sqs.send_message(
         QueueUrl=services.settings.collect_queue_url,
         MessageBody=json.dumps({"job_id": shard.job_id, "shard": shard.index}),
     )
-    with contextlib.suppress(StaleRecord):  # collected meanwhile
-        services.store.update_shard(shard, next_poll_at=services.now() + COLLECT_RETRY_SECONDS)

@@ -18,6 +18,10 @@ TRANSFER_CONFIG = TransferConfig(
 )
 
 
+def is_missing(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NoSuchVersion")
+
+
 def head(s3: Any, bucket: str, key: str, version_id: str | None = None) -> ObjectRef | None:
     """The object's current identity, or None if it does not exist (any more)."""
     extra = {"VersionId": version_id} if version_id else {}

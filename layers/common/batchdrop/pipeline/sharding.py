@@ -34,6 +34,8 @@ class SplitResult:
     shards: list[ShardFile] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     problem_count: int = 0
+    problem_codes: dict[str, int] = field(default_factory=dict)
+    """Every problem counted by code, also those past the reported list."""
 
     @property
     def valid(self) -> bool:
@@ -73,6 +75,7 @@ def validate_and_split(
 
     def note(problem: Problem) -> None:
         result.problem_count += 1
+        result.problem_codes[problem.code.value] = result.problem_codes.get(problem.code.value, 0) + 1
         if len(result.problems) < MAX_REPORTED_PROBLEMS:
             result.problems.append(problem)
 

@@ -55,8 +55,7 @@ def _deserialize(item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _is_conditional_failure(error: ClientError) -> bool:
-    code = error.response.get("Error", {}).get("Code", "")
-    return code in ("ConditionalCheckFailedException", "TransactionCanceledException")
+    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
 def _shard_item(shard: Shard) -> dict[str, Any]:
@@ -185,13 +184,16 @@ class JobStore:
     # shards
 
     def put_shards(self, shards: list[Shard]) -> None:
-        """Records shards that do not exist yet (a re-run after a crash finds some already there)."""
+        """Records shards that do not exist yet (a re-run after a crash finds some already there);
+        shards of an expired job (its TTL passed, DynamoDB has not deleted them yet) are replaced."""
+        now = {":now": {"N": str(int(self._clock()))}}
         for shard in shards:
             try:
                 self._db.put_item(
                     TableName=self._table,
                     Item=_shard_item(shard),
-                    ConditionExpression="attribute_not_exists(pk)",
+                    ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
+                    ExpressionAttributeValues=now,
                 )
             except ClientError as error:
                 if not _is_conditional_failure(error):
@@ -209,7 +211,9 @@ class JobStore:
             ExpressionAttributeValues={":pk": {"S": f"JOB#{job_id}"}, ":prefix": {"S": "SHARD#"}},
             ConsistentRead=True,
         )
-        return [Shard.model_validate(_deserialize(item)) for page in pages for item in page.get("Items", [])]
+        now = int(self._clock())
+        shards = [Shard.model_validate(_deserialize(item)) for page in pages for item in page.get("Items", [])]
+        return [shard for shard in shards if shard.expires_at is None or shard.expires_at >= now]
 
     def update_shard(self, shard: Shard, **changes: Any) -> Shard:
         """Conditional on the version read; leaving the COLLECTED state is never needed."""
@@ -278,11 +282,12 @@ class JobStore:
                 ]
             )
         except ClientError as error:
-            if not _is_conditional_failure(error):
-                raise
-            if _cancellation_codes(error)[:1] == ["ConditionalCheckFailed"]:
+            codes = _cancellation_codes(error)
+            if codes[:1] == ["ConditionalCheckFailed"]:
                 raise StaleRecord(f"{shard.job_id}/{shard.index}") from None
-            return None
+            if codes[1:2] == ["ConditionalCheckFailed"]:
+                return None
+            raise  # a conflict or throttling: nothing was written; the caller's retry decides again
         fields = {name: value for name, value in changes.items() if name in Shard.model_fields}
         return shard.model_copy(update=fields | {"version": shard.version + 1})
 

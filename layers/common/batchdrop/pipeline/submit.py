@@ -17,12 +17,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from aws_lambda_powertools.utilities import parameters
+
 from batchdrop.observability import count, logger
 from batchdrop.pipeline import s3io
 from batchdrop.pipeline.events import SUBMIT_EVENT_SOURCE, SubmitRequest
-from batchdrop.pipeline.finish import publish_rejection
+from batchdrop.pipeline.finish import announce_rejection, finalize_job, publish_rejection
 from batchdrop.pipeline.models import InputInfo, Job, JobStatus, ObjectRef, Shard, ShardState, input_name
 from batchdrop.pipeline.services import Services
+from batchdrop.pipeline.shard_files import ShardSourceMissing, local_shard_copy
 from batchdrop.pipeline.sharding import ShardFile, validate_and_split
 from batchdrop.pipeline.store import NoSlotAvailable, StaleRecord
 from batchdrop.zerogpu import ZeroGPUError
@@ -30,6 +33,7 @@ from batchdrop.zerogpu import ZeroGPUError
 # API failures that no retry can mend for this shard: its lines end as errors.
 PERMANENT_STATUSES = frozenset({400, 404, 413, 420})
 RETRY_LATER_SECONDS = 120
+GIVE_UP_AFTER_SECONDS = 86_400  # a shard whose submission keeps failing for a day ends as failed
 CREATE_LOOKBACK_SECONDS = 600
 
 
@@ -55,9 +59,11 @@ def submit_object(
 ) -> SubmitOutcome:
     """Resolves the object the event names and submits it; `once` guards repeated deliveries."""
     settings = services.settings
-    ref = resolve_object(request, services)
+    if request.source == SUBMIT_EVENT_SOURCE and settings.bucket_name and request.bucket != settings.bucket_name:
+        return SubmitOutcome(SubmitResult.IGNORED, reason=f"only objects of s3://{settings.bucket_name} are submitted")
+    ref, reason = resolve_object(request, services)
     if ref is None:
-        return SubmitOutcome(SubmitResult.IGNORED, reason="the object does not exist (any more)")
+        return SubmitOutcome(SubmitResult.IGNORED, reason=reason)
     if _name_for(ref.key, request.source, services) is None:
         return SubmitOutcome(SubmitResult.IGNORED, reason=f"not an input key under {settings.input_prefix!r}")
     identity = {
@@ -89,18 +95,18 @@ def submit_job(job: dict[str, Any], services: Services) -> dict[str, str]:
             received_at=services.now(),
         )
     )
+    if record.status == JobStatus.REJECTED and record.notified_at is None:
+        announce_rejection(record, services)  # the first attempt died before announcing it
     if record.status in (JobStatus.FINISHED, JobStatus.REJECTED) or record.submitted_at is not None:
         count("DuplicateEvents")
-        return {
-            "result": SubmitResult.DUPLICATE,
-            "job_id": record.job_id,
-            "reason": f"job already {record.status}",
-        }
+        return {"result": SubmitResult.DUPLICATE, "job_id": record.job_id, "reason": f"job already {record.status}"}
     if record.status == JobStatus.RECEIVED:
         record = split_input(record, ref, services)
         if record.status == JobStatus.REJECTED:
             return {"result": SubmitResult.REJECTED, "job_id": record.job_id}
     submit_pending_shards(record, services)
+    # If an earlier attempt died after storing the shards, the poller may already have run them all.
+    finalize_job(record.job_id, services)
     return {"result": SubmitResult.ACCEPTED, "job_id": record.job_id}
 
 
@@ -111,17 +117,28 @@ def _name_for(key: str, source: str, services: Services) -> str | None:
     return input_name(key, settings.input_prefix, reserved_prefixes=(settings.output_prefix, settings.work_prefix))
 
 
-def resolve_object(request: SubmitRequest, services: Services) -> ObjectRef | None:
-    """The object the event names, checked against the event's ETag/version when it carries them."""
+def resolve_object(request: SubmitRequest, services: Services) -> tuple[ObjectRef | None, str]:
+    """The object the event names, if it is still the current one; else None and the reason.
+
+    An S3 event for a version that has since been replaced is late: running it would bill a batch for
+    stale data and overwrite the newer results. A `Submit Batch Job` naming a version runs that version.
+    """
     expected_etag = (request.etag or "").strip('"') or None
     for key in request.key_candidates:
-        ref = s3io.head(services.s3, request.bucket, key, request.version_id)
-        if ref is None:
+        current = s3io.head(services.s3, request.bucket, key)
+        if current is None:
             continue
-        if expected_etag and ref.etag and ref.etag != expected_etag and not request.version_id:
+        if request.version_id and current.version_id != request.version_id:
+            if request.source != SUBMIT_EVENT_SOURCE:
+                return None, f"superseded: version {request.version_id} is no longer the current one"
+            named = s3io.head(services.s3, request.bucket, key, request.version_id)
+            if named is not None:
+                return named, ""
             continue
-        return ref
-    return None
+        if expected_etag and current.etag and current.etag != expected_etag and not request.version_id:
+            continue  # another object (the other reading of the key), or replaced since: not this event's
+        return current, ""
+    return None, "the object does not exist (any more)"
 
 
 def split_input(job: Job, ref: ObjectRef, services: Services) -> Job:
@@ -192,45 +209,35 @@ def submit_shard(shard: Shard, services: Services) -> Shard:
     the shard. API failures are recorded on the shard: permanent ones end it, the rest retry later.
     """
     settings = services.settings
+    job = services.store.get_job(shard.job_id)
+    if job is None:
+        raise StaleRecord(f"job {shard.job_id} is gone")
+    if job.cancel_requested_at is not None:
+        return _end_cancelled(shard, services)
     api = services.api  # credentials first: a missing secret must not leave a lease behind
     lease = int(min(services.remaining_time(), 900.0)) + 60
     shard = services.store.claim_shard(
         shard, owner=services.owner, lease_seconds=lease, max_in_flight=settings.max_batches_in_flight
     )
-    job = services.store.get_job(shard.job_id)
-    if job is None:
-        raise StaleRecord(f"job {shard.job_id} is gone")
-    if job.cancel_requested_at is not None:
-        logger.info("job cancelled; shard not submitted", extra={"shard": shard.index})
-        return services.store.end_shard(
-            shard,
-            batch_status="not_created",
-            failure_code="batch_cancelled",
-            failure_message="the job was cancelled before this shard was submitted",
-            next_poll_at=services.now(),
-        )
-    bucket = job.input.bucket
     try:
         if shard.input_file_id is None:
-            shard = _upload(shard, bucket, services)
+            shard = _upload(shard, job, services)
         if shard.create_started_at is None:
             shard = services.store.update_shard(shard, create_started_at=services.now())
-            batch = api.create_batch_or_adopt(
-                shard.input_file_id,
-                metadata=shard.metadata,
-                created_after=shard.create_started_at - CREATE_LOOKBACK_SECONDS,
-            )
+            batch = None
         else:
             # A previous attempt may have created the batch and lost the reply: adopt it if so.
-            batch = api.find_batch(
-                shard.metadata, created_after=shard.create_started_at - CREATE_LOOKBACK_SECONDS
-            ) or api.create_batch_or_adopt(
-                shard.input_file_id,
-                metadata=shard.metadata,
-                created_after=shard.create_started_at - CREATE_LOOKBACK_SECONDS,
-            )
+            batch = api.find_batch(shard.metadata, created_after=shard.create_started_at - CREATE_LOOKBACK_SECONDS)
+        batch = batch or api.create_batch_or_adopt(
+            shard.input_file_id,
+            metadata=shard.metadata,
+            created_after=shard.create_started_at - CREATE_LOOKBACK_SECONDS,
+        )
     except ZeroGPUError as error:
         return _record_submit_failure(shard, error, services)
+    except ShardSourceMissing as error:
+        logger.error("shard lost", extra={"shard": shard.index, "reason": str(error)})
+        raise
     count("BatchesCreated")
     logger.info("batch created", extra={"shard": shard.index, "batch_id": batch.id})
     return services.store.update_shard(
@@ -243,11 +250,26 @@ def submit_shard(shard: Shard, services: Services) -> Shard:
         lease_until=None,
         failure_code=None,
         failure_message=None,
+        first_deferred_at=None,
         submit_attempts=shard.submit_attempts + 1,
     )
 
 
-def _upload(shard: Shard, bucket: str, services: Services) -> Shard:
+def _end_cancelled(shard: Shard, services: Services) -> Shard:
+    """A cancelled job's shard that has no batch ends without one (and gives back any slot it holds)."""
+    if shard.lease_until is not None and shard.lease_until > services.now() and shard.lease_owner != services.owner:
+        raise StaleRecord(f"{shard.job_id}/{shard.index} is being submitted")
+    logger.info("job cancelled; shard not submitted", extra={"shard": shard.index})
+    return services.store.end_shard(
+        shard,
+        batch_status="not_created",
+        failure_code="batch_cancelled",
+        failure_message="the job was cancelled before this shard was submitted",
+        next_poll_at=services.now(),
+    )
+
+
+def _upload(shard: Shard, job: Job, services: Services) -> Shard:
     api = services.api
     if shard.upload_started_at is None:
         shard = services.store.update_shard(shard, upload_started_at=services.now())
@@ -261,8 +283,7 @@ def _upload(shard: Shard, bucket: str, services: Services) -> Shard:
         if found is not None:
             return services.store.update_shard(shard, input_file_id=found.id)
     with tempfile.TemporaryDirectory(dir=services.workdir) as directory:
-        path = os.path.join(directory, shard.upload_filename)
-        s3io.download_file(services.s3, bucket, shard.work_key, path)
+        path = local_shard_copy(shard, job, directory, services)
         uploaded = api.upload_file_or_adopt(
             path, shard.upload_filename, created_after=shard.upload_started_at - CREATE_LOOKBACK_SECONDS
         )
@@ -272,7 +293,11 @@ def _upload(shard: Shard, bucket: str, services: Services) -> Shard:
 def _record_submit_failure(shard: Shard, error: ZeroGPUError, services: Services) -> Shard:
     code = error.code or error.type or f"http_{error.status}"
     message = f"{type(error).__name__}: {error}"
-    if error.status in PERMANENT_STATUSES:
+    now = services.now()
+    if error.status in (401, 403):
+        parameters.clear_caches()  # the key may have been rotated: read the secret afresh next time
+    gave_up = shard.first_deferred_at is not None and now - shard.first_deferred_at > GIVE_UP_AFTER_SECONDS
+    if error.status in PERMANENT_STATUSES or gave_up:
         logger.error("batch cannot be created", extra={"shard": shard.index, "code": code, "status": error.status})
         count("BatchesRefused")
         return services.store.end_shard(
@@ -280,7 +305,7 @@ def _record_submit_failure(shard: Shard, error: ZeroGPUError, services: Services
             batch_status="not_created",
             failure_code="batch_create_failed",
             failure_message=message,
-            next_poll_at=services.now(),
+            next_poll_at=now,
         )
     logger.warning("submission deferred", extra={"shard": shard.index, "code": code, "status": error.status})
     count("SubmitsDeferred")
@@ -290,8 +315,9 @@ def _record_submit_failure(shard: Shard, error: ZeroGPUError, services: Services
         lease_until=None,
         failure_code=code,
         failure_message=message,
+        first_deferred_at=shard.first_deferred_at or now,
         submit_attempts=shard.submit_attempts + 1,
-        next_poll_at=services.now() + RETRY_LATER_SECONDS,
+        next_poll_at=now + RETRY_LATER_SECONDS,
     )
 
 
@@ -322,5 +348,10 @@ def announce_submitted(job_id: str, services: Services) -> None:
             "shard_count": len(shards),
         },
     )
-    services.store.update_job(job, submitted_at=now)
+    for _ in range(3):  # the claim above makes this ours; only unrelated fields may have changed meanwhile
+        try:
+            services.store.update_job(job, submitted_at=now)
+            break
+        except StaleRecord:
+            job = services.store.get_job(job_id) or job
     count("JobsSubmitted")
