@@ -382,3 +382,30 @@ def test_outputs_name_everything_an_operator_needs(cfn: dict[str, Any]) -> None:
         "CollectDeadLetterQueueUrl",
         "EventBusName",
     }
+
+
+@pytest.mark.parametrize(
+    ("function_id", "action", "resource", "allowed"),
+    [
+        ("SubmitFunction", "dynamodb:PutItem", "arn:test:JobsTable", True),
+        ("SubmitFunction", "dynamodb:DeleteItem", "arn:test:JobsTable", True),  # Powertools idempotency
+        ("SubmitFunction", "dynamodb:Query", "arn:test:JobsTable/index/ActiveShards", False),
+        ("PollFunction", "dynamodb:Query", "arn:test:JobsTable/index/ActiveShards", True),
+        ("PollFunction", "dynamodb:PutItem", "arn:test:JobsTable", False),
+        ("PollFunction", "dynamodb:DeleteItem", "arn:test:JobsTable", False),
+        ("CollectFunction", "dynamodb:UpdateItem", "arn:test:JobsTable", True),
+        ("CollectFunction", "dynamodb:PutItem", "arn:test:JobsTable", False),
+        ("CollectFunction", "dynamodb:Query", "arn:test:JobsTable/index/ActiveShards", False),
+    ],
+)
+def test_table_access_is_what_each_function_uses(
+    cfn: dict[str, Any], function_id: str, action: str, resource: str, allowed: bool
+) -> None:
+    role = function_role(cfn, function_id)
+    granted = any(r == role and grants(s, action, resource) for r, s in allow_statements(cfn))
+    assert granted is allowed
+
+
+def test_no_function_may_scan_the_table(cfn: dict[str, Any]) -> None:
+    for role_id, statement in allow_statements(cfn):
+        assert not any(fnmatchcase("dynamodb:Scan", action) for action in statement["Action"]), role_id
