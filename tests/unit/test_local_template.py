@@ -152,11 +152,12 @@ def test_functions_environment_handler_and_triggers(local: LocalResources) -> No
     )
     assert (submit.sqs_queue, submit.batch_size, collect.sqs_queue, collect.batch_size) == (
         "IngestQueue",
-        5,
+        1,
         "CollectQueue",
         1,
     )
     assert poll.environment["COLLECT_QUEUE_URL"] == NAMES["CollectQueue"]
+    assert poll.schedule_input is not None and "<aws.scheduler.scheduled-time>" in poll.schedule_input
     assert (poll.handler, poll.timeout, poll.schedule_expression) == (
         "poll_handler.lambda_handler",
         50,

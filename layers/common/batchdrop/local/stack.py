@@ -309,21 +309,21 @@ class LocalStack:
                     sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
     def _run_schedule(self, function: FunctionSpec, handler: Callable[..., Any]) -> None:
+        schedule_arn = f"arn:aws:scheduler:{REGION}:{ACCOUNT_ID}:schedule/default/batchdrop-local-poll"
         while not self._stop.wait(self.config.poll_seconds):
-            event = {
-                "version": "0",
-                "id": str(uuid.uuid4()),
-                "detail-type": "Scheduled Event",
-                "source": "aws.scheduler",
-                "account": ACCOUNT_ID,
-                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "region": REGION,
-                "resources": [f"arn:aws:scheduler:{REGION}:{ACCOUNT_ID}:schedule/default/batchdrop-local-poll"],
-                "detail": {},
+            # What EventBridge Scheduler delivers: the schedule's Input with its placeholders filled in.
+            filled = {
+                "<aws.scheduler.schedule-arn>": schedule_arn,
+                "<aws.scheduler.scheduled-time>": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "<aws.scheduler.execution-id>": uuid.uuid4().hex[:16],
+                "<aws.scheduler.attempt-number>": "1",
             }
+            text = function.schedule_input or "{}"
+            for placeholder, value in filled.items():
+                text = text.replace(placeholder, value)
             try:
                 with self._invocation:
-                    handler(event, LocalContext(function))
+                    handler(json.loads(text), LocalContext(function))
             except Exception:
                 log.exception("%s failed; the next run retries", function.logical_id)
 

@@ -212,6 +212,8 @@ class FunctionSpec:
     sqs_queue: str | None
     batch_size: int | None
     schedule_expression: str | None
+    schedule_input: str | None = None
+    """The schedule's `Input` template, with EventBridge Scheduler's `<aws.scheduler.*>` placeholders."""
 
 
 @dataclass(frozen=True)
@@ -358,6 +360,7 @@ def _function(
         sqs_queue=_arn_logical_id(sqs[0]["Queue"]) if sqs else None,
         batch_size=int(resolver.resolve(sqs[0].get("BatchSize", 10))) if sqs else None,
         schedule_expression=str(resolver.resolve(schedules[0]["ScheduleExpression"])) if schedules else None,
+        schedule_input=str(resolver.resolve(schedules[0]["Input"])) if schedules and "Input" in schedules[0] else None,
     )
 
 
