@@ -200,9 +200,7 @@ class EmulatorApp:
         return response
 
     def _create_batch(self, request: Request) -> Response:
-        if request.content_length is not None and request.content_length > _MAX_JSON_BODY:
-            raise ApiError(413, "Request body too large", code="request_too_large")
-        raw = request.get_data(cache=False)
+        raw = _read_small_body(request)
         try:
             payload = json.loads(raw) if raw else None
         except ValueError:
@@ -283,9 +281,19 @@ def _limit(request: Request, *, default: int, maximum: int) -> int:
     return limit
 
 
+def _read_small_body(request: Request) -> bytes:
+    """A JSON request body, never more than _MAX_JSON_BODY bytes read (also when sent chunked)."""
+    if request.content_length is not None and request.content_length > _MAX_JSON_BODY:
+        raise ApiError(413, "Request body too large", code="request_too_large")
+    body = request.stream.read(_MAX_JSON_BODY + 1)
+    if len(body) > _MAX_JSON_BODY:
+        raise ApiError(413, "Request body too large", code="request_too_large")
+    return body
+
+
 def _json_body(request: Request) -> dict[str, Any]:
     try:
-        body = json.loads(request.get_data(cache=False) or b"{}")
+        body = json.loads(_read_small_body(request) or b"{}")
     except ValueError:
         body = None
     if not isinstance(body, dict):
