@@ -14,6 +14,7 @@ import contextlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from botocore.exceptions import ClientError
 
@@ -28,6 +29,24 @@ from batchdrop.zerogpu import ZeroGPUError
 COLLECT_RETRY_SECONDS = 900
 MAX_SHARDS_PER_RUN = 1000
 ACTIVE_STATUSES = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+
+
+class Visit(StrEnum):
+    """What one look at a due shard did (each is a counter of PollSummary)."""
+
+    SUBMITTED = "submitted"
+    POLLED = "polled"
+    ENDED = "ended"
+    COLLECT_REQUESTS = "collect_requests"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A shard that could not be moved on this run (the next run tries again)."""
+
+    shard: str
+    error: str
 
 
 @dataclass
@@ -61,52 +80,56 @@ def poll_once(services: Services) -> PollSummary:
     return summary
 
 
-def _tally(summary: PollSummary, outcome: str) -> None:
-    if outcome.startswith("error:"):
-        summary.errors.append(outcome[6:])
-        return
-    setattr(summary, outcome, getattr(summary, outcome) + 1)
+def _tally(summary: PollSummary, outcome: Visit | Failed) -> None:
+    if isinstance(outcome, Failed):
+        summary.errors.append(f"{outcome.shard}: {outcome.error}")
+    else:
+        setattr(summary, outcome.value, getattr(summary, outcome.value) + 1)
 
 
-def _visit(shard: Shard, services: Services) -> str:
+def _failed(shard: Shard, error: Exception) -> Failed:
+    return Failed(f"{shard.job_id}/{shard.index}", type(error).__name__)
+
+
+def _visit(shard: Shard, services: Services) -> Visit | Failed:
     if not services.time_left():
-        return "skipped"
+        return Visit.SKIPPED
     try:
         if shard.state == ShardState.SUBMITTED:
             return _refresh(shard, services)
         if shard.state == ShardState.TERMINAL:
             request_collect(shard, services)
-            return "collect_requests"
+            return Visit.COLLECT_REQUESTS
     except StaleRecord:
-        return "skipped"
+        return Visit.SKIPPED
     except (ZeroGPUError, ClientError, ShardSourceMissing) as error:
         logger.warning("shard not moved on; retried next run", extra={"shard": shard.index, "error": repr(error)})
-        return f"error:{shard.job_id}/{shard.index}: {type(error).__name__}"
-    return "skipped"
+        return _failed(shard, error)
+    return Visit.SKIPPED
 
 
-def _submit_pending(shard: Shard, services: Services) -> str:
+def _submit_pending(shard: Shard, services: Services) -> Visit | Failed:
     now = services.now()
     if shard.lease_until is not None and shard.lease_until > now:
-        return "skipped"
+        return Visit.SKIPPED
     try:
         shard = submit_shard(shard, services)
     except NoSlotAvailable:
         with contextlib.suppress(StaleRecord):
             services.store.update_shard(shard, next_poll_at=now + services.settings.poll_min_interval_seconds)
-        return "skipped"
+        return Visit.SKIPPED
     except StaleRecord:
-        return "skipped"
+        return Visit.SKIPPED
     except (ClientError, ShardSourceMissing) as error:
         logger.warning("shard not submitted; retried next run", extra={"shard": shard.index, "error": repr(error)})
-        return f"error:{shard.job_id}/{shard.index}: {type(error).__name__}"
+        return _failed(shard, error)
     if shard.state == ShardState.TERMINAL:
         request_collect(shard, services)
     announce_submitted(shard.job_id, services)
-    return "submitted" if shard.state == ShardState.SUBMITTED else "skipped"
+    return Visit.SUBMITTED if shard.state == ShardState.SUBMITTED else Visit.SKIPPED
 
 
-def _refresh(shard: Shard, services: Services) -> str:
+def _refresh(shard: Shard, services: Services) -> Visit:
     assert shard.batch_id is not None
     job = services.store.get_job(shard.job_id)
     batch = services.api.retrieve_batch(shard.batch_id)
@@ -130,7 +153,7 @@ def _refresh(shard: Shard, services: Services) -> str:
         count("BatchesEnded")
         logger.info("batch ended", extra={"shard": shard.index, "batch_id": shard.batch_id, "status": status})
         request_collect(shard, services)
-        return "ended"
+        return Visit.ENDED
     if status not in ACTIVE_STATUSES:
         count("UnknownBatchStatus")
         logger.warning("unknown batch status; still polling", extra={"status": status})
@@ -140,7 +163,7 @@ def _refresh(shard: Shard, services: Services) -> str:
         request_counts=request_counts,
         next_poll_at=now + next_poll_interval(shard, request_counts, status, now, services),
     )
-    return "polled"
+    return Visit.POLLED
 
 
 def next_poll_interval(shard: Shard, counts: RequestCounts | None, status: str, now: int, services: Services) -> int:
