@@ -93,6 +93,29 @@ def split(source: str, shards: str, lines: int) -> None:
         os.remove(os.path.join(shards, name))
 
 
+def cold_imports() -> None:
+    """Import time of each handler in a fresh interpreter (the import part of a Lambda cold start)."""
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    print(f"\n{'handler import':<22}{'best of 5 (s)':>14}")
+    for function, module in (("submit", "submit_handler"), ("poll", "poll_handler"), ("collect", "collect_handler")):
+        script = (
+            f"import sys, time; sys.path.insert(0, 'functions/{function}'); started = time.perf_counter(); "
+            f"import {module}; print(time.perf_counter() - started)"
+        )
+        runs = [
+            float(
+                subprocess.run(
+                    [sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, check=True
+                ).stdout
+            )
+            for _ in range(5)
+        ]
+        print(f"{module:<22}{min(runs):>14.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="20000,100000,200000", help="line counts, comma-separated")
@@ -112,6 +135,7 @@ def main() -> None:
             row("collect: sort results", lines, size, seconds, peak)
     print("\npeak MB is tracemalloc's peak of Python allocations during the pass; the custom_id set of")
     print("validate+split is the one part that grows with the number of lines (duplicates across the file).")
+    cold_imports()
 
 
 if __name__ == "__main__":
