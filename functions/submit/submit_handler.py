@@ -1,4 +1,5 @@
-"""Submit function: SQS ingest records (S3 Object Created, Submit Batch Job) -> jobs and batches."""
+"""Submit function: SQS ingest records (S3 Object Created, Submit Batch Job, shards the poller hands
+over) -> jobs and batches."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from batchdrop.config import load_settings
 from batchdrop.observability import count, logger, metrics, tracer
-from batchdrop.pipeline.events import parse_ingest_message
+from batchdrop.pipeline.events import ShardRequest, parse_ingest_message
 from batchdrop.pipeline.runtime import build_services, once_per_object
 from batchdrop.pipeline.services import Services
-from batchdrop.pipeline.submit import submit_job, submit_object
+from batchdrop.pipeline.submit import submit_held_shard, submit_job, submit_object
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -36,7 +37,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def handle_record(record: SQSRecord, services: Services, once: Any = None) -> None:
     """A failure leaves the record on the queue (retried, then dead-lettered); the input stays in place."""
     for request in parse_ingest_message(record.body):
-        outcome = submit_object(request, services, once=once)
+        if isinstance(request, ShardRequest):
+            outcome = submit_held_shard(request, services)
+        else:
+            outcome = submit_object(request, services, once=once)
         logger.info(
             "ingest record handled",
             extra={"result": outcome.result, "job_id": outcome.job_id, "reason": outcome.reason},

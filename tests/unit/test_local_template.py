@@ -139,7 +139,7 @@ def test_functions_environment_handler_and_triggers(local: LocalResources) -> No
     settings = {field.alias for field in Settings.model_fields.values() if field.alias}
     assert set(local.functions) == {"SubmitFunction", "PollFunction", "CollectFunction"}
     for function in local.functions.values():
-        assert settings - {"COLLECT_QUEUE_URL"} <= set(function.environment)
+        assert settings - {"COLLECT_QUEUE_URL", "INGEST_QUEUE_URL"} <= set(function.environment)
         assert function.environment["TABLE_NAME"] == "batchdrop-local-jobs"
         assert function.environment["SECRET_ID"] == NAMES["ApiSecret"]
         assert function.environment["INPUT_PREFIX"] == "inbox/"

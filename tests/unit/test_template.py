@@ -154,11 +154,12 @@ def test_nothing_can_write_under_the_input_prefix(cfn: dict[str, Any]) -> None:
         ("SubmitFunction", "s3:GetObject", "exports/2026/x.jsonl", True),
         ("SubmitFunction", "s3:PutObject", "exports/2026/x.jsonl", False),
         ("SubmitFunction", "s3:PutObject", "inbox/x.jsonl", False),
-        ("PollFunction", "s3:GetObject", "work/j/0.jsonl", True),
+        ("PollFunction", "s3:GetObject", "work/j/0.jsonl", False),  # it hands held shards to submit
         ("PollFunction", "s3:GetObject", "inbox/x.jsonl", False),
         ("PollFunction", "s3:PutObject", "outbox/x/output.jsonl", False),
         ("CollectFunction", "s3:PutObject", "outbox/x/output.jsonl", True),
-        ("CollectFunction", "s3:GetObject", "inbox/x.jsonl", False),
+        ("CollectFunction", "s3:GetObject", "inbox/x.jsonl", True),  # rebuilds an expired work copy
+        ("CollectFunction", "s3:PutObject", "inbox/x.jsonl", False),
     ],
 )
 def test_s3_access_is_scoped_by_prefix(
@@ -333,7 +334,7 @@ def test_jobs_table_keys_sparse_index_ttl_and_recovery(cfn: dict[str, Any]) -> N
 
 def test_functions_get_every_setting_and_no_secret(cfn: dict[str, Any]) -> None:
     settings = {field.alias for field in Settings.model_fields.values() if field.alias}
-    per_function_only = {"COLLECT_QUEUE_URL"}
+    per_function_only = {"COLLECT_QUEUE_URL", "INGEST_QUEUE_URL"}
     for function_id in FUNCTIONS:
         variables = cfn["Resources"][function_id]["Properties"]["Environment"]["Variables"]
         names = set(variables)
@@ -345,6 +346,7 @@ def test_functions_get_every_setting_and_no_secret(cfn: dict[str, Any]) -> None:
         }
     poll_variables = cfn["Resources"]["PollFunction"]["Properties"]["Environment"]["Variables"]
     assert poll_variables["COLLECT_QUEUE_URL"] == {"Ref": "CollectQueue"}
+    assert poll_variables["INGEST_QUEUE_URL"] == {"Ref": "IngestQueue"}
 
 
 def test_every_failure_sink_and_function_raises_an_alarm(cfn: dict[str, Any]) -> None:

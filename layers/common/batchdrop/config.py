@@ -43,6 +43,8 @@ class Settings(BaseModel):
     topic_arn: str = Field(default="", alias="TOPIC_ARN")
     event_bus_name: str = Field(default="default", alias="EVENT_BUS_NAME", min_length=1)
     collect_queue_url: str = Field(default="", alias="COLLECT_QUEUE_URL")
+    ingest_queue_url: str = Field(default="", alias="INGEST_QUEUE_URL")
+    """Where the poller hands held-back shards to the submit function."""
     poll_concurrency: int = Field(default=8, alias="POLL_CONCURRENCY", ge=1, le=64)
     poll_min_interval_seconds: int = Field(default=30, alias="POLL_MIN_INTERVAL_SECONDS", ge=0)
     poll_max_interval_seconds: int = Field(default=900, alias="POLL_MAX_INTERVAL_SECONDS", ge=1)

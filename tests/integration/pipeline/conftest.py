@@ -69,6 +69,7 @@ def make_pipeline(aws: None, emulators: list[Emulator], clock: ManualClock, tmp_
         s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
         create_table(dynamodb)
         collect_queue = sqs.create_queue(QueueName="collect")["QueueUrl"]
+        ingest_queue = sqs.create_queue(QueueName="ingest")["QueueUrl"]
         events_queue = sqs.create_queue(QueueName="events")["QueueUrl"]
         sns_queue = sqs.create_queue(QueueName="sns")["QueueUrl"]
         topic_arn = sns.create_topic(Name="notifications")["TopicArn"]
@@ -84,7 +85,7 @@ def make_pipeline(aws: None, emulators: list[Emulator], clock: ManualClock, tmp_
         secret_id = secrets.create_secret(
             Name="batchdrop/zerogpu", SecretString=json.dumps({"api_key": API_KEY, "project_id": PROJECT_ID})
         )["ARN"]
-        settings = settings_for(collect_queue, topic_arn, secret_id, **overrides)
+        settings = settings_for(collect_queue, ingest_queue, topic_arn, secret_id, **overrides)
 
         def api_factory() -> ZeroGPUClient:
             credentials = load_credentials(settings.secret_id, force_fetch=True)
@@ -108,7 +109,7 @@ def make_pipeline(aws: None, emulators: list[Emulator], clock: ManualClock, tmp_
             owner="test-invocation",
             clock=clock.now,
         )
-        return Pipeline(services, emulator, clock, collect_queue, events_queue, sns_queue, s3, sqs)
+        return Pipeline(services, emulator, clock, collect_queue, ingest_queue, events_queue, sns_queue, s3, sqs)
 
     return build
 

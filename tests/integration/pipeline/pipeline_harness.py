@@ -56,6 +56,7 @@ class Pipeline:
     emulator: Emulator
     clock: ManualClock
     collect_queue_url: str
+    ingest_queue_url: str
     events_queue_url: str
     sns_queue_url: str
     s3: Any
@@ -136,24 +137,34 @@ class Pipeline:
         return poll_once(self.services)
 
     def collect(self) -> int:
+        """Delivers what is on the collect queue to the collect function."""
+        return self._drain(self.collect_queue_url, collect_handler.handle_record)
+
+    def submit_handovers(self) -> int:
+        """Delivers the shards the poller handed over to the submit function."""
+        return self._drain(self.ingest_queue_url, submit_handler.handle_record)
+
+    def _drain(self, queue_url: str, handle: Any) -> int:
         handled = 0
-        while True:
-            reply = self.sqs.receive_message(QueueUrl=self.collect_queue_url, MaxNumberOfMessages=10)
-            messages = reply.get("Messages", [])
-            if not messages:
-                return handled
+        while messages := self.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
             for message in messages:
-                collect_handler.handle_record(self.sqs_record(message["Body"]), self.services)
-                self.sqs.delete_message(QueueUrl=self.collect_queue_url, ReceiptHandle=message["ReceiptHandle"])
+                handle(self.sqs_record(message["Body"]), self.services)
+                self.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
                 handled += 1
+        return handled
+
+    def step(self, seconds: float = 60.0) -> None:
+        """One tick of the schedule: time passes, the poller runs, the queues are delivered."""
+        self.clock.advance(seconds)
+        self.emulator.process()
+        self.poll()
+        self.submit_handovers()
+        self.collect()
 
     def run(self, *, rounds: int = 20, step: float = 60.0) -> None:
         """Lets time pass and the schedule run until nothing is active any more."""
         for _ in range(rounds):
-            self.clock.advance(step)
-            self.emulator.process()
-            self.poll()
-            self.collect()
+            self.step(step)
             if not list(self.services.store.due_shards(10**12, limit=1)):
                 break
         self.read_notifications()
@@ -183,12 +194,16 @@ class Pipeline:
         return [json.loads(line) for line in self.read(key).splitlines() if line.strip()]
 
 
-def settings_for(collect_queue_url: str, topic_arn: str, secret_id: str, **overrides: Any) -> Settings:
+def settings_for(
+    collect_queue_url: str, ingest_queue_url: str, topic_arn: str, secret_id: str, **overrides: Any
+) -> Settings:
     values = {
         "TABLE_NAME": TABLE,
         "SECRET_ID": secret_id,
         "API_BASE_URL": "http://zerogpu.test",
         "COLLECT_QUEUE_URL": collect_queue_url,
+        "INGEST_QUEUE_URL": ingest_queue_url,
+        "BUCKET_NAME": BUCKET,
         "TOPIC_ARN": topic_arn,
         "POLL_MIN_INTERVAL_SECONDS": "30",
         "POLL_MAX_INTERVAL_SECONDS": "600",

@@ -223,3 +223,218 @@ def test_a_shard_leased_by_another_invocation_is_left_alone_until_the_lease_ends
     assert pipeline.emulator.count_calls("POST", "/v1/batches") == 1
     assert [event["detail"]["outcome"] for event in pipeline.finished_events] == ["succeeded"]
     assert store.get_shards(pipeline.finished_events[0]["detail"]["job_id"])[0].state == ShardState.COLLECTED
+
+
+# Found by the second review (of the fixes above).
+
+REBUILD_VARIANTS = {
+    "plain": lines_for(7),
+    "bom-crlf": b"\xef\xbb\xbf" + b"".join(json.dumps(chat_line(f"r-{i}")).encode() + b"\r\n" for i in range(1, 8)),
+    "blank-lines": b"\xef\xbb\xbf\r\n\n  \n"
+    + b"".join(json.dumps(chat_line(f"r-{i}")).encode() + b"\n\n" for i in range(1, 8)),
+    "no-final-newline": b"\n".join(json.dumps(chat_line(f"r-{i}")).encode() for i in range(1, 8)),
+    "unicode": jsonl([chat_line(f"u-{i}", "héllo ✓ \u2028") for i in range(1, 8)]),
+}
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["jsonl", "jsonl.gz"])
+@pytest.mark.parametrize("variant", sorted(REBUILD_VARIANTS))
+def test_a_rebuilt_shard_equals_its_work_copy_byte_for_byte(make_pipeline: Any, variant: str, gz: bool) -> None:
+    import gzip
+    import os
+
+    from batchdrop.pipeline.shard_files import local_shard_copy
+
+    pipeline: Pipeline = make_pipeline(MAX_LINES_PER_BATCH=2, MAX_BATCHES_IN_FLIGHT=1)
+    body, key = REBUILD_VARIANTS[variant], "inbox/v.jsonl"
+    if gz:
+        body, key = gzip.compress(body), "inbox/v.jsonl.gz"
+    pipeline.drop(key, body)
+    job = next(pipeline.services.store.iter_jobs(limit=5))
+    for shard in pipeline.services.store.get_shards(job.job_id):
+        original = pipeline.read(shard.work_key)
+        pipeline.s3.delete_object(Bucket=BUCKET, Key=shard.work_key)
+        directory = os.path.join(pipeline.services.workdir, f"rebuild-{shard.index}")
+        os.makedirs(directory)
+        with open(local_shard_copy(shard, job, directory, pipeline.services), "rb") as rebuilt:
+            assert rebuilt.read() == original
+
+
+def test_a_rebuild_never_reads_a_replaced_unversioned_input(make_pipeline: Any) -> None:
+    from batchdrop.pipeline.shard_files import ShardSourceMissing, local_shard_copy
+
+    pipeline: Pipeline = make_pipeline(MAX_LINES_PER_BATCH=2, MAX_BATCHES_IN_FLIGHT=1)
+    pipeline.s3.create_bucket(Bucket="plain-bucket")  # no versioning
+    obj = pipeline.put_input("inbox/u.jsonl", lines_for(4, "old"), bucket="plain-bucket")
+    pipeline.deliver(pipeline.object_created_body(obj))
+    job = next(pipeline.services.store.iter_jobs(limit=5))
+    held = pipeline.services.store.get_shards(job.job_id)[1]
+    pipeline.s3.put_object(Bucket="plain-bucket", Key="inbox/u.jsonl", Body=lines_for(4, "new"))
+    pipeline.s3.delete_object(Bucket="plain-bucket", Key=held.work_key)
+
+    with pytest.raises(ShardSourceMissing):
+        local_shard_copy(held, job, pipeline.services.workdir, pipeline.services)
+
+
+def test_a_failed_announcement_from_submits_own_finalize_is_retried(pipeline: Pipeline) -> None:
+    # Given a submit that died before SUBMITTING while the poller ran the shards, then failed to announce
+    store = pipeline.services.store
+    original = store.update_job
+    crashes = iter([True])
+
+    def update_job(job: Any, **changes: Any) -> Any:
+        if changes.get("status") == JobStatus.SUBMITTING and next(crashes, False):
+            raise Crash()
+        return original(job, **changes)
+
+    store.update_job = update_job  # type: ignore[method-assign]
+    obj = pipeline.put_input("inbox/j.jsonl", lines_for(2))
+    with pytest.raises(Crash):
+        pipeline.deliver(pipeline.object_created_body(obj))
+    pipeline.run()
+    notifier = pipeline.services.notifier
+    original_event = notifier.finished_event
+    failures = iter([RuntimeError("EventBridge throttled")])
+
+    def flaky(detail: dict[str, Any]) -> None:
+        if (failure := next(failures, None)) is not None:
+            raise failure
+        original_event(detail)
+
+    notifier.finished_event = flaky  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        pipeline.deliver(pipeline.object_created_body(obj))
+
+    # When the record comes back after the visibility timeout
+    pipeline.clock.advance(6000)
+    pipeline.deliver(pipeline.object_created_body(obj))
+    pipeline.run()
+
+    # Then the job is announced, once
+    assert [event["detail"]["outcome"] for event in pipeline.finished_events] == ["succeeded"]
+
+
+def test_cancelling_after_an_ambiguous_create_cancels_that_batch(make_pipeline: Any) -> None:
+    pipeline: Pipeline = make_pipeline(emulator_settings={"lines_per_second": 1 / 600})
+    store = pipeline.services.store
+    original_update = store.update_shard
+
+    def die_on_submitted(shard: Any, **changes: Any) -> Any:
+        if changes.get("state") == ShardState.SUBMITTED:
+            raise Crash()
+        return original_update(shard, **changes)
+
+    store.update_shard = die_on_submitted  # type: ignore[method-assign]
+    obj = pipeline.put_input("inbox/c.jsonl", lines_for(2))
+    with pytest.raises(Crash):
+        pipeline.deliver(pipeline.object_created_body(obj))
+    store.update_shard = original_update  # type: ignore[method-assign]
+    store.request_cancel(next(store.iter_jobs(limit=5)).job_id)
+
+    pipeline.run(rounds=30, step=60)
+
+    (batch_id,) = pipeline.emulator.batch_ids()
+    assert pipeline.emulator.count_calls("POST", f"/v1/batches/{batch_id}/cancel") >= 1
+    finished = pipeline.finished_events[0]["detail"]
+    assert finished["outcome"] == "cancelled"
+    assert finished["counts"]["total"] == 2
+    assert finished["errors_by_code"] == {"batch_cancelled": finished["counts"]["failed"]}
+
+
+def test_result_files_that_expired_before_the_job_ended_are_exported_again(make_pipeline: Any) -> None:
+    pipeline: Pipeline = make_pipeline(MAX_LINES_PER_BATCH=2, MAX_BATCHES_IN_FLIGHT=1)
+    pipeline.drop("inbox/r.jsonl", lines_for(4))
+    job = next(pipeline.services.store.iter_jobs(limit=5))
+    for _ in range(10):
+        pipeline.step(60)
+        first = pipeline.services.store.get_shard(job.job_id, 0)
+        if first is not None and first.state == ShardState.COLLECTED:
+            break
+    assert first is not None and first.result is not None
+    pipeline.s3.delete_object(Bucket=BUCKET, Key=first.result.output_key)  # the work prefix's expiry
+
+    pipeline.run()
+
+    assert [event["detail"]["outcome"] for event in pipeline.finished_events] == ["succeeded"]
+    assert len(pipeline.lines("outbox/r/output.jsonl")) == 4
+
+
+def test_a_crash_before_the_shards_expiry_is_mended_by_the_next_pass(pipeline: Pipeline) -> None:
+    store = pipeline.services.store
+    original_update = store.update_shard
+    crashes = iter([True])
+
+    def die_on_expiry(shard: Any, **changes: Any) -> Any:
+        if "expires_at" in changes and next(crashes, False):
+            raise Crash()
+        return original_update(shard, **changes)
+
+    store.update_shard = die_on_expiry  # type: ignore[method-assign]
+    obj = pipeline.put_input("inbox/old.jsonl", lines_for(2))
+    pipeline.deliver(pipeline.object_created_body(obj))
+    with pytest.raises(Crash):
+        pipeline.run()
+    store.update_shard = original_update  # type: ignore[method-assign]
+    pipeline.clock.advance(6000)
+    job_id = next(store.iter_jobs(limit=5)).job_id
+    pipeline.services.sqs.send_message(
+        QueueUrl=pipeline.collect_queue_url, MessageBody=json.dumps({"job_id": job_id, "shard": 0})
+    )
+    pipeline.run()
+    pipeline.clock.advance(31 * 86400)
+    event = {
+        "detail-type": "Submit Batch Job",
+        "detail": {"bucket": BUCKET, "key": obj["key"], "version_id": obj["version_id"]},
+    }
+    pipeline.deliver(json.dumps(event))
+    pipeline.run()
+
+    assert pipeline.emulator.count_calls("POST", "/v1/batches") == 2
+    assert len(pipeline.finished_events) == 2
+
+
+def test_the_other_reading_of_a_key_does_not_shadow_the_event(pipeline: Pipeline) -> None:
+    pipeline.put_input("inbox/a b.jsonl", lines_for(1, "other"))
+    obj = pipeline.put_input("inbox/a+b.jsonl", lines_for(2))
+    pipeline.deliver(pipeline.object_created_body(obj, key_in_event="inbox/a+b.jsonl"))
+    pipeline.run()
+    assert [event["detail"]["input"]["key"] for event in pipeline.finished_events] == ["inbox/a+b.jsonl"]
+
+
+def test_a_submit_event_naming_a_version_runs_it_even_after_the_key_was_deleted(pipeline: Pipeline) -> None:
+    obj = pipeline.put_input("inbox/d.jsonl", lines_for(2))
+    pipeline.s3.delete_object(Bucket=BUCKET, Key="inbox/d.jsonl")  # a delete marker; the version remains
+    event = {
+        "detail-type": "Submit Batch Job",
+        "detail": {"bucket": BUCKET, "key": obj["key"], "version_id": obj["version_id"]},
+    }
+    pipeline.deliver(json.dumps(event))
+    pipeline.run()
+    assert [event["detail"]["outcome"] for event in pipeline.finished_events] == ["succeeded"]
+
+
+def test_a_held_shard_whose_sources_are_both_gone_ends_and_frees_its_slot(make_pipeline: Any) -> None:
+    pipeline: Pipeline = make_pipeline(MAX_LINES_PER_BATCH=2, MAX_BATCHES_IN_FLIGHT=1)
+    obj = pipeline.drop("inbox/g.jsonl", lines_for(4))
+    held = pipeline.services.store.get_shards(next(pipeline.services.store.iter_jobs(limit=5)).job_id)[1]
+    pipeline.s3.delete_object(Bucket=BUCKET, Key=held.work_key)
+    pipeline.s3.delete_object(Bucket=BUCKET, Key=obj["key"], VersionId=obj["version_id"])
+
+    pipeline.run(rounds=20)
+    pipeline.drop("inbox/third.jsonl", lines_for(2, "t"))
+    pipeline.run(rounds=20)
+
+    finished = {event["detail"]["input"]["key"]: event["detail"] for event in pipeline.finished_events}
+    assert finished["inbox/g.jsonl"]["counts"] == {"total": 4, "succeeded": 2, "failed": 2}
+    assert finished["inbox/g.jsonl"]["errors_by_code"] == {"input_missing": 2}
+    assert finished["inbox/third.jsonl"]["outcome"] == "succeeded"
+    assert pipeline.services.store.slots_in_use() == 0
+
+
+def test_an_event_with_a_null_version_id_is_processed(pipeline: Pipeline) -> None:
+    pipeline.s3.create_bucket(Bucket="suspended-bucket")
+    pipeline.s3.put_bucket_versioning(Bucket="suspended-bucket", VersioningConfiguration={"Status": "Suspended"})
+    obj = pipeline.put_input("inbox/n.jsonl", lines_for(2), bucket="suspended-bucket") | {"version_id": "null"}
+    pipeline.deliver(pipeline.object_created_body(obj))
+    pipeline.run()
+    assert len(pipeline.finished_events) == 1

@@ -242,10 +242,7 @@ def test_the_in_flight_limit_holds_shards_back_until_slots_free(make_pipeline: A
 
     most_in_flight = 0
     for _ in range(40):
-        pipeline.clock.advance(60)
-        pipeline.emulator.process()
-        pipeline.poll()
-        pipeline.collect()
+        pipeline.step(60)
         open_batches = [batch for batch in pipeline.services.api.list_batches() if not batch.is_terminal]
         most_in_flight = max(most_in_flight, len(open_batches))
     pipeline.read_notifications()

@@ -22,6 +22,9 @@ OBJECT_CREATED_DETAIL_TYPE = "Object Created"
 SUBMIT_EVENT_SOURCE = "submit-event"
 
 
+SHARD_HANDOVER = "submit-shard"
+
+
 class InvalidMessage(Exception):
     """The message is not one of the accepted shapes; retrying it cannot help."""
 
@@ -35,17 +38,39 @@ class SubmitRequest:
     source: str = "s3"
 
 
+@dataclass(frozen=True, slots=True)
+class ShardRequest:
+    """The poller hands a held-back shard to the submit function, whose time limit fits an upload."""
+
+    job_id: str
+    shard: int
+
+
+def shard_handover_body(job_id: str, shard: int) -> str:
+    return json.dumps({"batchdrop": SHARD_HANDOVER, "job_id": job_id, "shard": shard})
+
+
+def _version(value: object) -> str | None:
+    """S3 says "null" for objects written while versioning was off or suspended."""
+    return value if isinstance(value, str) and value and value != "null" else None
+
+
 def _candidates(*keys: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(key for key in keys if key))
 
 
-def parse_ingest_message(body: str) -> list[SubmitRequest]:
+def parse_ingest_message(body: str) -> list[SubmitRequest | ShardRequest]:
     try:
         message = json.loads(body)
     except ValueError:
         raise InvalidMessage("the message body is not JSON") from None
     if not isinstance(message, dict):
         raise InvalidMessage("the message body is not a JSON object")
+    if message.get("batchdrop") == SHARD_HANDOVER:
+        try:
+            return [ShardRequest(str(message["job_id"]), int(message["shard"]))]
+        except (KeyError, TypeError, ValueError):
+            raise InvalidMessage("a shard handover without job_id and shard") from None
     if "Records" in message:
         return [_from_s3_record(record) for record in message["Records"] if record.get("eventSource") == "aws:s3"]
     if message.get("Event") == "s3:TestEvent":
@@ -71,7 +96,7 @@ def _from_object_created(detail: dict[str, Any]) -> SubmitRequest:
     return SubmitRequest(
         bucket=bucket,
         key_candidates=_candidates(unquote_plus(raw_key), raw_key),
-        version_id=obj.get("version-id"),
+        version_id=_version(obj.get("version-id")),
         etag=obj.get("etag") or obj.get("eTag"),
         source="eventbridge",
     )
@@ -81,11 +106,10 @@ def _from_submit_event(detail: dict[str, Any]) -> SubmitRequest:
     bucket, key = detail.get("bucket"), detail.get("key")
     if not isinstance(bucket, str) or not bucket or not isinstance(key, str) or not key:
         raise InvalidMessage('a Submit Batch Job event needs detail {"bucket": "...", "key": "..."}')
-    version_id = detail.get("version_id")
     return SubmitRequest(
         bucket=bucket,
         key_candidates=(key,),
-        version_id=version_id if isinstance(version_id, str) and version_id else None,
+        version_id=_version(detail.get("version_id")),
         source=SUBMIT_EVENT_SOURCE,
     )
 
@@ -99,7 +123,7 @@ def _from_s3_record(record: dict[str, Any]) -> SubmitRequest:
     return SubmitRequest(
         bucket=bucket,
         key_candidates=(unquote_plus(raw_key),),
-        version_id=s3["object"].get("versionId"),
+        version_id=_version(s3["object"].get("versionId")),
         etag=s3["object"].get("eTag"),
         source="s3-notification",
     )

@@ -17,6 +17,7 @@ from typing import Any
 from batchdrop.observability import count, logger
 from batchdrop.pipeline import s3io
 from batchdrop.pipeline.models import Job, JobStatus, Outcome, Shard, ShardState
+from batchdrop.pipeline.results import export_results
 from batchdrop.pipeline.services import Services
 from batchdrop.pipeline.sharding import SplitResult
 from batchdrop.pipeline.store import StaleRecord
@@ -111,25 +112,25 @@ def finalize_job(job_id: str, services: Services) -> Job | None:
         succeeded = sum(shard.result.succeeded for shard in shards if shard.result)
         failed = sum(shard.result.failed for shard in shards if shard.result)
         now = services.now()
-        expires_at = now + services.settings.job_retention_days * 86400
         try:
             job = services.store.update_job(
                 job,
                 status=JobStatus.FINISHED,
                 outcome=_outcome(job, succeeded, failed),
                 finished_at=now,
-                expires_at=expires_at,
+                expires_at=now + services.settings.job_retention_days * 86400,
             )
         except StaleRecord:
             continue  # changed meanwhile (a cancel, a claim): decide again from a fresh read
-        for shard in shards:  # the shards go with the job when its records expire
-            with contextlib.suppress(StaleRecord):
-                services.store.update_shard(shard, expires_at=expires_at)
         count("JobsFinished")
         count(f"Jobs{(job.outcome or Outcome.FAILED).value.capitalize()}")
         break
     else:
         raise StaleRecord(f"job {job_id} kept changing while it was being finished")
+    for shard in shards:  # the shards go with the job when its records expire (on every pass: idempotent)
+        if shard.expires_at != job.expires_at:
+            with contextlib.suppress(StaleRecord):
+                services.store.update_shard(shard, expires_at=job.expires_at)
     if not _claim_notification(job, services):
         return job
     _write_results(job, shards, services)
@@ -145,6 +146,7 @@ def _write_results(job: Job, shards: list[Shard], services: Services) -> None:
             errors_by_code[code] = errors_by_code.get(code, 0) + n
     counts = {"total": succeeded + failed, "succeeded": succeeded, "failed": failed}
     bucket = job.input.bucket
+    _restore_expired_results(job, shards, services)
     s3io.concatenate(
         services.s3, bucket, [s.result.output_key for s in shards if s.result], f"{job.output_prefix}output.jsonl"
     )
@@ -165,6 +167,16 @@ def _write_results(job: Job, shards: list[Shard], services: Services) -> None:
     }
     s3io.put_json(services.s3, bucket, f"{job.output_prefix}report.json", report)
     _publish(job.job_id, _finished_detail(job, counts, report["errors_by_code"]), services)
+
+
+def _restore_expired_results(job: Job, shards: list[Shard], services: Services) -> None:
+    """A shard collected long before the job ended may have lost its result files to the work prefix's
+    expiry: they are exported again from the API (which keeps them for 30 days)."""
+    for shard in shards:
+        keys = (shard.result.output_key, shard.result.errors_key) if shard.result else ()
+        if any(s3io.head(services.s3, job.input.bucket, key) is None for key in keys):
+            logger.warning("the shard's results expired; exporting them again", extra={"shard": shard.index})
+            export_results(shard, job, services)
 
 
 def _batch_entry(shard: Shard) -> dict[str, Any]:

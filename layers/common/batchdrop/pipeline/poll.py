@@ -1,6 +1,8 @@
 """Poll: one scheduled run looks at the shards that are due, and only those (the sparse index).
 
-- PENDING shards (held back by the in-flight limit, or deferred after an API failure) are submitted;
+- PENDING shards (held back by the in-flight limit, or deferred after an API failure) are handed to the
+  submit function through the ingest queue, no more than there are free slots: an upload can take longer
+  than a poll run may;
 - SUBMITTED shards are retrieved concurrently (bounded); status and counts are recorded with a
   conditional write and the next poll time adapts to the batch's progress;
 - TERMINAL shards are handed to the collect queue, and handed again if collect has not taken them
@@ -10,7 +12,6 @@ Two overlapping runs are safe: every write is conditional, so at most one of the
 
 from __future__ import annotations
 
-import contextlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,14 +20,14 @@ from enum import StrEnum
 from botocore.exceptions import ClientError
 
 from batchdrop.observability import count, logger
+from batchdrop.pipeline.events import shard_handover_body
 from batchdrop.pipeline.models import RequestCounts, Shard, ShardState
 from batchdrop.pipeline.services import Services
-from batchdrop.pipeline.shard_files import ShardSourceMissing
-from batchdrop.pipeline.store import NoSlotAvailable, StaleRecord
-from batchdrop.pipeline.submit import announce_submitted, submit_shard
+from batchdrop.pipeline.store import StaleRecord
 from batchdrop.zerogpu import ZeroGPUError
 
 COLLECT_RETRY_SECONDS = 900
+HANDOVER_RETRY_SECONDS = 120
 MAX_SHARDS_PER_RUN = 1000
 ACTIVE_STATUSES = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
 
@@ -34,7 +35,7 @@ ACTIVE_STATUSES = frozenset({"validating", "in_progress", "finalizing", "cancell
 class Visit(StrEnum):
     """What one look at a due shard did (each is a counter of PollSummary)."""
 
-    SUBMITTED = "submitted"
+    HANDED_OVER = "handed_over"
     POLLED = "polled"
     ENDED = "ended"
     COLLECT_REQUESTS = "collect_requests"
@@ -52,7 +53,7 @@ class Failed:
 @dataclass
 class PollSummary:
     due: int = 0
-    submitted: int = 0
+    handed_over: int = 0
     polled: int = 0
     ended: int = 0
     collect_requests: int = 0
@@ -66,17 +67,16 @@ def poll_once(services: Services) -> PollSummary:
     summary.due = len(due)
     if not due:
         return summary
-    services.api  # noqa: B018 - created (and credentials read) once, before the worker threads share it
     pending = [shard for shard in due if shard.state == ShardState.PENDING]
     others = [shard for shard in due if shard.state != ShardState.PENDING]
-    # Retrieval is I/O bound: a small pool. Submission is sequential, for the in-flight limit.
+    if others:
+        services.api  # noqa: B018 - created (and credentials read) once, before the worker threads share it
+    # Retrieval is I/O bound: a small pool of threads.
     with ThreadPoolExecutor(max_workers=services.settings.poll_concurrency) as pool:
         for outcome in pool.map(lambda shard: _visit(shard, services), others):
             _tally(summary, outcome)
-    for shard in pending:
-        if not services.time_left():
-            break
-        _tally(summary, _submit_pending(shard, services))
+    for outcome in _hand_over(pending, services):
+        _tally(summary, outcome)
     return summary
 
 
@@ -102,31 +102,43 @@ def _visit(shard: Shard, services: Services) -> Visit | Failed:
             return Visit.COLLECT_REQUESTS
     except StaleRecord:
         return Visit.SKIPPED
-    except (ZeroGPUError, ClientError, ShardSourceMissing) as error:
+    except (ZeroGPUError, ClientError) as error:
         logger.warning("shard not moved on; retried next run", extra={"shard": shard.index, "error": repr(error)})
         return _failed(shard, error)
     return Visit.SKIPPED
 
 
-def _submit_pending(shard: Shard, services: Services) -> Visit | Failed:
+def _hand_over(pending: list[Shard], services: Services) -> list[Visit | Failed]:
+    """Sends held shards to the submit function: those that already hold a slot (a retry) or belong to
+    a cancelled job (they end without one), and as many others as there are free slots."""
     now = services.now()
-    if shard.lease_until is not None and shard.lease_until > now:
-        return Visit.SKIPPED
-    try:
-        shard = submit_shard(shard, services)
-    except NoSlotAvailable:
-        with contextlib.suppress(StaleRecord):
-            services.store.update_shard(shard, next_poll_at=now + services.settings.poll_min_interval_seconds)
-        return Visit.SKIPPED
-    except StaleRecord:
-        return Visit.SKIPPED
-    except (ClientError, ShardSourceMissing) as error:
-        logger.warning("shard not submitted; retried next run", extra={"shard": shard.index, "error": repr(error)})
-        return _failed(shard, error)
-    if shard.state == ShardState.TERMINAL:
-        request_collect(shard, services)
-    announce_submitted(shard.job_id, services)
-    return Visit.SUBMITTED if shard.state == ShardState.SUBMITTED else Visit.SKIPPED
+    free = services.settings.max_batches_in_flight - services.store.slots_in_use()
+    cancelled: dict[str, bool] = {}
+    outcomes: list[Visit | Failed] = []
+    for shard in pending:
+        if shard.lease_until is not None and shard.lease_until > now:
+            outcomes.append(Visit.SKIPPED)  # an invocation is working on it
+            continue
+        if shard.job_id not in cancelled:
+            job = services.store.get_job(shard.job_id)
+            cancelled[shard.job_id] = job is None or job.cancel_requested_at is not None
+        if not shard.holds_slot and not cancelled[shard.job_id]:
+            if free <= 0:
+                outcomes.append(Visit.SKIPPED)
+                continue
+            free -= 1
+        try:
+            # Due again later in case the message is lost or no slot is free by the time it arrives.
+            services.store.update_shard(shard, next_poll_at=now + HANDOVER_RETRY_SECONDS)
+            services.sqs.send_message(
+                QueueUrl=services.settings.ingest_queue_url, MessageBody=shard_handover_body(shard.job_id, shard.index)
+            )
+            outcomes.append(Visit.HANDED_OVER)
+        except StaleRecord:
+            outcomes.append(Visit.SKIPPED)
+        except ClientError as error:
+            outcomes.append(_failed(shard, error))
+    return outcomes
 
 
 def _refresh(shard: Shard, services: Services) -> Visit:

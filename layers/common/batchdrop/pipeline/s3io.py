@@ -19,7 +19,9 @@ TRANSFER_CONFIG = TransferConfig(
 
 
 def is_missing(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NoSuchVersion")
+    """Gone, or replaced since (a failed IfMatch): either way, not the object asked for."""
+    code = error.response.get("Error", {}).get("Code")
+    return code in ("404", "NoSuchKey", "NoSuchVersion", "412", "PreconditionFailed")
 
 
 def head(s3: Any, bucket: str, key: str, version_id: str | None = None) -> ObjectRef | None:
@@ -41,8 +43,12 @@ def head(s3: Any, bucket: str, key: str, version_id: str | None = None) -> Objec
 
 
 def open_object(s3: Any, ref: ObjectRef) -> IO[bytes]:
-    """A streamed, read-only view of the object (gunzipped for `.gz` keys)."""
-    return S3Object(bucket=ref.bucket, key=ref.key, version_id=ref.version_id, boto3_client=s3, is_gzip=ref.is_gzip)
+    """A streamed, read-only view of exactly this object (gunzipped for `.gz` keys): with its ETag known,
+    a replaced object fails the read (412) instead of being read in its place, also in unversioned buckets."""
+    pinned = {"IfMatch": f'"{ref.etag}"'} if ref.etag else {}
+    return S3Object(
+        bucket=ref.bucket, key=ref.key, version_id=ref.version_id, boto3_client=s3, is_gzip=ref.is_gzip, **pinned
+    )
 
 
 def upload_file(s3: Any, path: str, bucket: str, key: str, *, content_type: str = "application/jsonl") -> None:

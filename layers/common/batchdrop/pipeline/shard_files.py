@@ -49,7 +49,7 @@ def local_shard_copy(shard: Shard, job: Job, directory: str, services: Services)
         if s3io.is_missing(error):
             raise ShardSourceMissing(f"shard {shard.index} of {job.job_id}: the input object is gone too") from None
         raise
-    if taken != shard.lines:
-        raise ShardSourceMissing(f"shard {shard.index} of {job.job_id}: the input has changed ({taken} lines found)")
+    if taken != shard.lines or os.path.getsize(path) != shard.bytes:
+        raise ShardSourceMissing(f"shard {shard.index} of {job.job_id}: the input no longer holds its lines")
     s3io.upload_file(services.s3, path, job.input.bucket, shard.work_key)
     return path

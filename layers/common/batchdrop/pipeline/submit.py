@@ -18,10 +18,11 @@ from enum import StrEnum
 from typing import Any
 
 from aws_lambda_powertools.utilities import parameters
+from botocore.exceptions import ClientError
 
 from batchdrop.observability import count, logger
 from batchdrop.pipeline import s3io
-from batchdrop.pipeline.events import SUBMIT_EVENT_SOURCE, SubmitRequest
+from batchdrop.pipeline.events import SUBMIT_EVENT_SOURCE, ShardRequest, SubmitRequest
 from batchdrop.pipeline.finish import announce_rejection, finalize_job, publish_rejection
 from batchdrop.pipeline.models import InputInfo, Job, JobStatus, ObjectRef, Shard, ShardState, input_name
 from batchdrop.pipeline.services import Services
@@ -95,8 +96,10 @@ def submit_job(job: dict[str, Any], services: Services) -> dict[str, str]:
             received_at=services.now(),
         )
     )
-    if record.status == JobStatus.REJECTED and record.notified_at is None:
+    if record.notified_at is None and record.status == JobStatus.REJECTED:
         announce_rejection(record, services)  # the first attempt died before announcing it
+    elif record.notified_at is None and record.submitted_at is not None:
+        finalize_job(record.job_id, services)  # idem, if this delivery was the one to finish the job
     if record.status in (JobStatus.FINISHED, JobStatus.REJECTED) or record.submitted_at is not None:
         count("DuplicateEvents")
         return {"result": SubmitResult.DUPLICATE, "job_id": record.job_id, "reason": f"job already {record.status}"}
@@ -124,20 +127,27 @@ def resolve_object(request: SubmitRequest, services: Services) -> tuple[ObjectRe
     stale data and overwrite the newer results. A `Submit Batch Job` naming a version runs that version.
     """
     expected_etag = (request.etag or "").strip('"') or None
+    superseded = False
     for key in request.key_candidates:
+        if request.version_id:
+            named = s3io.head(services.s3, request.bucket, key, request.version_id)
+            if named is None:
+                continue  # not this reading of the key
+            if request.source == SUBMIT_EVENT_SOURCE:
+                return named, ""
+            current = s3io.head(services.s3, request.bucket, key)
+            if current is None or current.version_id != request.version_id:
+                superseded = True
+                continue
+            return current, ""
         current = s3io.head(services.s3, request.bucket, key)
         if current is None:
             continue
-        if request.version_id and current.version_id != request.version_id:
-            if request.source != SUBMIT_EVENT_SOURCE:
-                return None, f"superseded: version {request.version_id} is no longer the current one"
-            named = s3io.head(services.s3, request.bucket, key, request.version_id)
-            if named is not None:
-                return named, ""
-            continue
-        if expected_etag and current.etag and current.etag != expected_etag and not request.version_id:
+        if expected_etag and current.etag and current.etag != expected_etag:
             continue  # another object (the other reading of the key), or replaced since: not this event's
         return current, ""
+    if superseded:
+        return None, f"superseded: version {request.version_id} is no longer the current one"
     return None, "the object does not exist (any more)"
 
 
@@ -180,10 +190,32 @@ def split_input(job: Job, ref: ObjectRef, services: Services) -> Job:
         count("JobsRejected")
         return publish_rejection(job.model_copy(update={"input": job_input}), split, services)
     services.store.put_shards(shards)
+    recorded = [(shard.first_line, shard.lines, shard.bytes) for shard in services.store.get_shards(job.job_id)]
+    if recorded != [(shard.first_line, shard.lines, shard.bytes) for shard in shards]:
+        # An earlier attempt recorded other shards (the limits changed in between): never mix the two.
+        raise RuntimeError(
+            f"job {job.job_id} was split with other limits by an earlier attempt: restore "
+            "MAX_LINES_PER_BATCH / MAX_BYTES_PER_BATCH, or upload the file again"
+        )
     job = services.store.update_job(job, status=JobStatus.SUBMITTING, shard_count=len(shards), input=job_input)
     logger.info("input accepted", extra={"lines": split.lines, "shards": len(shards)})
     count("JobsAccepted")
     return job
+
+
+def submit_held_shard(request: ShardRequest, services: Services) -> SubmitOutcome:
+    """A shard the poller handed over (held back by the in-flight limit, or deferred after a failure)."""
+    shard = services.store.get_shard(request.job_id, request.shard)
+    if shard is None or shard.state != ShardState.PENDING:
+        return SubmitOutcome(SubmitResult.DUPLICATE, request.job_id, "the shard is no longer waiting")
+    try:
+        submit_shard(shard, services)
+    except NoSlotAvailable:
+        return SubmitOutcome(SubmitResult.IGNORED, request.job_id, "no free slot; the poller hands it over again")
+    except StaleRecord:
+        return SubmitOutcome(SubmitResult.DUPLICATE, request.job_id, "another invocation is submitting it")
+    announce_submitted(request.job_id, services)
+    return SubmitOutcome(SubmitResult.ACCEPTED, request.job_id)
 
 
 def submit_pending_shards(job: Job, services: Services) -> None:
@@ -234,10 +266,16 @@ def submit_shard(shard: Shard, services: Services) -> Shard:
             created_after=shard.create_started_at - CREATE_LOOKBACK_SECONDS,
         )
     except ZeroGPUError as error:
-        return _record_submit_failure(shard, error, services)
+        code = error.code or error.type or f"http_{error.status}"
+        if error.status in (401, 403):
+            parameters.clear_caches()  # the key may have been rotated: read the secret afresh next time
+        return _record_submit_failure(
+            shard, code, f"{type(error).__name__}: {error}", error.status in PERMANENT_STATUSES, services
+        )
     except ShardSourceMissing as error:
-        logger.error("shard lost", extra={"shard": shard.index, "reason": str(error)})
-        raise
+        return _record_submit_failure(shard, "input_missing", str(error), True, services)
+    except ClientError as error:  # S3 or DynamoDB: the next attempt decides again
+        return _record_submit_failure(shard, "aws_error", repr(error), False, services)
     count("BatchesCreated")
     logger.info("batch created", extra={"shard": shard.index, "batch_id": batch.id})
     return services.store.update_shard(
@@ -256,9 +294,22 @@ def submit_shard(shard: Shard, services: Services) -> Shard:
 
 
 def _end_cancelled(shard: Shard, services: Services) -> Shard:
-    """A cancelled job's shard that has no batch ends without one (and gives back any slot it holds)."""
+    """A cancelled job's shard ends without a batch (giving back any slot it holds), unless an earlier
+    attempt may have created one: then that batch is adopted, and the poller cancels it."""
     if shard.lease_until is not None and shard.lease_until > services.now() and shard.lease_owner != services.owner:
         raise StaleRecord(f"{shard.job_id}/{shard.index} is being submitted")
+    if shard.create_started_at is not None:
+        batch = services.api.find_batch(shard.metadata, created_after=shard.create_started_at - CREATE_LOOKBACK_SECONDS)
+        if batch is not None:
+            return services.store.update_shard(
+                shard,
+                state=ShardState.SUBMITTED,
+                batch_id=batch.id,
+                batch_status=str(batch.status),
+                next_poll_at=services.now(),
+                lease_owner=None,
+                lease_until=None,
+            )
     logger.info("job cancelled; shard not submitted", extra={"shard": shard.index})
     return services.store.end_shard(
         shard,
@@ -290,24 +341,22 @@ def _upload(shard: Shard, job: Job, services: Services) -> Shard:
     return services.store.update_shard(shard, input_file_id=uploaded.id)
 
 
-def _record_submit_failure(shard: Shard, error: ZeroGPUError, services: Services) -> Shard:
-    code = error.code or error.type or f"http_{error.status}"
-    message = f"{type(error).__name__}: {error}"
+def _record_submit_failure(shard: Shard, code: str, message: str, permanent: bool, services: Services) -> Shard:
+    """A permanent failure ends the shard (its lines become errors; its slot is given back). Any other
+    releases the lease and is retried by the poller, for a day at most."""
     now = services.now()
-    if error.status in (401, 403):
-        parameters.clear_caches()  # the key may have been rotated: read the secret afresh next time
     gave_up = shard.first_deferred_at is not None and now - shard.first_deferred_at > GIVE_UP_AFTER_SECONDS
-    if error.status in PERMANENT_STATUSES or gave_up:
-        logger.error("batch cannot be created", extra={"shard": shard.index, "code": code, "status": error.status})
+    if permanent or gave_up:
+        logger.error("batch cannot be created", extra={"shard": shard.index, "code": code, "reason": message})
         count("BatchesRefused")
         return services.store.end_shard(
             shard,
             batch_status="not_created",
-            failure_code="batch_create_failed",
+            failure_code="input_missing" if code == "input_missing" else "batch_create_failed",
             failure_message=message,
             next_poll_at=now,
         )
-    logger.warning("submission deferred", extra={"shard": shard.index, "code": code, "status": error.status})
+    logger.warning("submission deferred", extra={"shard": shard.index, "code": code, "reason": message})
     count("SubmitsDeferred")
     return services.store.update_shard(
         shard,
