@@ -28,6 +28,24 @@ API_KEY = "zgpu-test-key-do-not-log"
 PROJECT_ID = "0b5d7c1e-0000-4000-8000-000000000001"
 
 
+class Crash(BaseException):
+    """Stands for the Lambda runtime killing the invocation (not an Exception: nothing catches it)."""
+
+
+def fail_once(target: Any, method: str, error: BaseException, when: Any = None) -> None:
+    """Makes `target.method` raise `error` the first time it is called (with arguments that satisfy
+    `when`, if given); every other call goes through."""
+    original = getattr(target, method)
+    pending = [error]
+
+    def failing_once(*args: Any, **kwargs: Any) -> Any:
+        if pending and (when is None or when(*args, **kwargs)):
+            raise pending.pop()
+        return original(*args, **kwargs)
+
+    setattr(target, method, failing_once)
+
+
 def chat_line(custom_id: str, text: str | None = None, **extra: Any) -> dict[str, Any]:
     return {
         "custom_id": custom_id,

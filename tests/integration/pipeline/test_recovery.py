@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from pipeline_harness import BUCKET, Pipeline, chat_line, jsonl
+from pipeline_harness import BUCKET, Crash, Pipeline, chat_line, fail_once, jsonl
 
 from batchdrop.pipeline.models import JobStatus, ShardState
 
@@ -16,22 +16,9 @@ def lines_for(n: int, prefix: str = "r") -> bytes:
     return jsonl([chat_line(f"{prefix}-{i}") for i in range(1, n + 1)])
 
 
-class Crash(BaseException):
-    """Stands for the Lambda runtime killing the invocation."""
-
-
 def test_a_rejection_whose_announcement_failed_is_announced_on_redelivery(pipeline: Pipeline) -> None:
     # Given EventBridge refusing the first announcement
-    notifier = pipeline.services.notifier
-    original = notifier.finished_event
-    failures = iter([RuntimeError("ThrottlingException")])
-
-    def flaky(detail: dict[str, Any]) -> None:
-        if (failure := next(failures, None)) is not None:
-            raise failure
-        original(detail)
-
-    notifier.finished_event = flaky  # type: ignore[method-assign]
+    fail_once(pipeline.services.notifier, "finished_event", RuntimeError("ThrottlingException"))
     obj = pipeline.put_input("inbox/bad.jsonl", b'{"not": "valid"}\n')
     with pytest.raises(RuntimeError):
         pipeline.deliver(pipeline.object_created_body(obj))
@@ -48,16 +35,7 @@ def test_a_rejection_whose_announcement_failed_is_announced_on_redelivery(pipeli
 
 
 def test_an_sns_failure_after_the_event_went_out_resends_only_the_sns_message(pipeline: Pipeline) -> None:
-    notifier = pipeline.services.notifier
-    original = notifier.finished_message
-    failures = iter([RuntimeError("SNS is down")])
-
-    def flaky(detail: dict[str, Any]) -> None:
-        if (failure := next(failures, None)) is not None:
-            raise failure
-        original(detail)
-
-    notifier.finished_message = flaky  # type: ignore[method-assign]
+    fail_once(pipeline.services.notifier, "finished_message", RuntimeError("SNS is down"))
     pipeline.drop("inbox/sns.jsonl", lines_for(2))
     with pytest.raises(RuntimeError):
         pipeline.run()
@@ -177,15 +155,7 @@ def test_a_late_event_for_a_replaced_version_is_ignored(pipeline: Pipeline) -> N
 
 def test_a_crash_between_storing_shards_and_marking_the_job_recovers(pipeline: Pipeline) -> None:
     store = pipeline.services.store
-    original = store.update_job
-    crashes = iter([True])
-
-    def update_job(job: Any, **changes: Any) -> Any:
-        if changes.get("status") == JobStatus.SUBMITTING and next(crashes, False):
-            raise Crash()
-        return original(job, **changes)
-
-    store.update_job = update_job  # type: ignore[method-assign]
+    fail_once(store, "update_job", Crash(), when=lambda job, **changes: changes.get("status") == JobStatus.SUBMITTING)
     obj = pipeline.put_input("inbox/j.jsonl", lines_for(2))
     with pytest.raises(Crash):
         pipeline.deliver(pipeline.object_created_body(obj))
@@ -279,29 +249,12 @@ def test_a_rebuild_never_reads_a_replaced_unversioned_input(make_pipeline: Any) 
 def test_a_failed_announcement_from_submits_own_finalize_is_retried(pipeline: Pipeline) -> None:
     # Given a submit that died before SUBMITTING while the poller ran the shards, then failed to announce
     store = pipeline.services.store
-    original = store.update_job
-    crashes = iter([True])
-
-    def update_job(job: Any, **changes: Any) -> Any:
-        if changes.get("status") == JobStatus.SUBMITTING and next(crashes, False):
-            raise Crash()
-        return original(job, **changes)
-
-    store.update_job = update_job  # type: ignore[method-assign]
+    fail_once(store, "update_job", Crash(), when=lambda job, **changes: changes.get("status") == JobStatus.SUBMITTING)
     obj = pipeline.put_input("inbox/j.jsonl", lines_for(2))
     with pytest.raises(Crash):
         pipeline.deliver(pipeline.object_created_body(obj))
     pipeline.run()
-    notifier = pipeline.services.notifier
-    original_event = notifier.finished_event
-    failures = iter([RuntimeError("EventBridge throttled")])
-
-    def flaky(detail: dict[str, Any]) -> None:
-        if (failure := next(failures, None)) is not None:
-            raise failure
-        original_event(detail)
-
-    notifier.finished_event = flaky  # type: ignore[method-assign]
+    fail_once(pipeline.services.notifier, "finished_event", RuntimeError("EventBridge throttled"))
     with pytest.raises(RuntimeError):
         pipeline.deliver(pipeline.object_created_body(obj))
 
@@ -317,18 +270,12 @@ def test_a_failed_announcement_from_submits_own_finalize_is_retried(pipeline: Pi
 def test_cancelling_after_an_ambiguous_create_cancels_that_batch(make_pipeline: Any) -> None:
     pipeline: Pipeline = make_pipeline(emulator_settings={"lines_per_second": 1 / 600})
     store = pipeline.services.store
-    original_update = store.update_shard
-
-    def die_on_submitted(shard: Any, **changes: Any) -> Any:
-        if changes.get("state") == ShardState.SUBMITTED:
-            raise Crash()
-        return original_update(shard, **changes)
-
-    store.update_shard = die_on_submitted  # type: ignore[method-assign]
+    fail_once(
+        store, "update_shard", Crash(), when=lambda shard, **changes: changes.get("state") == ShardState.SUBMITTED
+    )
     obj = pipeline.put_input("inbox/c.jsonl", lines_for(2))
     with pytest.raises(Crash):
         pipeline.deliver(pipeline.object_created_body(obj))
-    store.update_shard = original_update  # type: ignore[method-assign]
     store.request_cancel(next(store.iter_jobs(limit=5)).job_id)
 
     pipeline.run(rounds=30, step=60)
@@ -361,20 +308,11 @@ def test_result_files_that_expired_before_the_job_ended_are_exported_again(make_
 
 def test_a_crash_before_the_shards_expiry_is_mended_by_the_next_pass(pipeline: Pipeline) -> None:
     store = pipeline.services.store
-    original_update = store.update_shard
-    crashes = iter([True])
-
-    def die_on_expiry(shard: Any, **changes: Any) -> Any:
-        if "expires_at" in changes and next(crashes, False):
-            raise Crash()
-        return original_update(shard, **changes)
-
-    store.update_shard = die_on_expiry  # type: ignore[method-assign]
+    fail_once(store, "update_shard", Crash(), when=lambda shard, **changes: "expires_at" in changes)
     obj = pipeline.put_input("inbox/old.jsonl", lines_for(2))
     pipeline.deliver(pipeline.object_created_body(obj))
     with pytest.raises(Crash):
         pipeline.run()
-    store.update_shard = original_update  # type: ignore[method-assign]
     pipeline.clock.advance(6000)
     job_id = next(store.iter_jobs(limit=5)).job_id
     pipeline.services.sqs.send_message(

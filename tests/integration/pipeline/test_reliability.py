@@ -7,11 +7,10 @@ import threading
 from typing import Any
 
 import pytest
-from pipeline_harness import BUCKET, Pipeline, api_calls, chat_line, jsonl
+from pipeline_harness import BUCKET, Crash, Pipeline, api_calls, chat_line, fail_once, jsonl
 
 from batchdrop.emulator import Fault
 from batchdrop.pipeline.models import ShardState
-from batchdrop.pipeline.store import JobStore
 
 
 def lines_for(n: int, prefix: str = "r") -> bytes:
@@ -67,23 +66,6 @@ def test_a_reupload_of_the_same_key_is_a_new_job(pipeline: Pipeline) -> None:
     assert len(pipeline.finished_events) == 2
 
 
-class Crash(BaseException):
-    """Stands for the Lambda runtime killing the invocation (not an Exception: nothing catches it)."""
-
-
-def crash_once_when(store: JobStore, predicate: Any) -> None:
-    original = store.update_shard
-    state = {"crashed": False}
-
-    def update_shard(shard: Any, **changes: Any) -> Any:
-        if not state["crashed"] and predicate(changes):
-            state["crashed"] = True
-            raise Crash()
-        return original(shard, **changes)
-
-    store.update_shard = update_shard  # type: ignore[method-assign]
-
-
 @pytest.mark.parametrize(
     ("step", "predicate"),
     [
@@ -93,7 +75,7 @@ def crash_once_when(store: JobStore, predicate: Any) -> None:
 )
 def test_a_crash_in_submit_resumes_without_a_duplicate(pipeline: Pipeline, step: str, predicate: Any) -> None:
     # Given a submit invocation that dies at one step
-    crash_once_when(pipeline.services.store, predicate)
+    fail_once(pipeline.services.store, "update_shard", Crash(), when=lambda shard, **changes: predicate(changes))
     obj = pipeline.put_input("inbox/crash.jsonl", lines_for(4))
     with pytest.raises(Crash):
         pipeline.deliver(pipeline.object_created_body(obj))
