@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 MAX_LINE_BYTES = 1_048_576
 MAX_LINES_PER_BATCH = 50_000
@@ -73,7 +73,7 @@ class PhysicalLine:
     too_long: bool = False
 
 
-def iter_physical_lines(stream: BinaryIO, *, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[PhysicalLine]:
+def iter_physical_lines(stream: IO[bytes], *, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[PhysicalLine]:
     """Split a binary stream into lines, reading fixed-size chunks: memory stays bounded by
     `max_line_bytes` whatever the file or line size. LF ends a line; a CR before it is dropped."""
     number = 0

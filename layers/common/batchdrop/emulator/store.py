@@ -91,10 +91,6 @@ class BatchRecord:
     listed_at: float | None = None
 
     @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
-
-    @property
     def input_path(self) -> Path:
         """The validated lines, one per line, copied at create (so deleting the upload changes nothing)."""
         return self.work_dir / "input.jsonl"

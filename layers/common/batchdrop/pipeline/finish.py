@@ -109,14 +109,13 @@ def finalize_job(job_id: str, services: Services) -> Job | None:
             return job
         if job.status == JobStatus.FINISHED:
             break
-        succeeded = sum(shard.result.succeeded for shard in shards if shard.result)
-        failed = sum(shard.result.failed for shard in shards if shard.result)
+        counts, _ = _totals(shards)
         now = services.now()
         try:
             job = services.store.update_job(
                 job,
                 status=JobStatus.FINISHED,
-                outcome=_outcome(job, succeeded, failed),
+                outcome=_outcome(job, counts["succeeded"], counts["failed"]),
                 finished_at=now,
                 expires_at=now + services.settings.job_retention_days * 86400,
             )
@@ -137,14 +136,19 @@ def finalize_job(job_id: str, services: Services) -> Job | None:
     return services.store.get_job(job_id)
 
 
-def _write_results(job: Job, shards: list[Shard], services: Services) -> None:
+def _totals(shards: list[Shard]) -> tuple[dict[str, int], dict[str, int]]:
+    """The job's counts and its failures by code, summed over its collected shards."""
     succeeded = sum(shard.result.succeeded for shard in shards if shard.result)
     failed = sum(shard.result.failed for shard in shards if shard.result)
     errors_by_code: dict[str, int] = {}
     for shard in shards:
         for code, n in (shard.result.errors_by_code if shard.result else {}).items():
             errors_by_code[code] = errors_by_code.get(code, 0) + n
-    counts = {"total": succeeded + failed, "succeeded": succeeded, "failed": failed}
+    return {"total": succeeded + failed, "succeeded": succeeded, "failed": failed}, dict(sorted(errors_by_code.items()))
+
+
+def _write_results(job: Job, shards: list[Shard], services: Services) -> None:
+    counts, errors_by_code = _totals(shards)
     bucket = job.input.bucket
     _restore_expired_results(job, shards, services)
     s3io.concatenate(
@@ -159,7 +163,7 @@ def _write_results(job: Job, shards: list[Shard], services: Services) -> None:
         "outcome": (job.outcome or Outcome.FAILED).value,
         "input": job.input.model_dump(mode="json"),
         "counts": counts,
-        "errors_by_code": dict(sorted(errors_by_code.items())),
+        "errors_by_code": errors_by_code,
         "batches": [_batch_entry(shard) for shard in shards],
         "validation_errors": [],
         "outputs": _outputs(job),

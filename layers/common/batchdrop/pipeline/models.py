@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 
 class JobStatus(StrEnum):
@@ -98,8 +98,6 @@ class InputInfo(BaseModel):
 
 class Job(BaseModel):
     """One input object's journey. Stored as the `JOB` item under the job's partition."""
-
-    model_config = ConfigDict(use_enum_values=False)
 
     job_id: str
     status: JobStatus

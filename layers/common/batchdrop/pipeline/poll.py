@@ -61,6 +61,21 @@ class PollSummary:
     errors: list[str] = field(default_factory=list)
 
 
+class _CancelledJobs:
+    """Whether a shard's job was cancelled, read once per job and run (the worker threads share it;
+    two threads reading the same job at once is harmless)."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._known: dict[str, bool] = {}
+
+    def __call__(self, job_id: str) -> bool:
+        if job_id not in self._known:
+            job = self._services.store.get_job(job_id)
+            self._known[job_id] = job is not None and job.cancel_requested_at is not None
+        return self._known[job_id]
+
+
 def poll_once(services: Services) -> PollSummary:
     summary = PollSummary()
     due = list(services.store.due_shards(services.now(), limit=MAX_SHARDS_PER_RUN))
@@ -71,11 +86,12 @@ def poll_once(services: Services) -> PollSummary:
     others = [shard for shard in due if shard.state != ShardState.PENDING]
     if others:
         services.api  # noqa: B018 - created (and credentials read) once, before the worker threads share it
+    cancelled = _CancelledJobs(services)
     # Retrieval is I/O bound: a small pool of threads.
     with ThreadPoolExecutor(max_workers=services.settings.poll_concurrency) as pool:
-        for outcome in pool.map(lambda shard: _visit(shard, services), others):
+        for outcome in pool.map(lambda shard: _visit(shard, services, cancelled), others):
             _tally(summary, outcome)
-    for outcome in _hand_over(pending, services):
+    for outcome in _hand_over(pending, services, cancelled):
         _tally(summary, outcome)
     return summary
 
@@ -91,12 +107,12 @@ def _failed(shard: Shard, error: Exception) -> Failed:
     return Failed(f"{shard.job_id}/{shard.index}", type(error).__name__)
 
 
-def _visit(shard: Shard, services: Services) -> Visit | Failed:
+def _visit(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Visit | Failed:
     if not services.time_left():
         return Visit.SKIPPED
     try:
         if shard.state == ShardState.SUBMITTED:
-            return _refresh(shard, services)
+            return _refresh(shard, services, cancelled)
         if shard.state == ShardState.TERMINAL:
             request_collect(shard, services)
             return Visit.COLLECT_REQUESTS
@@ -108,21 +124,17 @@ def _visit(shard: Shard, services: Services) -> Visit | Failed:
     return Visit.SKIPPED
 
 
-def _hand_over(pending: list[Shard], services: Services) -> list[Visit | Failed]:
+def _hand_over(pending: list[Shard], services: Services, cancelled: _CancelledJobs) -> list[Visit | Failed]:
     """Sends held shards to the submit function: those that already hold a slot (a retry) or belong to
     a cancelled job (they end without one), and as many others as there are free slots."""
     now = services.now()
     free = services.settings.max_batches_in_flight - services.store.slots_in_use()
-    cancelled: dict[str, bool] = {}
     outcomes: list[Visit | Failed] = []
     for shard in pending:
         if shard.lease_until is not None and shard.lease_until > now:
             outcomes.append(Visit.SKIPPED)  # an invocation is working on it
             continue
-        if shard.job_id not in cancelled:
-            job = services.store.get_job(shard.job_id)
-            cancelled[shard.job_id] = job is None or job.cancel_requested_at is not None
-        if not shard.holds_slot and not cancelled[shard.job_id]:
+        if not shard.holds_slot and not cancelled(shard.job_id):
             if free <= 0:
                 outcomes.append(Visit.SKIPPED)
                 continue
@@ -141,11 +153,10 @@ def _hand_over(pending: list[Shard], services: Services) -> list[Visit | Failed]
     return outcomes
 
 
-def _refresh(shard: Shard, services: Services) -> Visit:
+def _refresh(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Visit:
     assert shard.batch_id is not None
-    job = services.store.get_job(shard.job_id)
     batch = services.api.retrieve_batch(shard.batch_id)
-    if job is not None and job.cancel_requested_at is not None and str(batch.status) in ("validating", "in_progress"):
+    if str(batch.status) in ("validating", "in_progress") and cancelled(shard.job_id):
         batch = services.api.cancel_batch(shard.batch_id)
     status = str(batch.status)
     counts = batch.request_counts

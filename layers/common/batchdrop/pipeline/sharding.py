@@ -30,7 +30,6 @@ class ShardFile:
 @dataclass(slots=True)
 class SplitResult:
     lines: int = 0
-    bytes_read: int = 0
     shards: list[ShardFile] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     problem_count: int = 0
@@ -40,17 +39,6 @@ class SplitResult:
     @property
     def valid(self) -> bool:
         return self.problem_count == 0
-
-
-class _CountingReader:
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
-        self.count = 0
-
-    def read(self, size: int = -1) -> bytes:
-        chunk = self._stream.read(size)
-        self.count += len(chunk)
-        return chunk
 
 
 def validate_and_split(
@@ -69,7 +57,6 @@ def validate_and_split(
     """
     result = SplitResult()
     validator = LineValidator(max_lines=None, strict_body=True)
-    reader = _CountingReader(stream)
     current: ShardFile | None = None
     handle: IO[bytes] | None = None
 
@@ -80,7 +67,7 @@ def validate_and_split(
             result.problems.append(problem)
 
     try:
-        for physical in iter_physical_lines(reader):  # type: ignore[arg-type]
+        for physical in iter_physical_lines(stream):
             checked = validator.check(physical)
             if checked is None:
                 continue
@@ -114,7 +101,6 @@ def validate_and_split(
         if handle is not None:
             handle.close()
     result.lines = validator.lines
-    result.bytes_read = reader.count
     if (final := validator.finish()) is not None:
         note(final)
     if result.valid and on_shard is not None and current is not None:

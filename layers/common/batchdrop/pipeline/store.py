@@ -42,8 +42,12 @@ def _job_key(job_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": "JOB"}}
 
 
+def _shard_key_plain(job_id: str, index: int) -> dict[str, str]:
+    return {"pk": f"JOB#{job_id}", "sk": f"SHARD#{index:05d}"}
+
+
 def _shard_key(job_id: str, index: int) -> dict[str, Any]:
-    return {"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": f"SHARD#{index:05d}"}}
+    return _serialize(_shard_key_plain(job_id, index))
 
 
 def _serialize(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -66,8 +70,11 @@ def _shard_item(shard: Shard) -> dict[str, Any]:
     return _serialize(values)
 
 
-def _shard_key_plain(job_id: str, index: int) -> dict[str, str]:
-    return {"pk": f"JOB#{job_id}", "sk": f"SHARD#{index:05d}"}
+def _advanced(shard: Shard, changes: Mapping[str, Any]) -> Shard:
+    """The shard as a successful conditional update left it (attributes the model lacks, such as
+    `active_pk`, are the store's own)."""
+    fields = {name: value for name, value in changes.items() if name in Shard.model_fields}
+    return shard.model_copy(update=fields | {"version": shard.version + 1})
 
 
 class _Update:
@@ -228,8 +235,7 @@ class JobStore:
             if _is_conditional_failure(error):
                 raise StaleRecord(f"{shard.job_id}/{shard.index}") from None
             raise
-        fields = {name: value for name, value in changes.items() if name in Shard.model_fields}
-        return shard.model_copy(update=fields | {"version": shard.version + 1})
+        return _advanced(shard, changes)
 
     def claim_shard(self, shard: Shard, *, owner: str, lease_seconds: int, max_in_flight: int) -> Shard:
         """Takes the shard's submission lease, and an in-flight slot if it holds none, in one transaction.
@@ -288,8 +294,7 @@ class JobStore:
             if codes[1:2] == ["ConditionalCheckFailed"]:
                 return None
             raise  # a conflict or throttling: nothing was written; the caller's retry decides again
-        fields = {name: value for name, value in changes.items() if name in Shard.model_fields}
-        return shard.model_copy(update=fields | {"version": shard.version + 1})
+        return _advanced(shard, changes)
 
     def slots_in_use(self) -> int:
         item = self._db.get_item(TableName=self._table, Key=_SLOTS_KEY, ConsistentRead=True).get("Item")

@@ -65,7 +65,8 @@ def submit_object(
     ref, reason = resolve_object(request, services)
     if ref is None:
         return SubmitOutcome(SubmitResult.IGNORED, reason=reason)
-    if _name_for(ref.key, request.source, services) is None:
+    name = _name_for(ref.key, request.source, services)
+    if name is None:
         return SubmitOutcome(SubmitResult.IGNORED, reason=f"not an input key under {settings.input_prefix!r}")
     identity = {
         "job_id": ref.job_id,
@@ -74,7 +75,7 @@ def submit_object(
         "version_id": ref.version_id,
         "etag": ref.etag,
         "size": ref.size,
-        "source": request.source,
+        "name": name,
     }
     run = once or (lambda job: submit_job(job, services))
     reply = run(job=identity)
@@ -85,14 +86,13 @@ def submit_job(job: dict[str, Any], services: Services) -> dict[str, str]:
     """Records the job (once per object), validates and splits it, then submits its shards."""
     settings = services.settings
     ref = ObjectRef(job["bucket"], job["key"], job.get("version_id"), job.get("etag"), job.get("size"))
-    name = _name_for(ref.key, job.get("source", "s3"), services) or ""
     logger.append_keys(job_id=ref.job_id, s3_key=ref.key)
     record = services.store.get_job(ref.job_id) or services.store.create_job(
         Job(
             job_id=ref.job_id,
             status=JobStatus.RECEIVED,
             input=InputInfo(bucket=ref.bucket, key=ref.key, version_id=ref.version_id, etag=ref.etag, bytes=ref.size),
-            output_prefix=f"{settings.output_prefix}{name}/",
+            output_prefix=f"{settings.output_prefix}{job['name']}/",
             received_at=services.now(),
         )
     )
