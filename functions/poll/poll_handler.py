@@ -15,7 +15,7 @@ from batchdrop.pipeline.runtime import build_services
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    services = build_services(load_settings(), context)
+    services = build_services(load_settings("poll"), context)
     try:
         summary = poll_once(services)
     finally:
@@ -26,5 +26,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "due": summary.due,
         "polled": summary.polled,
         "ended": summary.ended,
+        "timed_out": summary.timed_out,
+        "handed_over": summary.handed_over,
         "errors": len(summary.errors),
     }

@@ -10,17 +10,17 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from batchdrop.config import load_settings
 from batchdrop.observability import count, logger, metrics, tracer
-from batchdrop.pipeline.events import ShardRequest, parse_ingest_message
+from batchdrop.pipeline.events import RejectedRequest, ShardRequest, parse_ingest_message
 from batchdrop.pipeline.runtime import build_services, once_per_object
 from batchdrop.pipeline.services import Services
-from batchdrop.pipeline.submit import submit_held_shard, submit_job, submit_object
+from batchdrop.pipeline.submit import SubmitResult, reject_request, submit_held_shard, submit_job, submit_object
 
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    settings = load_settings()
+    settings = load_settings("submit")
     services = build_services(settings, context)
     once = once_per_object(lambda job: submit_job(job, services), settings, context)
     try:
@@ -35,15 +35,19 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 def handle_record(record: SQSRecord, services: Services, once: Any = None) -> None:
-    """A failure leaves the record on the queue (retried, then dead-lettered); the input stays in place."""
+    """A failure leaves the record on the queue (retried, then dead-lettered); the input stays in place.
+    Duplicates, lost races and requests that cannot be taken end here, quietly (counted, and a rejected
+    `Submit Batch Job` answered with `Batch Job Rejected`): retrying them could not help."""
     for request in parse_ingest_message(record.body):
         if isinstance(request, ShardRequest):
             outcome = submit_held_shard(request, services)
+        elif isinstance(request, RejectedRequest):
+            outcome = reject_request(request, services)
         else:
             outcome = submit_object(request, services, once=once)
         logger.info(
             "ingest record handled",
             extra={"result": outcome.result, "job_id": outcome.job_id, "reason": outcome.reason},
         )
-        if outcome.result == "ignored":
+        if outcome.result == SubmitResult.IGNORED:
             count("ObjectsIgnored")

@@ -2,6 +2,10 @@
 
 The environment holds names and limits only; the API key and project id live in Secrets Manager
 (`SECRET_ID` names the secret) and are read through Powertools Parameters with caching.
+
+Fail closed: what decides who may submit, or where work and results go, has no default and is required
+by each function that uses it (`load_settings("submit")`); an empty value is refused like a missing one.
+The three prefixes may not contain one another, or the pipeline's own writes would come back as inputs.
 """
 
 from __future__ import annotations
@@ -9,10 +13,22 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from functools import lru_cache
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from batchdrop.custom_ids import MAX_IDS
 from batchdrop.validation import MAX_LINES_PER_BATCH, MAX_UPLOAD_BYTES
+
+Function = Literal["submit", "poll", "collect"]
+
+REQUIRED: dict[Function, tuple[str, ...]] = {
+    # who may submit (BUCKET_NAME), where results and rejections are announced (TOPIC_ARN)
+    "submit": ("BUCKET_NAME", "TOPIC_ARN"),
+    # where ended shards and held shards are handed over
+    "poll": ("COLLECT_QUEUE_URL", "INGEST_QUEUE_URL"),
+    "collect": ("TOPIC_ARN",),
+}
 
 
 class ConfigurationError(Exception):
@@ -20,18 +36,19 @@ class ConfigurationError(Exception):
 
 
 class Settings(BaseModel):
-    """Every function reads the same settings; each uses the part it needs."""
+    """Every function reads the same settings; each uses (and requires) the part it needs."""
 
     model_config = ConfigDict(frozen=True, populate_by_name=True)
 
     table_name: str = Field(alias="TABLE_NAME", min_length=1)
     secret_id: str = Field(alias="SECRET_ID", min_length=1)
     bucket_name: str = Field(default="", alias="BUCKET_NAME")
-    """The stack's bucket: `Submit Batch Job` events may name objects of this bucket only (empty: any)."""
+    """The stack's bucket: inputs are read and results written there, and `Submit Batch Job` events may
+    name objects of this bucket only. Required by submit."""
     api_base_url: str = Field(default="prod", alias="API_BASE_URL", min_length=1)
-    input_prefix: str = Field(default="inbox/", alias="INPUT_PREFIX")
-    output_prefix: str = Field(default="outbox/", alias="OUTPUT_PREFIX")
-    work_prefix: str = Field(default="work/", alias="WORK_PREFIX")
+    input_prefix: str = Field(alias="INPUT_PREFIX", min_length=2)
+    output_prefix: str = Field(alias="OUTPUT_PREFIX", min_length=2)
+    work_prefix: str = Field(alias="WORK_PREFIX", min_length=2)
     max_lines_per_batch: int = Field(
         default=MAX_LINES_PER_BATCH, alias="MAX_LINES_PER_BATCH", ge=1, le=MAX_LINES_PER_BATCH
     )
@@ -40,43 +57,99 @@ class Settings(BaseModel):
         default=100_000_000, alias="MAX_BYTES_PER_BATCH", ge=1_048_576 + 1, le=MAX_UPLOAD_BYTES
     )
     max_batches_in_flight: int = Field(default=20, alias="MAX_BATCHES_IN_FLIGHT", ge=1)
+    max_input_bytes: int = Field(default=10 * 1024**3, alias="MAX_INPUT_BYTES", ge=1)
+    """Decompressed bytes one input may have."""
+    max_input_lines: int = Field(default=5_000_000, alias="MAX_INPUT_LINES", ge=1, le=MAX_IDS)
+    """Lines one input may have, blank ones included."""
+    max_batches_per_input: int = Field(default=1000, alias="MAX_BATCHES_PER_INPUT", ge=1, le=99_999)
     topic_arn: str = Field(default="", alias="TOPIC_ARN")
     event_bus_name: str = Field(default="default", alias="EVENT_BUS_NAME", min_length=1)
     collect_queue_url: str = Field(default="", alias="COLLECT_QUEUE_URL")
     ingest_queue_url: str = Field(default="", alias="INGEST_QUEUE_URL")
     """Where the poller hands held-back shards to the submit function."""
-    poll_concurrency: int = Field(default=8, alias="POLL_CONCURRENCY", ge=1, le=64)
+    poll_concurrency: int = Field(default=16, alias="POLL_CONCURRENCY", ge=1, le=64)
     poll_min_interval_seconds: int = Field(default=30, alias="POLL_MIN_INTERVAL_SECONDS", ge=0)
     poll_max_interval_seconds: int = Field(default=900, alias="POLL_MAX_INTERVAL_SECONDS", ge=1)
+    shard_wait_limit_hours: float = Field(default=168, alias="SHARD_WAIT_LIMIT_HOURS", gt=0)
+    """How long a shard may wait for an in-flight slot before it ends as `wait_timed_out`."""
+    submit_retry_limit_hours: float = Field(default=24, alias="SUBMIT_RETRY_LIMIT_HOURS", gt=0)
+    """How long a shard's failing submission is retried before it ends as `batch_create_failed`."""
+    batch_deadline_hours: float = Field(default=26, alias="BATCH_DEADLINE_HOURS", gt=24)
+    """How long after its creation a batch may stay unfinished (ZeroGPU's window is 24 h) before the
+    shard ends as `batch_timed_out` (and the batch is cancelled)."""
+    batch_not_found_grace_minutes: float = Field(default=60, alias="BATCH_NOT_FOUND_GRACE_MINUTES", gt=0)
+    """How long the API may answer 404 for a batch before its shard ends as `batch_not_found`."""
+    collect_retry_limit_hours: float = Field(default=24, alias="COLLECT_RETRY_LIMIT_HOURS", gt=0)
+    """How long a result file that cannot be downloaded is tried again before its lines end as
+    `results_unavailable`."""
     job_retention_days: int = Field(default=30, alias="JOB_RETENTION_DAYS", ge=1)
     secret_max_age_seconds: int = Field(default=300, alias="SECRET_MAX_AGE_SECONDS", ge=0)
 
     @field_validator("input_prefix", "output_prefix", "work_prefix")
     @classmethod
     def _prefix_ends_with_slash(cls, value: str) -> str:
-        if value and not value.endswith("/"):
-            raise ValueError("a prefix must be empty or end with '/'")
+        if not value.endswith("/"):
+            raise ValueError("a prefix must end with '/'")
         return value
+
+    @model_validator(mode="after")
+    def _prefixes_apart(self) -> Settings:
+        prefixes = {
+            "INPUT_PREFIX": self.input_prefix,
+            "OUTPUT_PREFIX": self.output_prefix,
+            "WORK_PREFIX": self.work_prefix,
+        }
+        names = list(prefixes)
+        for position, first in enumerate(names):
+            for second in names[position + 1 :]:
+                a, b = prefixes[first], prefixes[second]
+                if a.startswith(b) or b.startswith(a):
+                    inner, outer = (first, second) if a.startswith(b) else (second, first)
+                    raise ValueError(
+                        f"{inner} {prefixes[inner]!r} lies under {outer} {prefixes[outer]!r}: the pipeline's own "
+                        "writes would be read as inputs; choose prefixes that do not contain one another"
+                    )
+        return self
+
+    @property
+    def reserved_prefixes(self) -> tuple[str, str]:
+        """Where the pipeline writes: never an input."""
+        return (self.output_prefix, self.work_prefix)
+
+    def require(self, function: Function) -> Settings:
+        missing = [name for name in REQUIRED[function] if not getattr(self, _FIELD_BY_ALIAS[name])]
+        if missing:
+            raise ConfigurationError(
+                f"invalid {function} function configuration: {', '.join(missing)} must be set (template.yaml sets them)"
+            )
+        return self
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
         source = os.environ if environ is None else environ
-        known = {field.alias for field in cls.model_fields.values() if field.alias}
         try:
-            return cls.model_validate({key: value for key, value in source.items() if key in known})
+            return cls.model_validate({key: value for key, value in source.items() if key in _FIELD_BY_ALIAS})
         except ValidationError as error:
-            problems = "; ".join(
-                f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors()
-            )
+            problems = "; ".join(_describe(item) for item in error.errors())
             raise ConfigurationError(f"invalid function configuration: {problems}") from None
 
 
-@lru_cache(maxsize=1)
-def _cached_settings(items: frozenset[tuple[str, str]]) -> Settings:
-    return Settings.from_environ(dict(items))
+_FIELD_BY_ALIAS = {field.alias: name for name, field in Settings.model_fields.items() if field.alias}
 
 
-def load_settings() -> Settings:
-    """The settings for this invocation; parsed once per distinct environment (warm starts reuse it)."""
-    known = {field.alias for field in Settings.model_fields.values() if field.alias}
-    return _cached_settings(frozenset((k, v) for k, v in os.environ.items() if k in known))
+def _describe(item: Mapping[str, object]) -> str:
+    location = ".".join(str(part) for part in item["loc"])  # type: ignore[attr-defined]
+    message = str(item["msg"]).removeprefix("Value error, ")
+    return f"{location}: {message}" if location else message
+
+
+@lru_cache(maxsize=8)
+def _cached_settings(items: frozenset[tuple[str, str]], function: Function | None) -> Settings:
+    settings = Settings.from_environ(dict(items))
+    return settings.require(function) if function else settings
+
+
+def load_settings(function: Function | None = None) -> Settings:
+    """The settings for this invocation, with what `function` requires checked; parsed once per distinct
+    environment (warm starts reuse it)."""
+    return _cached_settings(frozenset((k, v) for k, v in os.environ.items() if k in _FIELD_BY_ALIAS), function)

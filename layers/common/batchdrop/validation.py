@@ -11,10 +11,14 @@ so a number always points at the line a person sees in an editor.
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import IO, Any
+
+from batchdrop.custom_ids import CustomIdSet, MemoryIdSet
 
 MAX_LINE_BYTES = 1_048_576
 MAX_LINES_PER_BATCH = 50_000
@@ -32,6 +36,12 @@ class ProblemCode(StrEnum):
     """Stable codes for report.json; the messages are ZeroGPU's wording where ZeroGPU has one."""
 
     INVALID_JSON = "invalid_json"
+    INVALID_UTF8 = "invalid_utf8"
+    WRONG_ENCODING = "wrong_encoding"
+    INVALID_UNICODE = "invalid_unicode"
+    NESTING_TOO_DEEP = "nesting_too_deep"
+    NUMBER_OUT_OF_RANGE = "number_out_of_range"
+    DUPLICATE_KEY = "duplicate_key"
     NOT_AN_OBJECT = "not_an_object"
     LINE_TOO_LARGE = "line_too_large"
     MISSING_CUSTOM_ID = "missing_custom_id"
@@ -42,12 +52,23 @@ class ProblemCode(StrEnum):
     URL_MISMATCH = "url_mismatch"
     MISSING_BODY = "missing_body"
     STREAM_NOT_SUPPORTED = "stream_not_supported"
+    INVALID_STREAM = "invalid_stream"
     MISSING_MODEL = "missing_model"
     INVALID_MESSAGES = "invalid_messages"
     EMPTY_FILE = "empty_file"
     TOO_MANY_LINES = "too_many_lines"
     FILE_TOO_LARGE = "file_too_large"
     ENDPOINT_MISMATCH = "endpoint_mismatch"
+    # whole-file problems, found by the submit function only
+    JSON_ARRAY = "json_array"
+    NOT_JSON_LINES = "not_json_lines"
+    INVALID_GZIP = "invalid_gzip"
+    GZIP_NOT_DECLARED = "gzip_not_declared"
+    INPUT_TOO_LARGE = "input_too_large"
+    TOO_MANY_BATCHES = "too_many_batches"
+    VALIDATION_TIMEOUT = "validation_timeout"
+    INVALID_KEY = "invalid_key"
+    KEY_TOO_LONG = "key_too_long"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,12 +137,89 @@ def iter_physical_lines(stream: IO[bytes], *, max_line_bytes: int = MAX_LINE_BYT
         yield finish(buffer, overflow)
 
 
+MAX_ECHOED_CHARS = 120
+"""Values a message quotes (a custom_id, a url) are cut to this many characters: a report stays small."""
+
+
+def echo(value: str) -> str:
+    """A value for a message, cut short with an ellipsis if it is long."""
+    return value if len(value) <= MAX_ECHOED_CHARS else value[:MAX_ECHOED_CHARS] + "…"
+
+
+class _NotJson(ValueError):
+    pass
+
+
+class _OutOfRange(ValueError):
+    pass
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _reject_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (RFC 8259), although Python's parser accepts them."""
+    raise _NotJson(f"{name} is not valid JSON")
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _OutOfRange(text)
+    return value
+
+
+def _parse_int(text: str) -> int:
+    # Past about 309 digits an integer no longer fits a double (what JSON parsers read numbers into).
+    if len(text) > 308 and math.isinf(float(text)):
+        raise _OutOfRange(text)
+    return int(text)
+
+
+def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return document
+
+
+# One decoder each, built once (json.loads with options builds a new decoder per call).
+_API_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_STRICT_DECODER = json.JSONDecoder(
+    parse_constant=_reject_constant,
+    parse_float=_parse_float,
+    parse_int=_parse_int,
+    object_pairs_hook=_object_without_duplicate_keys,
+)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _has_lone_surrogate(text: str, document: Any) -> bool:
+    """A `\\ud800`-style escape with no partner decodes to a code point UTF-8 cannot encode."""
+    if not _SURROGATE_ESCAPE.search(text):
+        return False
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 class LineValidator:
     """Checks the lines of one input file in order.
 
-    It keeps only the set of custom_ids seen so far, which a batch's line limit bounds.
-    `strict_body` adds the checks ZeroGPU leaves to run time (a model and well-formed messages):
-    the submit function uses it so that such lines are rejected up front rather than billed as failures.
+    It keeps the set of custom_ids seen so far (`custom_ids`; in memory unless another is given).
+    `strict` adds what the submit function checks beyond ZeroGPU's create-time rules, so that such lines
+    are rejected up front rather than billed as failures: a model and well-formed messages, a boolean
+    `stream`, no duplicate keys, numbers a double can hold; and it names encoding problems by their own
+    codes where the API (and so the emulator) says only "not valid JSON".
     """
 
     def __init__(
@@ -129,14 +227,16 @@ class LineValidator:
         endpoint: str = CHAT_COMPLETIONS_URL,
         *,
         max_lines: int | None = MAX_LINES_PER_BATCH,
-        strict_body: bool = False,
+        strict: bool = False,
+        custom_ids: CustomIdSet | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.max_lines = max_lines
-        self.strict_body = strict_body
+        self.strict = strict
         self.lines = 0
         self.first_url: str | None = None
-        self._custom_ids: set[str] = set()
+        self._custom_ids = custom_ids if custom_ids is not None else MemoryIdSet()
+        self._decoder = _STRICT_DECODER if strict else _API_DECODER
 
     def check(self, physical: PhysicalLine) -> ValidLine | Problem | None:
         """Returns None for a blank line (skipped), else the valid line or its first problem."""
@@ -151,13 +251,65 @@ class LineValidator:
         self.lines += 1
         if too_many := self._count_problem():
             return too_many
-        try:
-            document = json.loads(physical.content, parse_constant=_reject_constant)
-        except (ValueError, RecursionError):
-            return Problem(ProblemCode.INVALID_JSON, f"Line {n} is not valid JSON", n)
-        if not isinstance(document, dict):
+        parsed = self._parse(n, physical.content)
+        if isinstance(parsed, Problem):
+            return parsed
+        if not isinstance(parsed, dict):
             return Problem(ProblemCode.NOT_AN_OBJECT, f"Line {n} must be a JSON object", n)
-        return self._check_object(n, document, physical.content)
+        return self._check_object(n, parsed, physical.content)
+
+    def _parse(self, n: int, content: bytes) -> Any:
+        """The line's JSON value, or its problem. Only UTF-8 is JSON here (json.loads would also read
+        UTF-16 and UTF-32 bytes, which the API cannot)."""
+        not_json = Problem(ProblemCode.INVALID_JSON, f"Line {n} is not valid JSON", n)
+        if b"\x00" in content:
+            if not self.strict:
+                return not_json
+            return Problem(
+                ProblemCode.WRONG_ENCODING,
+                f"Line {n} contains NUL bytes: the file looks UTF-16 or UTF-32 encoded; save it as UTF-8",
+                n,
+            )
+        try:
+            text = content.decode("utf-8")
+        except UnicodeDecodeError as error:
+            if not self.strict:
+                return not_json
+            return Problem(
+                ProblemCode.INVALID_UTF8,
+                f"Line {n} is not valid UTF-8 (byte 0x{content[error.start]:02x} at position {error.start + 1}): "
+                "save the file as UTF-8",
+                n,
+            )
+        try:
+            document = self._decoder.decode(text)
+        except _OutOfRange as error:
+            return Problem(
+                ProblemCode.NUMBER_OUT_OF_RANGE,
+                f"Line {n} has a number out of range ({echo(str(error))}): numbers must fit a 64-bit float",
+                n,
+            )
+        except _DuplicateKey as error:
+            return Problem(
+                ProblemCode.DUPLICATE_KEY,
+                f'Line {n} has the key "{echo(error.key)}" twice in one object: the API would keep only one',
+                n,
+            )
+        except RecursionError:
+            if not self.strict:
+                return not_json
+            return Problem(ProblemCode.NESTING_TOO_DEEP, f"Line {n} nests arrays or objects too deeply to read", n)
+        except ValueError:
+            return not_json
+        if _has_lone_surrogate(text, document):
+            if not self.strict:
+                return not_json
+            return Problem(
+                ProblemCode.INVALID_UNICODE,
+                f"Line {n} has a lone surrogate escape (such as \\ud800) in a string: it is not valid Unicode",
+                n,
+            )
+        return document
 
     def finish(self) -> Problem | None:
         """The file-level checks that need every line seen."""
@@ -166,9 +318,12 @@ class LineValidator:
         if self.endpoint not in BATCH_ENDPOINTS and self.first_url is not None:
             return Problem(
                 ProblemCode.ENDPOINT_MISMATCH,
-                f'endpoint "{self.endpoint}" does not match the url "{self.first_url}" used by the input file',
+                f'endpoint "{self.endpoint}" does not match the url "{echo(self.first_url)}" used by the input file',
             )
         return None
+
+    def close(self) -> None:
+        self._custom_ids.close()
 
     def _count_problem(self) -> Problem | None:
         if self.max_lines is not None and self.lines > self.max_lines:
@@ -179,9 +334,8 @@ class LineValidator:
         custom_id = document.get("custom_id")
         if not isinstance(custom_id, str) or not custom_id:
             return Problem(ProblemCode.MISSING_CUSTOM_ID, f"Line {n} is missing custom_id", n)
-        if custom_id in self._custom_ids:
-            return Problem(ProblemCode.DUPLICATE_CUSTOM_ID, f'Line {n} duplicates custom_id "{custom_id}"', n)
-        self._custom_ids.add(custom_id)
+        if not self._custom_ids.add(custom_id):
+            return Problem(ProblemCode.DUPLICATE_CUSTOM_ID, f'Line {n} duplicates custom_id "{echo(custom_id)}"', n)
         method = document.get("method")
         if not isinstance(method, str) or method.upper() != "POST":
             return Problem(ProblemCode.INVALID_METHOD, f'Line {n} method must be "POST"', n)
@@ -189,11 +343,13 @@ class LineValidator:
         if not isinstance(url, str) or not url:
             return Problem(ProblemCode.MISSING_URL, f"Line {n} is missing url", n)
         if url not in BATCH_ENDPOINTS:
-            return Problem(ProblemCode.URL_NOT_ALLOWED, f'Line {n} url "{url}" is not an allowed batch endpoint', n)
+            return Problem(
+                ProblemCode.URL_NOT_ALLOWED, f'Line {n} url "{echo(url)}" is not an allowed batch endpoint', n
+            )
         if self.endpoint in BATCH_ENDPOINTS and url != self.endpoint:
             return Problem(
                 ProblemCode.URL_MISMATCH,
-                f'Line {n} url "{url}" does not match the batch endpoint "{self.endpoint}"',
+                f'Line {n} url "{echo(url)}" does not match the batch endpoint "{self.endpoint}"',
                 n,
             )
         if self.first_url is None:
@@ -207,26 +363,31 @@ class LineValidator:
                 f"Line {n} has stream=true; streaming is not supported in batch mode",
                 n,
             )
-        if self.strict_body and (problem := _check_chat_body(n, body)):
+        if self.strict and (problem := _check_chat_body(n, body)):
             return problem
         return ValidLine(n, custom_id, content)
-
-
-def _reject_constant(name: str) -> Any:
-    """NaN and Infinity are not JSON (RFC 8259), although Python's parser accepts them."""
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _check_chat_body(n: int, body: dict[str, Any]) -> Problem | None:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         return Problem(ProblemCode.MISSING_MODEL, f"Line {n} body is missing model", n)
+    if "stream" in body and not isinstance(body["stream"], bool):
+        return Problem(
+            ProblemCode.INVALID_STREAM,
+            f"Line {n} body.stream must be true or false, not {echo(json.dumps(body['stream']))}",
+            n,
+        )
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return Problem(ProblemCode.INVALID_MESSAGES, f"Line {n} body.messages must be a non-empty list of messages", n)
     for index, message in enumerate(messages):
-        role = message.get("role") if isinstance(message, dict) else None
-        if role not in MESSAGE_ROLES:
+        if not isinstance(message, dict):
+            return Problem(
+                ProblemCode.INVALID_MESSAGES, f"Line {n} body.messages[{index}] must be an object with a role", n
+            )
+        role = message.get("role")
+        if not isinstance(role, str) or role not in MESSAGE_ROLES:
             return Problem(
                 ProblemCode.INVALID_MESSAGES,
                 f"Line {n} body.messages[{index}].role must be one of {', '.join(MESSAGE_ROLES)}",

@@ -223,6 +223,9 @@ def settings_for(
         "INGEST_QUEUE_URL": ingest_queue_url,
         "BUCKET_NAME": BUCKET,
         "TOPIC_ARN": topic_arn,
+        "INPUT_PREFIX": "inbox/",
+        "OUTPUT_PREFIX": "outbox/",
+        "WORK_PREFIX": "work/",
         "POLL_MIN_INTERVAL_SECONDS": "30",
         "POLL_MAX_INTERVAL_SECONDS": "600",
     } | {key: str(value) for key, value in overrides.items()}

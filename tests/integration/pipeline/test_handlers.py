@@ -37,12 +37,8 @@ def deployed(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pi
     """The pipeline's resources, with the functions' environment pointing at them and the emulator socket."""
     with EmulatorServer(pipeline.emulator, "127.0.0.1", 0) as server:
         settings = pipeline.services.settings
-        environment = {
-            "TABLE_NAME": settings.table_name,
-            "SECRET_ID": settings.secret_id,
+        environment = {name: str(value) for name, value in settings.model_dump(by_alias=True).items()} | {
             "API_BASE_URL": server.url,
-            "COLLECT_QUEUE_URL": settings.collect_queue_url,
-            "TOPIC_ARN": settings.topic_arn,
             "POLL_MIN_INTERVAL_SECONDS": "0",
         }
         for name, value in environment.items():

@@ -13,7 +13,11 @@ HUGE = json.dumps(chat_line("big", "x" * 1_048_600)).encode()
 
 RULES = [
     ("invalid_json", b'{"custom_id": "a", ', "Line 3 is not valid JSON"),
-    ("invalid_json", b"\xff\xfe not utf-8", "Line 3 is not valid JSON"),
+    (
+        "invalid_utf8",
+        b"\xff\xfe not utf-8",
+        "Line 3 is not valid UTF-8 (byte 0xff at position 1): save the file as UTF-8",
+    ),
     ("invalid_json", json.dumps(chat_line("nan", temperature=float("nan"))).encode(), "Line 3 is not valid JSON"),
     ("not_an_object", b"[1, 2, 3]", "Line 3 must be a JSON object"),
     ("line_too_large", HUGE, "Line 3 exceeds maximum size of 1048576 bytes"),

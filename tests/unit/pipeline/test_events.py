@@ -7,7 +7,7 @@ import json
 import pytest
 from testsupport import load_event
 
-from batchdrop.pipeline.events import InvalidMessage, parse_ingest_message
+from batchdrop.pipeline.events import InvalidMessage, RejectedRequest, parse_ingest_message
 
 
 def test_the_sample_object_created_event_gives_both_key_readings_decoded_first() -> None:
@@ -79,11 +79,29 @@ def test_the_s3_test_event_is_nothing_to_do() -> None:
         "not json",
         "[]",
         json.dumps({"detail-type": "Something Else", "detail": {}}),
-        json.dumps({"detail-type": "Submit Batch Job", "detail": {"bucket": "b"}}),
-        json.dumps({"detail-type": "Submit Batch Job"}),
         json.dumps({"detail-type": "Object Created", "detail": {"bucket": {}}}),
     ],
 )
 def test_malformed_messages_raise_a_typed_error(body: str) -> None:
     with pytest.raises(InvalidMessage):
         parse_ingest_message(body)
+
+
+@pytest.mark.parametrize(
+    ("detail", "reason"),
+    [
+        ({"bucket": "b"}, "no key"),
+        ({"key": "inbox/x.jsonl"}, "no bucket"),
+        (None, "not an object"),
+        ("inbox/x.jsonl", "not an object"),
+        ({"bucket": "b", "key": "x.jsonl", "version_id": 7}, "version_id"),
+    ],
+)
+def test_a_submit_request_that_cannot_be_taken_is_answered_not_raised(detail: object, reason: str) -> None:
+    # Given a Submit Batch Job event whose detail is unusable
+    body = json.dumps({"detail-type": "Submit Batch Job"} | ({} if detail is None else {"detail": detail}))
+    # Then it parses into a rejection that echoes the request and says what is wrong
+    (parsed,) = parse_ingest_message(body)
+    assert isinstance(parsed, RejectedRequest)
+    assert parsed.detail == detail
+    assert reason in parsed.reason and "bucket" in parsed.reason

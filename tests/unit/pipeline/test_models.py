@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from batchdrop.pipeline.models import ObjectRef, input_name
+from batchdrop.pipeline.models import ObjectRef, classify_key
+from batchdrop.validation import ProblemCode
 
 
 def test_the_job_id_is_the_object_identity() -> None:
@@ -20,28 +21,71 @@ def test_without_versioning_the_etag_tells_uploads_apart() -> None:
     assert quoted.job_id != ObjectRef("b", "inbox/x.jsonl", etag="abd").job_id
 
 
+def classify(key: str, *, any_key: bool = False):  # type: ignore[no-untyped-def]
+    return classify_key(
+        key, input_prefix="inbox/", output_prefix="outbox/", reserved_prefixes=("outbox/", "work/"), any_key=any_key
+    )
+
+
 @pytest.mark.parametrize(
     ("key", "name"),
     [
         ("inbox/x.jsonl", "x"),
         ("inbox/team a/q+1 ü.jsonl", "team a/q+1 ü"),
         ("inbox/x.jsonl.gz", "x"),
-        ("inbox/x.json", None),
-        ("inbox/x.jsonl.bak", None),
-        ("inbox/.jsonl", None),
-        ("inbox/a/../b.jsonl", None),
-        ("inbox//b.jsonl", None),
-        ("inbox/bad\x07name.jsonl", None),
-        ("outbox/x.jsonl", None),
     ],
 )
-def test_input_names(key: str, name: str | None) -> None:
-    assert input_name(key, "inbox/") == name
+def test_input_names(key: str, name: str) -> None:
+    classified = classify(key)
+    assert classified is not None and classified.problem is None
+    assert classified.name == name
+    assert classified.output_prefix("outbox/", "job-1") == f"outbox/{name}/"
+
+
+@pytest.mark.parametrize("key", ["inbox/x.json", "inbox/x.jsonl.bak", "inbox/.jsonl", "outbox/x.jsonl", "x.jsonl"])
+def test_keys_that_are_not_inputs(key: str) -> None:
+    assert classify(key) is None
+
+
+@pytest.mark.parametrize(
+    ("key", "fragment"),
+    [
+        ("inbox/a/../b.jsonl", "'..'"),
+        ("inbox//b.jsonl", "empty"),
+        ("inbox/a/./b.jsonl", "'.'"),
+        ("inbox/bad\x07name.jsonl", "control character"),
+        ("inbox/line\nbreak.jsonl", "control character"),
+        ("inbox/tab\there.jsonl", "control character"),
+    ],
+)
+def test_keys_that_cannot_name_a_folder_are_rejected_with_a_report_of_their_own(key: str, fragment: str) -> None:
+    # Given a key under the input prefix that cannot name a results folder safely
+    classified = classify(key)
+    # Then it is rejected (not dropped), its report filed under the job id
+    assert classified is not None and classified.name is None
+    assert classified.problem is not None and classified.problem.code == ProblemCode.INVALID_KEY
+    assert fragment in classified.problem.message
+    assert classified.output_prefix("outbox/", "job-1") == "outbox/_rejected-keys/job-1/"
+
+
+def test_the_rejection_suggests_a_clean_key() -> None:
+    classified = classify("inbox//team/./x.jsonl")
+    assert classified is not None and classified.problem is not None
+    assert "inbox/team/x.jsonl" in classified.problem.message
+
+
+def test_a_key_whose_results_would_pass_s3s_key_limit_is_rejected() -> None:
+    longest = "a" * (1024 - len("outbox/") - 1 - len("errors.jsonl"))
+    assert classify(f"inbox/{longest}.jsonl").name == longest  # type: ignore[union-attr]
+    too_long = classify(f"inbox/{longest}b.jsonl")
+    assert too_long is not None and too_long.problem is not None
+    assert too_long.problem.code == ProblemCode.KEY_TOO_LONG
+    # multi-byte characters count as bytes, as S3 counts them
+    assert classify(f"inbox/{'ü' * 600}.jsonl").problem is not None  # type: ignore[union-attr]
 
 
 def test_submitted_keys_outside_the_inbox_are_named_by_their_path_but_never_the_pipelines_own() -> None:
-    reserved = ("outbox/", "work/")
-    assert input_name("exports/2026/x.jsonl", "inbox/", reserved_prefixes=reserved) == "exports/2026/x"
-    assert input_name("inbox/x.jsonl", "inbox/", reserved_prefixes=reserved) == "x"
-    assert input_name("outbox/x/output.jsonl", "inbox/", reserved_prefixes=reserved) is None
-    assert input_name("work/j/shards/0.jsonl", "inbox/", reserved_prefixes=reserved) is None
+    assert classify("exports/2026/x.jsonl", any_key=True).name == "exports/2026/x"  # type: ignore[union-attr]
+    assert classify("inbox/x.jsonl", any_key=True).name == "x"  # type: ignore[union-attr]
+    assert classify("outbox/x/output.jsonl", any_key=True) is None
+    assert classify("work/j/shards/0.jsonl", any_key=True) is None

@@ -7,7 +7,9 @@ from types import SimpleNamespace
 from batchdrop.pipeline.models import RequestCounts, Shard, ShardState
 from batchdrop.pipeline.poll import next_poll_interval
 
-SERVICES = SimpleNamespace(settings=SimpleNamespace(poll_min_interval_seconds=30, poll_max_interval_seconds=900))
+SERVICES = SimpleNamespace(
+    settings=SimpleNamespace(poll_min_interval_seconds=30, poll_max_interval_seconds=900, batch_deadline_hours=26)
+)
 NOW = 1_800_000_000
 
 

@@ -431,7 +431,7 @@ def _validate_into(source: BinaryIO, endpoint: str, destination: Path) -> tuple[
     Returns the first problem (ZeroGPU stops there) or None, and the number of lines."""
     if os.fstat(source.fileno()).st_size > MAX_BATCH_BYTES:
         return Problem(ProblemCode.FILE_TOO_LARGE, f"Input file exceeds maximum size of {MAX_BATCH_BYTES} bytes"), 0
-    validator = LineValidator(endpoint, max_lines=MAX_LINES_PER_BATCH, strict_body=False)
+    validator = LineValidator(endpoint, max_lines=MAX_LINES_PER_BATCH, strict=False)
     with destination.open("wb") as copy:
         for physical in iter_physical_lines(source):
             result = validator.check(physical)

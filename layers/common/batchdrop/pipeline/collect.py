@@ -1,16 +1,24 @@
 """Collect: a terminal shard's output and error files, streamed from the API into S3 and counted
-(see results.py); once every shard of the job is collected, the job is finalized."""
+(see results.py); once every shard of the job is collected, the job is finalized.
+
+A result file the API does not hand over (an outage, or a 404: deleted, or the key now belongs to another
+project) is tried again each time the poller asks (every 15 minutes), never forever: after
+BATCH_NOT_FOUND_GRACE_MINUTES of 404s, or COLLECT_RETRY_LIMIT_HOURS of other failures, the shard is
+collected without it and the lines it would have reported end as `results_unavailable`.
+"""
 
 from __future__ import annotations
 
 from batchdrop.observability import count, logger
 from batchdrop.pipeline.finish import finalize_job
-from batchdrop.pipeline.models import ShardResult, ShardState
-from batchdrop.pipeline.results import export_results
+from batchdrop.pipeline.models import Job, Shard, ShardResult, ShardState
+from batchdrop.pipeline.results import ResultsUnavailable, export_results
 from batchdrop.pipeline.services import Services
 from batchdrop.pipeline.store import StaleRecord
+from batchdrop.zerogpu import NotFoundError
 
 _ATTEMPTS = 5
+_MAX_MESSAGE_CHARS = 500
 
 
 def collect_shard(job_id: str, index: int, services: Services) -> None:
@@ -26,7 +34,10 @@ def collect_shard(job_id: str, index: int, services: Services) -> None:
         if shard.state != ShardState.TERMINAL:
             logger.warning("collect request for a shard still running", extra={"shard": index, "state": shard.state})
             return
-        result = result or export_results(shard, job, services)
+        if result is None:
+            result = _export(shard, job, services)
+            if result is None:
+                return  # recorded; the poller asks again
         try:
             services.store.update_shard(shard, state=ShardState.COLLECTED, result=result)
             count("ShardsCollected")
@@ -36,3 +47,34 @@ def collect_shard(job_id: str, index: int, services: Services) -> None:
     else:
         raise StaleRecord(f"shard {job_id}/{index} kept changing while it was being collected")
     finalize_job(job_id, services)
+
+
+def _export(shard: Shard, job: Job, services: Services) -> ShardResult | None:
+    """The shard's results, or None when a result file cannot be had yet (the failure is recorded)."""
+    settings = services.settings
+    try:
+        return export_results(shard, job, services)
+    except ResultsUnavailable as error:
+        reason = str(error)[:_MAX_MESSAGE_CHARS]
+        now = services.now()
+        since = shard.collect_failing_since or now
+        not_found = isinstance(error.cause, NotFoundError)
+        bound = settings.batch_not_found_grace_minutes * 60 if not_found else settings.collect_retry_limit_hours * 3600
+        if now - since >= bound:
+            logger.error("result file unavailable past its bound; collected without it", extra={"error": str(error)})
+            count("ResultsUnavailable")
+            return export_results(shard, job, services, skip_unavailable=True)
+        logger.warning("result file unavailable; tried again later", extra={"error": str(error)})
+        services.store.modify_shard(
+            shard.job_id,
+            shard.index,
+            lambda fresh: (
+                {
+                    "collect_failing_since": fresh.collect_failing_since or since,
+                    "collect_error": reason,
+                }
+                if fresh.state == ShardState.TERMINAL
+                else None
+            ),
+        )
+        return None

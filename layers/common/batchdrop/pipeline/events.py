@@ -36,6 +36,16 @@ class SubmitRequest:
     version_id: str | None = None
     etag: str | None = None
     source: str = "s3"
+    detail: Any = None
+    """A `Submit Batch Job` event's detail as received: a rejection echoes it to the sender."""
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRequest:
+    """A `Submit Batch Job` event that cannot be taken: the sender hears why (`Batch Job Rejected`)."""
+
+    detail: Any
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +69,7 @@ def _candidates(*keys: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(key for key in keys if key))
 
 
-def parse_ingest_message(body: str) -> list[SubmitRequest | ShardRequest]:
+def parse_ingest_message(body: str) -> list[SubmitRequest | ShardRequest | RejectedRequest]:
     try:
         message = json.loads(body)
     except ValueError:
@@ -77,12 +87,12 @@ def parse_ingest_message(body: str) -> list[SubmitRequest | ShardRequest]:
         return []
     detail_type = message.get("detail-type")
     detail = message.get("detail")
+    if detail_type == SUBMIT_DETAIL_TYPE:
+        return [_from_submit_event(detail)]
     if not isinstance(detail, dict):
         raise InvalidMessage(f"an event of type {detail_type!r} without a detail object")
     if detail_type == OBJECT_CREATED_DETAIL_TYPE:
         return [_from_object_created(detail)]
-    if detail_type == SUBMIT_DETAIL_TYPE:
-        return [_from_submit_event(detail)]
     raise InvalidMessage(f"unexpected event type {detail_type!r}")
 
 
@@ -102,15 +112,23 @@ def _from_object_created(detail: dict[str, Any]) -> SubmitRequest:
     )
 
 
-def _from_submit_event(detail: dict[str, Any]) -> SubmitRequest:
-    bucket, key = detail.get("bucket"), detail.get("key")
-    if not isinstance(bucket, str) or not bucket or not isinstance(key, str) or not key:
-        raise InvalidMessage('a Submit Batch Job event needs detail {"bucket": "...", "key": "..."}')
+def _from_submit_event(detail: Any) -> SubmitRequest | RejectedRequest:
+    usage = 'a Submit Batch Job event needs detail {"bucket": "...", "key": "...", "version_id": "..." (optional)}'
+    if not isinstance(detail, dict):
+        return RejectedRequest(detail, f"the detail is not an object: {usage}")
+    bucket, key, version_id = detail.get("bucket"), detail.get("key"), detail.get("version_id")
+    if not isinstance(bucket, str) or not bucket:
+        return RejectedRequest(detail, f"no bucket: {usage}")
+    if not isinstance(key, str) or not key:
+        return RejectedRequest(detail, f"no key: {usage}")
+    if version_id is not None and not isinstance(version_id, str):
+        return RejectedRequest(detail, f"version_id must be a string: {usage}")
     return SubmitRequest(
         bucket=bucket,
         key_candidates=(key,),
-        version_id=_version(detail.get("version_id")),
+        version_id=_version(version_id),
         source=SUBMIT_EVENT_SOURCE,
+        detail=detail,
     )
 
 

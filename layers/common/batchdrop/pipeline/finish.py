@@ -1,29 +1,35 @@
 """The end of a job: merged results, report.json, and one announcement.
 
-A job is marked FINISHED (or REJECTED) by one conditional write; then whoever claims the notification
-(a lease taken by a conditional write, longer than a collect invocation can run) writes the merged files
-and the report, sends the event and the SNS message, each marked sent on the job, and marks the job
-notified. Overlapping or repeated runs therefore announce once; a run that dies mid-way is finished by
-the next delivery of its message (collect's, or submit's for a rejection) once the lease has passed, and
-what was already sent is not sent again.
+A job is marked FINISHED (or REJECTED) by one conditional write, which also puts it in the index's
+FINISHING partition; then whoever claims the notification (a lease taken by a conditional write, longer
+than a collect invocation can run) writes the merged files and the report, sends the event and the SNS
+message, each marked sent on the job as soon as it is sent, and marks the job notified, which takes it out
+of the index again. A run that fails mid-way gives its claim back at once, so the retry of its message
+goes on; a run that dies mid-way is finished after its lease by the poller's sweep of the FINISHING
+partition. What was already sent is not sent again, except for the one that was sent in the instant before
+a crash: announcements are delivered at least once, each with a stable `event_id` to deduplicate on.
 """
 
 from __future__ import annotations
 
-import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from batchdrop.observability import count, logger
 from batchdrop.pipeline import s3io
-from batchdrop.pipeline.models import Job, JobStatus, Outcome, Shard, ShardState
+from batchdrop.pipeline.models import Job, JobStatus, Outcome, Shard, ShardState, add_count
 from batchdrop.pipeline.results import export_results
 from batchdrop.pipeline.services import Services
 from batchdrop.pipeline.sharding import SplitResult
 from batchdrop.pipeline.store import StaleRecord
+from batchdrop.pipeline.timing import NOTIFY_LEASE_SECONDS
 
 REPORT_SCHEMA_VERSION = 1
-NOTIFY_LEASE_SECONDS = 960  # longer than the collect function's 900 s timeout
+MAX_REPORTED_BATCHES = 1000
+RESULT_FILES = ("output.jsonl", "errors.jsonl", "results.csv", "status.json")
+"""Everything a job writes beside report.json: a rejected re-upload removes the previous version's."""
 _ATTEMPTS = 5
 
 
@@ -42,6 +48,11 @@ def _timestamps(job: Job) -> dict[str, str | None]:
         "submitted_at": _iso(job.submitted_at),
         "finished_at": _iso(job.finished_at),
     }
+
+
+def finished_event_id(job_id: str) -> str:
+    """Stable across redeliveries: consumers deduplicate `Batch Job Finished` on it."""
+    return f"{job_id}:finished"
 
 
 def publish_rejection(job: Job, split: SplitResult, services: Services) -> Job:
@@ -64,23 +75,33 @@ def publish_rejection(job: Job, split: SplitResult, services: Services) -> Job:
         "outputs": {"report": _outputs(job)["report"]},
         "timestamps": _timestamps(job) | {"finished_at": _iso(now)},
     }
+    # outbox/<name>/ holds one version's files: the previous version's results go.
+    services.s3.delete_objects(
+        Bucket=job.input.bucket,
+        Delete={"Objects": [{"Key": f"{job.output_prefix}{name}"} for name in RESULT_FILES], "Quiet": True},
+    )
     s3io.put_json(services.s3, job.input.bucket, f"{job.output_prefix}report.json", report)
-    try:
-        job = services.store.update_job(
-            job,
-            status=JobStatus.REJECTED,
-            outcome=Outcome.REJECTED,
-            finished_at=now,
-            input=job.input,
-            validation_error_count=split.problem_count,
-            errors_by_code=errors_by_code,
-            expires_at=now + services.settings.job_retention_days * 86400,
+    retention = services.settings.job_retention_days * 86400
+    job = (
+        services.store.modify_job(
+            job.job_id,
+            lambda fresh: (
+                None
+                if fresh.status == JobStatus.REJECTED
+                else {
+                    "status": JobStatus.REJECTED,
+                    "outcome": Outcome.REJECTED,
+                    "finished_at": now,
+                    "input": job.input,
+                    "validation_error_count": split.problem_count,
+                    "errors_by_code": errors_by_code,
+                    "expires_at": now + retention,
+                    "sweep_at": now + NOTIFY_LEASE_SECONDS,
+                }
+            ),
         )
-    except StaleRecord:
-        fresh = services.store.get_job(job.job_id)
-        if fresh is None or fresh.status != JobStatus.REJECTED:
-            raise
-        job = fresh
+        or job
+    )
     announce_rejection(job, services)
     return job
 
@@ -93,15 +114,19 @@ def announce_rejection(job: Job, services: Services) -> None:
         "validation_error_count": job.validation_error_count or 0,
     }
     if _claim_notification(job, services):
-        _publish(job.job_id, detail, services)
+        _released_on_failure(job.job_id, services, lambda: _publish(job.job_id, detail, services))
 
 
 def finalize_job(job_id: str, services: Services) -> Job | None:
-    """Once every shard is collected: merged output.jsonl and errors.jsonl, report.json, one announcement."""
+    """Once every shard is collected: merged output.jsonl and errors.jsonl, report.json, one announcement.
+    Also finishes a rejected job whose announcement is still due."""
     for _ in range(_ATTEMPTS):
         job = services.store.get_job(job_id)
-        if job is None or job.status == JobStatus.REJECTED or job.notified_at is not None:
+        if job is None or job.notified_at is not None or job.notify_abandoned_at is not None:
             return job
+        if job.status == JobStatus.REJECTED:
+            announce_rejection(job, services)
+            return services.store.get_job(job_id)
         shards = sorted(services.store.get_shards(job_id), key=lambda shard: shard.index)
         if job.shard_count is None or len(shards) < job.shard_count:
             return job
@@ -118,22 +143,38 @@ def finalize_job(job_id: str, services: Services) -> Job | None:
                 outcome=_outcome(job, counts["succeeded"], counts["failed"]),
                 finished_at=now,
                 expires_at=now + services.settings.job_retention_days * 86400,
+                sweep_at=now + NOTIFY_LEASE_SECONDS,
             )
         except StaleRecord:
             continue  # changed meanwhile (a cancel, a claim): decide again from a fresh read
         count("JobsFinished")
-        count(f"Jobs{(job.outcome or Outcome.FAILED).value.capitalize()}")
+        _count_outcome(job.outcome or Outcome.FAILED)
         break
     else:
         raise StaleRecord(f"job {job_id} kept changing while it was being finished")
     for shard in shards:  # the shards go with the job when its records expire (on every pass: idempotent)
         if shard.expires_at != job.expires_at:
-            with contextlib.suppress(StaleRecord):
-                services.store.update_shard(shard, expires_at=job.expires_at)
+            services.store.modify_shard(
+                shard.job_id,
+                shard.index,
+                lambda fresh: None if fresh.expires_at == job.expires_at else {"expires_at": job.expires_at},
+            )
     if not _claim_notification(job, services):
-        return job
-    _write_results(job, shards, services)
+        return job  # someone else is announcing it; if they die, the poller's sweep hands it back
+    _released_on_failure(job_id, services, lambda: _write_results(job, shards, services))
     return services.store.get_job(job_id)
+
+
+def _count_outcome(outcome: Outcome) -> None:
+    """One metric per outcome, by name (the JobsFailed alarm depends on it)."""
+    names = {
+        Outcome.SUCCEEDED: "JobsSucceeded",
+        Outcome.PARTIAL: "JobsPartial",
+        Outcome.FAILED: "JobsFailed",
+        Outcome.REJECTED: "JobsRejected",
+        Outcome.CANCELLED: "JobsCancelled",
+    }
+    count(names[outcome])
 
 
 def _totals(shards: list[Shard]) -> tuple[dict[str, int], dict[str, int]]:
@@ -143,7 +184,7 @@ def _totals(shards: list[Shard]) -> tuple[dict[str, int], dict[str, int]]:
     errors_by_code: dict[str, int] = {}
     for shard in shards:
         for code, n in (shard.result.errors_by_code if shard.result else {}).items():
-            errors_by_code[code] = errors_by_code.get(code, 0) + n
+            add_count(errors_by_code, code, n)
     return {"total": succeeded + failed, "succeeded": succeeded, "failed": failed}, dict(sorted(errors_by_code.items()))
 
 
@@ -152,10 +193,16 @@ def _write_results(job: Job, shards: list[Shard], services: Services) -> None:
     bucket = job.input.bucket
     _restore_expired_results(job, shards, services)
     s3io.concatenate(
-        services.s3, bucket, [s.result.output_key for s in shards if s.result], f"{job.output_prefix}output.jsonl"
+        services.s3,
+        bucket,
+        [s.result.output_key for s in shards if s.result and s.result.output_key],
+        f"{job.output_prefix}output.jsonl",
     )
     s3io.concatenate(
-        services.s3, bucket, [s.result.errors_key for s in shards if s.result], f"{job.output_prefix}errors.jsonl"
+        services.s3,
+        bucket,
+        [s.result.errors_key for s in shards if s.result and s.result.errors_key],
+        f"{job.output_prefix}errors.jsonl",
     )
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,
@@ -164,7 +211,9 @@ def _write_results(job: Job, shards: list[Shard], services: Services) -> None:
         "input": job.input.model_dump(mode="json"),
         "counts": counts,
         "errors_by_code": errors_by_code,
-        "batches": [_batch_entry(shard) for shard in shards],
+        "batches": [_batch_entry(shard) for shard in shards[:MAX_REPORTED_BATCHES]],
+        "batch_count": len(shards),
+        "batches_truncated": len(shards) > MAX_REPORTED_BATCHES,
         "validation_errors": [],
         "outputs": _outputs(job),
         "timestamps": _timestamps(job),
@@ -177,10 +226,10 @@ def _restore_expired_results(job: Job, shards: list[Shard], services: Services) 
     """A shard collected long before the job ended may have lost its result files to the work prefix's
     expiry: they are exported again from the API (which keeps them for 30 days)."""
     for shard in shards:
-        keys = (shard.result.output_key, shard.result.errors_key) if shard.result else ()
+        keys = [key for key in (shard.result.output_key, shard.result.errors_key) if key] if shard.result else []
         if any(s3io.head(services.s3, job.input.bucket, key) is None for key in keys):
             logger.warning("the shard's results expired; exporting them again", extra={"shard": shard.index})
-            export_results(shard, job, services)
+            export_results(shard, job, services, skip_unavailable=True)
 
 
 def _batch_entry(shard: Shard) -> dict[str, Any]:
@@ -211,6 +260,7 @@ def _outcome(job: Job, succeeded: int, failed: int) -> Outcome:
 def _finished_detail(job: Job, counts: dict[str, int], errors_by_code: dict[str, int]) -> dict[str, Any]:
     return {
         "schema_version": 1,
+        "event_id": finished_event_id(job.job_id),
         "job_id": job.job_id,
         "outcome": (job.outcome or Outcome.FAILED).value,
         "counts": counts,
@@ -223,40 +273,50 @@ def _finished_detail(job: Job, counts: dict[str, int], errors_by_code: dict[str,
 
 def _claim_notification(job: Job, services: Services) -> bool:
     now = services.now()
-    if job.notified_at is not None:
+    if job.notified_at is not None or job.notify_abandoned_at is not None:
         return False
     if job.notify_claimed_at is not None and job.notify_claimed_at > now - NOTIFY_LEASE_SECONDS:
         return False
     try:
-        services.store.update_job(job, notify_claimed_at=now)
+        services.store.update_job(job, notify_claimed_at=now, sweep_at=now + NOTIFY_LEASE_SECONDS)
     except StaleRecord:
         return False
     return True
 
 
+def _released_on_failure(job_id: str, services: Services, work: Any) -> None:
+    """Runs the claimed work; if it fails, the claim is given back before the error goes on, so that the
+    retry does the work at once instead of waiting for the lease."""
+    try:
+        work()
+    except Exception:
+        try:
+            services.store.modify_job(
+                job_id,
+                lambda job: (
+                    None if job.notified_at is not None else {"notify_claimed_at": None, "sweep_at": services.now()}
+                ),
+            )
+        except (StaleRecord, ClientError):
+            logger.warning("the announcement's claim could not be given back; the poller's sweep takes over")
+        raise
+
+
 def _publish(job_id: str, detail: dict[str, Any], services: Services) -> None:
-    """Sends what has not been sent yet, marking each once sent, then marks the job notified."""
-    job = _mark(job_id, services, None)
+    """Sends what has not been sent yet, marking each as soon as it is sent, then marks the job notified."""
+    job = services.store.get_job(job_id)
+    if job is None:
+        raise StaleRecord(f"job {job_id} is gone")
     if job.finished_event_sent_at is None:
         services.notifier.finished_event(detail)
-        job = _mark(job_id, services, "finished_event_sent_at")
+        _mark(job_id, services, finished_event_sent_at=services.now())
     if job.finished_message_sent_at is None:
         services.notifier.finished_message(detail)
-        job = _mark(job_id, services, "finished_message_sent_at")
-    _mark(job_id, services, "notified_at")
+        _mark(job_id, services, finished_message_sent_at=services.now())
+    _mark(job_id, services, notified_at=services.now(), sweep_at=None)
     logger.info("job finished", extra={"outcome": detail["outcome"], "counts": detail["counts"]})
 
 
-def _mark(job_id: str, services: Services, field: str | None) -> Job:
-    """Re-reads the job and, if `field` is given, sets it to now (retrying on unrelated changes)."""
-    for _ in range(_ATTEMPTS):
-        job = services.store.get_job(job_id)
-        if job is None:
-            raise StaleRecord(f"job {job_id} is gone")
-        if field is None:
-            return job
-        try:
-            return services.store.update_job(job, **{field: services.now()})
-        except StaleRecord:
-            continue
-    raise StaleRecord(f"job {job_id} kept changing")
+def _mark(job_id: str, services: Services, **changes: Any) -> None:
+    if services.store.modify_job(job_id, lambda job: changes) is None:
+        raise StaleRecord(f"job {job_id} is gone")

@@ -8,6 +8,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from batchdrop.validation import Problem, ProblemCode, echo
+
 
 class JobStatus(StrEnum):
     RECEIVED = "received"  # recorded; the input is being validated and split
@@ -17,7 +19,7 @@ class JobStatus(StrEnum):
 
 
 class ShardState(StrEnum):
-    PENDING = "pending"  # stored under the work prefix; no batch yet (or held back by the in-flight limit)
+    PENDING = "pending"  # stored under the work prefix; no batch yet (waiting for a slot, or deferred)
     SUBMITTED = "submitted"  # a batch exists at the API; polled until terminal
     TERMINAL = "terminal"  # the batch ended (or could not be created); waiting to be collected
     COLLECTED = "collected"  # its results are under the work prefix; counted
@@ -56,29 +58,77 @@ class ObjectRef:
         return self.key.endswith(".gz")
 
 
-def input_name(key: str, input_prefix: str, *, reserved_prefixes: tuple[str, ...] | None = None) -> str | None:
-    """The name results are filed under: `inbox/a/b.jsonl` -> `a/b`. None for keys that are not inputs.
+RESULT_NAMES = ("report.json", "output.jsonl", "errors.jsonl", "results.csv", "status.json")
+MAX_KEY_BYTES = 1024
+REJECTED_KEYS_FOLDER = "_rejected-keys"
+"""Under the output prefix: the reports of keys that cannot name a results folder of their own."""
 
-    By default only keys under the input prefix are inputs (S3 events). With `reserved_prefixes`, as for a
-    `Submit Batch Job` event, any other key is accepted too, named by its whole path, except keys under the
-    reserved (output and work) prefixes, which the pipeline itself writes.
-    """
+
+@dataclass(frozen=True, slots=True)
+class InputKey:
+    """An input key, and where its results go: `name` for `<output prefix><name>/`, or, for a key that
+    cannot be run, the problem (its report goes under `_rejected-keys/<job id>/`)."""
+
+    name: str | None
+    problem: Problem | None = None
+
+    def output_prefix(self, output_prefix: str, job_id: str) -> str:
+        if self.name is None:
+            return f"{output_prefix}{REJECTED_KEYS_FOLDER}/{job_id}/"
+        return f"{output_prefix}{self.name}/"
+
+
+def classify_key(
+    key: str, *, input_prefix: str, output_prefix: str, reserved_prefixes: tuple[str, ...], any_key: bool = False
+) -> InputKey | None:
+    """None for keys that are not inputs: outside the input prefix (S3 events; a `Submit Batch Job` may
+    name any key, `any_key`), not `.jsonl`/`.jsonl.gz`, or under a prefix the pipeline writes to (never
+    its own writes). Every other key is either run, named by its path, or rejected with a problem."""
+    if any(key.startswith(prefix) for prefix in reserved_prefixes):
+        return None
     if key.startswith(input_prefix):
         rest = key[len(input_prefix) :]
-    elif reserved_prefixes is not None and not any(key.startswith(prefix) for prefix in reserved_prefixes if prefix):
+    elif any_key:
         rest = key
     else:
         return None
-    for suffix in INPUT_SUFFIXES:
-        if rest.endswith(suffix) and len(rest) > len(suffix):
-            name = rest[: -len(suffix)]
-            segments = name.split("/")
-            if any(segment in ("", ".", "..") for segment in segments):
-                return None
-            if any(ord(char) < 32 or ord(char) == 127 for char in name):
-                return None
-            return name
-    return None
+    suffix = next((suffix for suffix in INPUT_SUFFIXES if rest.endswith(suffix) and len(rest) > len(suffix)), None)
+    if suffix is None:
+        return None
+    name = rest[: -len(suffix)]
+    shown = echo(repr(key)[1:-1])
+    segments = name.split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
+        cleaned = "/".join(segment for segment in segments if segment not in ("", ".", ".."))
+        hint = f" (for example {echo(input_prefix + cleaned + suffix)})" if cleaned else ""
+        return InputKey(
+            None,
+            Problem(
+                ProblemCode.INVALID_KEY,
+                f"The key '{shown}' has an empty, '.' or '..' path segment, which cannot name a results folder "
+                f"safely: rename it{hint} and upload it again",
+            ),
+        )
+    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+        return InputKey(
+            None,
+            Problem(
+                ProblemCode.INVALID_KEY,
+                f"The key '{shown}' holds a control character (a newline or a tab, say), which cannot name a "
+                "results folder safely: rename it and upload it again",
+            ),
+        )
+    room = MAX_KEY_BYTES - len(output_prefix.encode()) - 1 - max(len(result) for result in RESULT_NAMES)
+    if len(name.encode()) > room:
+        return InputKey(
+            None,
+            Problem(
+                ProblemCode.KEY_TOO_LONG,
+                f"The key's name is {len(name.encode())} bytes: its results ({output_prefix}<name>/errors.jsonl) "
+                f"would pass S3's {MAX_KEY_BYTES}-byte key limit; shorten the name to at most {room} bytes",
+            ),
+        )
+    return InputKey(name)
 
 
 class RequestCounts(BaseModel):
@@ -117,11 +167,28 @@ class Job(BaseModel):
     errors_by_code: dict[str, int] | None = None
     """Rejected jobs: problems per validation code."""
     notify_claimed_at: int | None = None
+    notify_abandoned_at: int | None = None
+    """The announcement kept failing until its bound: given up (an alarm says so)."""
     finished_event_sent_at: int | None = None
     finished_message_sent_at: int | None = None
     notified_at: int | None = None
     expires_at: int | None = None
     version: int = 0
+
+
+MAX_CODES_PER_COUNT = 100
+"""A per-shard or per-job count by code keeps at most this many codes (the rest add up under "other"):
+the API can name any number of codes, and a DynamoDB item holds 400 KB."""
+MAX_CODE_CHARS = 64
+OTHER_CODES = "other"
+
+
+def add_count(counts: dict[str, int], code: str, n: int = 1) -> None:
+    """Adds `n` to `counts[code]`, within the bounds above."""
+    code = code[:MAX_CODE_CHARS] or "unknown_error"
+    if code not in counts and len(counts) >= MAX_CODES_PER_COUNT - 1 and code != OTHER_CODES:
+        code = OTHER_CODES
+    counts[code] = counts.get(code, 0) + n
 
 
 class ShardResult(BaseModel):
@@ -162,7 +229,23 @@ class Shard(BaseModel):
     lease_until: int | None = None
     submit_attempts: int = 0
     first_deferred_at: int | None = None
-    """When a submission was first deferred by an API failure; after a day of them the shard gives up."""
+    """When a submission was first deferred by an API failure."""
+    first_attempt_at: int | None = None
+    """When a submission was first attempted: retries end `SUBMIT_RETRY_LIMIT_HOURS` after it."""
+    waiting_since: int | None = None
+    """When the shard began to wait for an in-flight slot (its place in the queue)."""
+    handed_over_at: int | None = None
+    """When the poller last handed the shard to the submit function."""
+    cancel_requested: bool = False
+    """Its job was cancelled while the shard waited: it ends without a slot."""
+    ended_at: int | None = None
+    """When the shard became TERMINAL."""
+    poll_failing_since: int | None = None
+    """When retrieving the batch began to fail (reset by a good reply)."""
+    poll_error: str | None = None
+    collect_failing_since: int | None = None
+    """When downloading the shard's results began to fail."""
+    collect_error: str | None = None
     result: ShardResult | None = None
     expires_at: int | None = None
     version: int = 0

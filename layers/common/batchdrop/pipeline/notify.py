@@ -8,6 +8,7 @@ from typing import Any
 EVENT_SOURCE = "batchdrop"
 SUBMITTED = "Batch Job Submitted"
 FINISHED = "Batch Job Finished"
+REJECTED_REQUEST = "Batch Job Rejected"
 
 
 class Notifier:
@@ -38,6 +39,9 @@ class Notifier:
     def finished_event(self, detail: dict[str, Any]) -> None:
         self.put_event(FINISHED, detail)
 
+    def request_rejected(self, detail: dict[str, Any]) -> None:
+        self.put_event(REJECTED_REQUEST, detail)
+
     def finished_message(self, detail: dict[str, Any]) -> None:
         """The human-readable SNS summary, with the `outcome` attribute for subscription filters."""
         if not self._topic_arn:
@@ -46,7 +50,10 @@ class Notifier:
             TopicArn=self._topic_arn,
             Subject=_subject(detail),
             Message=_summary(detail),
-            MessageAttributes={"outcome": {"DataType": "String", "StringValue": detail["outcome"]}},
+            MessageAttributes={
+                "outcome": {"DataType": "String", "StringValue": detail["outcome"]},
+                "event_id": {"DataType": "String", "StringValue": detail["event_id"]},
+            },
         )
 
 

@@ -1,19 +1,28 @@
-"""Poll: one scheduled run looks at the shards that are due, and only those (the sparse index).
+"""Poll: one scheduled run moves on what is due, whatever the backlog.
 
-- PENDING shards (held back by the in-flight limit, or deferred after an API failure) are handed to the
-  submit function through the ingest queue, no more than there are free slots: an upload can take longer
-  than a poll run may;
-- SUBMITTED shards are retrieved concurrently (bounded); status and counts are recorded with a
-  conditional write and the next poll time adapts to the batch's progress;
-- TERMINAL shards are handed to the collect queue, and handed again if collect has not taken them
-  after a while (a lost message never strands a job).
+The sparse index keeps three kinds of work apart (see store.py), and each is taken in its own way:
+- ACTIVE shards that are due, read page by page for as long as the run has time, oldest first:
+  - SUBMITTED: the batch is retrieved (concurrently, bounded); status and counts are recorded with a
+    conditional write and the next poll time adapts to the batch's progress; an ended batch goes to
+    collect;
+  - TERMINAL: handed to collect again if collect has not taken it after a while;
+  - PENDING (a submission being retried, or a cancelled job's shard): handed to the submit function;
+- WAITING shards, oldest first, as many as there are free in-flight slots: handed to the submit function
+  (an upload can take longer than a poll run may);
+- FINISHING jobs whose announcement was claimed but never recorded: handed to collect to finish it.
+
+Nothing is polled or retried forever: a shard that waits for a slot, a batch the API no longer knows
+(404), a batch that outlives its deadline, results that cannot be fetched, each end at their bound
+(config.Settings) with a code that says why, and the job ends with them.
 Two overlapping runs are safe: every write is conditional, so at most one of them acts on a change.
 """
 
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -21,15 +30,22 @@ from botocore.exceptions import ClientError
 
 from batchdrop.observability import count, logger
 from batchdrop.pipeline.events import shard_handover_body
-from batchdrop.pipeline.models import RequestCounts, Shard, ShardState
+from batchdrop.pipeline.models import RequestCounts, Shard, ShardResult, ShardState
 from batchdrop.pipeline.services import Services
 from batchdrop.pipeline.store import StaleRecord
-from batchdrop.zerogpu import ZeroGPUError
+from batchdrop.pipeline.timing import (
+    COLLECT_GIVE_UP_SLACK_SECONDS,
+    COLLECT_RETRY_SECONDS,
+    HANDOVER_RETRY_SECONDS,
+    NOTIFY_GIVE_UP_SECONDS,
+    NOTIFY_LEASE_SECONDS,
+)
+from batchdrop.zerogpu import NotFoundError, ZeroGPUError
 
-COLLECT_RETRY_SECONDS = 900
-HANDOVER_RETRY_SECONDS = 120
-MAX_SHARDS_PER_RUN = 1000
 ACTIVE_STATUSES = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+_QUEUED_PER_WORKER = 4
+_MAX_WAITING_READ = 1000  # beyond the free slots: shards of cancelled jobs and ones in transit
+_MAX_MESSAGE_CHARS = 500
 
 
 class Visit(StrEnum):
@@ -38,7 +54,9 @@ class Visit(StrEnum):
     HANDED_OVER = "handed_over"
     POLLED = "polled"
     ENDED = "ended"
+    TIMED_OUT = "timed_out"
     COLLECT_REQUESTS = "collect_requests"
+    FINALIZE_REQUESTS = "finalize_requests"
     SKIPPED = "skipped"
 
 
@@ -56,51 +74,71 @@ class PollSummary:
     handed_over: int = 0
     polled: int = 0
     ended: int = 0
+    timed_out: int = 0
     collect_requests: int = 0
+    finalize_requests: int = 0
     skipped: int = 0
+    out_of_time: bool = False
     errors: list[str] = field(default_factory=list)
+
+    def tally(self, outcome: Visit | Failed) -> None:
+        if isinstance(outcome, Failed):
+            if len(self.errors) < 100:
+                self.errors.append(f"{outcome.shard}: {outcome.error}")
+            else:
+                self.errors[-1] = f"... and more ({outcome.shard}: {outcome.error})"
+        else:
+            setattr(self, outcome.value, getattr(self, outcome.value) + 1)
 
 
 class _CancelledJobs:
-    """Whether a shard's job was cancelled, read once per job and run (the worker threads share it;
-    two threads reading the same job at once is harmless)."""
+    """Whether a shard's job was cancelled, read once per job and run (the worker threads share it)."""
 
     def __init__(self, services: Services) -> None:
         self._services = services
         self._known: dict[str, bool] = {}
+        self._lock = threading.Lock()
 
     def __call__(self, job_id: str) -> bool:
-        if job_id not in self._known:
-            job = self._services.store.get_job(job_id)
-            self._known[job_id] = job is not None and job.cancel_requested_at is not None
-        return self._known[job_id]
+        with self._lock:
+            if job_id in self._known:
+                return self._known[job_id]
+        job = self._services.store.get_job(job_id)
+        cancelled = job is not None and job.cancel_requested_at is not None
+        with self._lock:
+            self._known[job_id] = cancelled
+        return cancelled
 
 
 def poll_once(services: Services) -> PollSummary:
     summary = PollSummary()
-    due = list(services.store.due_shards(services.now(), limit=MAX_SHARDS_PER_RUN))
-    summary.due = len(due)
-    if not due:
-        return summary
-    pending = [shard for shard in due if shard.state == ShardState.PENDING]
-    others = [shard for shard in due if shard.state != ShardState.PENDING]
-    if others:
-        services.api  # noqa: B018 - created (and credentials read) once, before the worker threads share it
     cancelled = _CancelledJobs(services)
-    # Retrieval is I/O bound: a small pool of threads.
-    with ThreadPoolExecutor(max_workers=services.settings.poll_concurrency) as pool:
-        for outcome in pool.map(lambda shard: _visit(shard, services, cancelled), others):
-            _tally(summary, outcome)
-    for outcome in _hand_over(pending, services, cancelled):
-        _tally(summary, outcome)
+    _poll_active(services, summary, cancelled)
+    if services.time_left():
+        _hand_over_waiting(services, summary, cancelled)
+    if services.time_left():
+        _sweep_finishing(services, summary)
+    summary.out_of_time = not services.time_left()
     return summary
 
 
-def _tally(summary: PollSummary, outcome: Visit | Failed) -> None:
-    if isinstance(outcome, Failed):
-        summary.errors.append(f"{outcome.shard}: {outcome.error}")
-    else:
-        setattr(summary, outcome.value, getattr(summary, outcome.value) + 1)
+def _poll_active(services: Services, summary: PollSummary, cancelled: _CancelledJobs) -> None:
+    """Every due ACTIVE shard, streamed from the index and visited by a bounded pool of threads."""
+    workers = services.settings.poll_concurrency
+    in_flight: set[Future[Visit | Failed]] = set()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for shard in services.store.due_shards(services.now()):
+            if not services.time_left():
+                summary.out_of_time = True
+                break
+            summary.due += 1
+            in_flight.add(pool.submit(_visit, shard, services, cancelled))
+            if len(in_flight) >= workers * _QUEUED_PER_WORKER:
+                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    summary.tally(future.result())
+        for future in in_flight:
+            summary.tally(future.result())
 
 
 def _failed(shard: Shard, error: Exception) -> Failed:
@@ -114,8 +152,9 @@ def _visit(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Visit
         if shard.state == ShardState.SUBMITTED:
             return _refresh(shard, services, cancelled)
         if shard.state == ShardState.TERMINAL:
-            request_collect(shard, services)
-            return Visit.COLLECT_REQUESTS
+            return _collect_again(shard, services)
+        if shard.state == ShardState.PENDING:
+            return _hand_over(shard, services)
     except StaleRecord:
         return Visit.SKIPPED
     except (ZeroGPUError, ClientError) as error:
@@ -124,47 +163,95 @@ def _visit(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Visit
     return Visit.SKIPPED
 
 
-def _hand_over(pending: list[Shard], services: Services, cancelled: _CancelledJobs) -> list[Visit | Failed]:
-    """Sends held shards to the submit function: those that already hold a slot (a retry) or belong to
-    a cancelled job (they end without one), and as many others as there are free slots."""
+def _hand_over(shard: Shard, services: Services) -> Visit:
+    """Sends a shard to the submit function, due again later in case the message is lost or no slot is
+    free by the time it arrives. Shards waiting for a slot keep their place in the queue."""
     now = services.now()
-    free = services.settings.max_batches_in_flight - services.store.slots_in_use()
-    outcomes: list[Visit | Failed] = []
-    for shard in pending:
-        if shard.lease_until is not None and shard.lease_until > now:
-            outcomes.append(Visit.SKIPPED)  # an invocation is working on it
-            continue
-        if not shard.holds_slot and not cancelled(shard.job_id):
-            if free <= 0:
-                outcomes.append(Visit.SKIPPED)
-                continue
-            free -= 1
-        try:
-            # Due again later in case the message is lost or no slot is free by the time it arrives.
-            services.store.update_shard(shard, next_poll_at=now + HANDOVER_RETRY_SECONDS)
-            services.sqs.send_message(
-                QueueUrl=services.settings.ingest_queue_url, MessageBody=shard_handover_body(shard.job_id, shard.index)
-            )
-            outcomes.append(Visit.HANDED_OVER)
-        except StaleRecord:
-            outcomes.append(Visit.SKIPPED)
-        except ClientError as error:
-            outcomes.append(_failed(shard, error))
-    return outcomes
+    if shard.lease_until is not None and shard.lease_until > now:
+        return Visit.SKIPPED  # an invocation is working on it
+    changes: dict[str, object] = {"handed_over_at": now}
+    if shard.holds_slot or shard.cancel_requested:
+        changes["next_poll_at"] = now + HANDOVER_RETRY_SECONDS
+    services.store.update_shard(shard, **changes)
+    services.sqs.send_message(
+        QueueUrl=services.settings.ingest_queue_url, MessageBody=shard_handover_body(shard.job_id, shard.index)
+    )
+    return Visit.HANDED_OVER
+
+
+def _hand_over_waiting(services: Services, summary: PollSummary, cancelled: _CancelledJobs) -> None:
+    """The queue of shards waiting for a slot: those past their bound end; then, oldest first, as many
+    are handed over as slots are free (counting those handed over recently and still in transit)."""
+    settings, store = services.settings, services.store
+    now = services.now()
+    limit = int(settings.shard_wait_limit_hours * 3600)
+    for shard in store.waiting_shards(until=now - limit, limit=_MAX_WAITING_READ):
+        if not services.time_left():
+            return
+        summary.tally(_end_waiting(shard, now, limit, services))
+    free = settings.max_batches_in_flight - store.slots_in_use()
+    if free <= 0:
+        return
+    for shard in store.waiting_shards(limit=free + _MAX_WAITING_READ):
+        if free <= 0 or not services.time_left():
+            return
+        recently = shard.handed_over_at is not None and shard.handed_over_at > now - HANDOVER_RETRY_SECONDS
+        leased = shard.lease_until is not None and shard.lease_until > now
+        if not cancelled(shard.job_id):
+            free -= 1  # a slot this shard takes, or will take once its message arrives
+        summary.tally(Visit.SKIPPED if recently or leased else _guarded(shard, lambda s=shard: _hand_over(s, services)))
+
+
+def _end_waiting(shard: Shard, now: int, limit: int, services: Services) -> Visit | Failed:
+    def end() -> Visit:
+        ended = services.store.end_shard(
+            shard,
+            batch_status="not_created",
+            failure_code="wait_timed_out",
+            failure_message=(
+                f"no in-flight slot came free within {limit // 3600} hours (SHARD_WAIT_LIMIT_HOURS); "
+                "raise MaxBatchesInFlight or ShardWaitLimitHours"
+            ),
+            next_poll_at=now,
+        )
+        count("ShardsTimedOut")
+        logger.error("shard waited too long for a slot", extra={"shard": shard.index, "job_id": shard.job_id})
+        request_collect(ended, services)
+        return Visit.TIMED_OUT
+
+    return _guarded(shard, end)
+
+
+def _guarded(shard: Shard, action: Callable[[], Visit]) -> Visit | Failed:
+    """Runs one step on a shard: a lost race skips it, an API or AWS failure is left to the next run."""
+    try:
+        return action()
+    except StaleRecord:
+        return Visit.SKIPPED
+    except (ZeroGPUError, ClientError) as error:
+        return _failed(shard, error)
 
 
 def _refresh(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Visit:
     assert shard.batch_id is not None
-    batch = services.api.retrieve_batch(shard.batch_id)
-    if str(batch.status) in ("validating", "in_progress") and cancelled(shard.job_id):
-        batch = services.api.cancel_batch(shard.batch_id)
+    now = services.now()
+    try:
+        batch = services.api.retrieve_batch(shard.batch_id)
+    except NotFoundError as error:
+        return _retrieve_failed(shard, error, services, not_found=True)
+    except ZeroGPUError as error:
+        return _retrieve_failed(shard, error, services, not_found=False)
     status = str(batch.status)
+    past_deadline = now > _deadline(shard, services)
+    if status in ("validating", "in_progress") and (cancelled(shard.job_id) or past_deadline):
+        batch = services.api.cancel_batch(shard.batch_id)
+        status = str(batch.status)
     counts = batch.request_counts
     request_counts = (
         RequestCounts(total=counts.total, completed=counts.completed, failed=counts.failed) if counts else None
     )
-    now = services.now()
-    if batch.is_terminal:
+    if batch.is_terminal or past_deadline:
+        timed_out = not batch.is_terminal
         shard = services.store.end_shard(
             shard,
             batch_status=status,
@@ -172,11 +259,19 @@ def _refresh(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Vis
             output_file_id=batch.output_file_id,
             error_file_id=batch.error_file_id,
             next_poll_at=now,
+            poll_failing_since=None,
+            poll_error=None,
+            **_timed_out_failure(shard, services) if timed_out else {},
         )
-        count("BatchesEnded")
-        logger.info("batch ended", extra={"shard": shard.index, "batch_id": shard.batch_id, "status": status})
+        details = {"shard": shard.index, "batch_id": shard.batch_id, "status": status}
+        if timed_out:
+            count("BatchesTimedOut")
+            logger.error("batch past its deadline; cancelled and ended", extra=details)
+        else:
+            count("BatchesEnded")
+            logger.info("batch ended", extra=details)
         request_collect(shard, services)
-        return Visit.ENDED
+        return Visit.TIMED_OUT if timed_out else Visit.ENDED
     if status not in ACTIVE_STATUSES:
         count("UnknownBatchStatus")
         logger.warning("unknown batch status; still polling", extra={"status": status})
@@ -185,8 +280,66 @@ def _refresh(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Vis
         batch_status=status,
         request_counts=request_counts,
         next_poll_at=now + next_poll_interval(shard, request_counts, status, now, services),
+        poll_failing_since=None,
+        poll_error=None,
     )
     return Visit.POLLED
+
+
+def _deadline(shard: Shard, services: Services) -> int:
+    created = shard.create_started_at or shard.first_attempt_at or services.now()
+    return created + int(services.settings.batch_deadline_hours * 3600)
+
+
+def _timed_out_failure(shard: Shard, services: Services) -> dict[str, str]:
+    hours = services.settings.batch_deadline_hours
+    return {
+        "failure_code": "batch_timed_out",
+        "failure_message": f"batch {shard.batch_id} had not ended {hours:g} hours after it was created "
+        "(BATCH_DEADLINE_HOURS); it was cancelled",
+    }
+
+
+def _retrieve_failed(shard: Shard, error: ZeroGPUError, services: Services, *, not_found: bool) -> Visit:
+    """A batch the API does not answer for: tried again each run, until its bound."""
+    now = services.now()
+    since = shard.poll_failing_since or now
+    grace = int(services.settings.batch_not_found_grace_minutes * 60)
+    message = f"{type(error).__name__}: {error}"[:_MAX_MESSAGE_CHARS]
+    if not_found and now - since >= grace:
+        ended = services.store.end_shard(
+            shard,
+            failure_code="batch_not_found",
+            failure_message=(
+                f"the API answered 404 for batch {shard.batch_id} for {grace // 60} minutes "
+                "(BATCH_NOT_FOUND_GRACE_MINUTES): deleted, lost, or the API key now belongs to another project"
+            ),
+            next_poll_at=now,
+            poll_failing_since=since,
+            poll_error=message,
+        )
+        count("BatchesNotFound")
+        logger.error(
+            "batch not found at the API; shard ended", extra={"shard": shard.index, "batch_id": shard.batch_id}
+        )
+        request_collect(ended, services)
+        return Visit.TIMED_OUT
+    if now > _deadline(shard, services):
+        ended = services.store.end_shard(
+            shard, next_poll_at=now, poll_failing_since=since, poll_error=message, **_timed_out_failure(shard, services)
+        )
+        count("BatchesTimedOut")
+        logger.error("batch unreachable past its deadline; shard ended", extra={"shard": shard.index})
+        request_collect(ended, services)
+        return Visit.TIMED_OUT
+    services.store.update_shard(
+        shard,
+        poll_failing_since=since,
+        poll_error=message,
+        next_poll_at=now + services.settings.poll_min_interval_seconds,
+    )
+    logger.warning("batch retrieve failed; tried again", extra={"shard": shard.index, "error": message})
+    raise error
 
 
 def next_poll_interval(shard: Shard, counts: RequestCounts | None, status: str, now: int, services: Services) -> int:
@@ -202,7 +355,32 @@ def next_poll_interval(shard: Shard, counts: RequestCounts | None, status: str, 
         interval = estimate / 2
     else:
         interval = age / 10
-    return int(max(low, min(high, interval)))
+    deadline_in = _deadline(shard, services) - now
+    return int(max(low, min(high, interval, max(deadline_in, low))))
+
+
+def _collect_again(shard: Shard, services: Services) -> Visit:
+    """An ended shard collect has not taken: asked again; past its bound, ended here (its lines counted
+    as `collect_failed`) so that the job can end."""
+    now = services.now()
+    limit = int(services.settings.collect_retry_limit_hours * 3600) + COLLECT_GIVE_UP_SLACK_SECONDS
+    if shard.ended_at is not None and now - shard.ended_at > limit:
+        services.store.update_shard(
+            shard,
+            state=ShardState.COLLECTED,
+            result=ShardResult(
+                failed=shard.lines, errors_by_code={"collect_failed": shard.lines}, output_key="", errors_key=""
+            ),
+            collect_error=(shard.collect_error or "collect never completed")[:_MAX_MESSAGE_CHARS],
+        )
+        count("ShardsAbandoned")
+        logger.error(
+            "collect never completed for this shard; its lines end as collect_failed", extra={"shard": shard.index}
+        )
+        request_finalize(shard.job_id, services)
+        return Visit.TIMED_OUT
+    request_collect(shard, services)
+    return Visit.COLLECT_REQUESTS
 
 
 def request_collect(shard: Shard, services: Services) -> None:
@@ -216,3 +394,31 @@ def request_collect(shard: Shard, services: Services) -> None:
         QueueUrl=services.settings.collect_queue_url,
         MessageBody=json.dumps({"job_id": shard.job_id, "shard": shard.index}),
     )
+
+
+def request_finalize(job_id: str, services: Services) -> None:
+    services.sqs.send_message(
+        QueueUrl=services.settings.collect_queue_url, MessageBody=json.dumps({"job_id": job_id, "finalize": True})
+    )
+
+
+def _sweep_finishing(services: Services, summary: PollSummary) -> None:
+    """Jobs that ended but whose announcement was never recorded (its claimant died): collect finishes
+    them. A day after the job ended, the announcement is given up and an alarm says so."""
+    now = services.now()
+    for job in services.store.finishing_jobs(now, limit=_MAX_WAITING_READ):
+        if not services.time_left():
+            return
+        try:
+            if job.finished_at is not None and now - job.finished_at > NOTIFY_GIVE_UP_SECONDS:
+                services.store.update_job(job, notify_abandoned_at=now, sweep_at=None)
+                count("AnnouncementsAbandoned")
+                logger.error("the job's announcement kept failing; given up", extra={"job_id": job.job_id})
+                continue
+            services.store.update_job(job, sweep_at=now + NOTIFY_LEASE_SECONDS)
+            request_finalize(job.job_id, services)
+            summary.tally(Visit.FINALIZE_REQUESTS)
+        except StaleRecord:
+            summary.tally(Visit.SKIPPED)
+        except ClientError as error:
+            summary.tally(Failed(job.job_id, type(error).__name__))

@@ -15,13 +15,26 @@ from typing import IO, Any
 
 from batchdrop.observability import count, logger
 from batchdrop.pipeline import s3io
-from batchdrop.pipeline.models import Job, Shard, ShardResult
+from batchdrop.pipeline.models import Job, Shard, ShardResult, add_count
 from batchdrop.pipeline.services import Services
 from batchdrop.pipeline.shard_files import ShardSourceMissing, local_shard_copy
 from batchdrop.validation import iter_physical_lines
-from batchdrop.zerogpu import parse_result_line
+from batchdrop.zerogpu import ZeroGPUError, parse_result_line
+
+
+class ResultsUnavailable(Exception):
+    """A result file of the batch could not be downloaded (the API failed or answered 404)."""
+
+    def __init__(self, file_id: str, cause: ZeroGPUError) -> None:
+        super().__init__(f"result file {file_id}: {type(cause).__name__}: {cause}")
+        self.cause = cause
+
 
 UNREPORTED_MESSAGES = {
+    "results_unavailable": "The API did not hand over this batch's results ({detail}); the line's outcome is unknown.",
+    "batch_not_found": "{detail}",
+    "batch_timed_out": "{detail}",
+    "wait_timed_out": "The line was never submitted: {detail}",
     "batch_create_failed": "The batch for this line could not be created: {detail}",
     "batch_failed": "The batch for this line failed before the line ran: {detail}",
     "missing_result": "The API reported no result for this line (batch status {detail}).",
@@ -30,7 +43,9 @@ UNREPORTED_MESSAGES = {
 }
 
 
-def export_results(shard: Shard, job: Job, services: Services) -> ShardResult:
+def export_results(shard: Shard, job: Job, services: Services, *, skip_unavailable: bool = False) -> ShardResult:
+    """Raises ResultsUnavailable when a result file cannot be downloaded, unless `skip_unavailable`:
+    then the lines it would have reported end as `results_unavailable` errors."""
     bucket = job.input.bucket
     base = f"{services.settings.work_prefix}{shard.job_id}/results/{shard.index:05d}"
     result = ShardResult(output_key=f"{base}.output.jsonl", errors_key=f"{base}.errors.jsonl")
@@ -47,10 +62,20 @@ def export_results(shard: Shard, job: Job, services: Services) -> ShardResult:
             return result
         output_path, errors_path = os.path.join(directory, "output.jsonl"), os.path.join(directory, "errors.jsonl")
         with open(output_path, "wb") as output, open(errors_path, "wb") as errors:
+            unavailable: list[str] = []
             for file_id in (shard.output_file_id, shard.error_file_id):
-                if file_id:
+                if not file_id:
+                    continue
+                try:
                     _sort_api_file(file_id, directory, output, errors, unreported, result, services)
-            code, detail = _unreported_reason(shard)
+                except ZeroGPUError as error:
+                    if not skip_unavailable:
+                        raise ResultsUnavailable(file_id, error) from None
+                    unavailable.append(f"{file_id}: {type(error).__name__}")
+            if unavailable:
+                code, detail = "results_unavailable", "; ".join(unavailable)
+            else:
+                code, detail = _unreported_reason(shard)
             for custom_id in unreported:
                 errors.write(json.dumps(_error_line(custom_id, code, detail)).encode() + b"\n")
                 _count_failure(result, code)
@@ -117,4 +142,4 @@ def _error_line(custom_id: str, code: str, detail: str) -> dict[str, Any]:
 
 def _count_failure(result: ShardResult, code: str) -> None:
     result.failed += 1
-    result.errors_by_code[code] = result.errors_by_code.get(code, 0) + 1
+    add_count(result.errors_by_code, code)

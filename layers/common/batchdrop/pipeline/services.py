@@ -5,6 +5,7 @@ Tests build the same object with moto clients, the in-process emulator and a fak
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,12 +35,15 @@ class Services:
     remaining_time: Callable[[], float] = lambda: 900.0
     clock: Callable[[], float] = time.time
     _api: ZeroGPUClient | None = field(default=None, init=False, repr=False)
+    _api_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @property
     def api(self) -> ZeroGPUClient:
-        if self._api is None:
-            self._api = self.api_factory()
-        return self._api
+        """One client per invocation, created on first use (the poller's threads share it)."""
+        with self._api_lock:
+            if self._api is None:
+                self._api = self.api_factory()
+            return self._api
 
     def now(self) -> int:
         return int(self.clock())

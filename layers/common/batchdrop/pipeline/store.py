@@ -2,10 +2,17 @@
 
 Layout (keys `pk`/`sk`):
 - `JOB#<job_id>` / `JOB`            the job
-- `JOB#<job_id>` / `SHARD#<nnnnn>`  its shards; while a shard needs the poller it carries `active_pk`
-                                    and `next_poll_at`, which puts it in the sparse `ActiveShards` index
+- `JOB#<job_id>` / `SHARD#<nnnnn>`  its shards; until a shard is collected it carries `active_pk` and
+                                    `next_poll_at`, which put it in the sparse `ActiveShards` index
 - `SLOTS` / `IN_FLIGHT`             the number of batches in flight, a counting semaphore
 - Powertools idempotency records under their own partition.
+
+The sparse index has three partitions (`active_pk`), so that no kind of work can starve another:
+- `ACTIVE`:    shards the poller looks at when due (`next_poll_at`): running batches, ended shards
+               waiting for collect, submissions being retried, shards of a cancelled job;
+- `WAITING`:   shards waiting for an in-flight slot, oldest first (`next_poll_at` is when they began
+               to wait): a queue the poller takes from as slots free up, however long it grows;
+- `FINISHING`: job items whose end is not announced yet, due when the announcement's claim lapses.
 
 Every state change is a conditional write on the item's `version`: of two racing writers exactly one
 wins, and the loser gets `StaleRecord` and decides again from a fresh read. TTL (`expires_at`) only
@@ -14,7 +21,7 @@ tidies up; reads ignore expired items themselves because DynamoDB deletes them l
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -25,6 +32,10 @@ from batchdrop.pipeline.models import Job, JobStatus, Shard, ShardState
 
 ACTIVE_INDEX = "ActiveShards"
 ACTIVE_PARTITION = "ACTIVE"
+WAITING_PARTITION = "WAITING"
+FINISHING_PARTITION = "FINISHING"
+_PAGE_SIZE = 500
+_ATTEMPTS = 8
 _SLOTS_KEY = {"pk": {"S": "SLOTS"}, "sk": {"S": "IN_FLIGHT"}}
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -62,11 +73,22 @@ def _is_conditional_failure(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
+def shard_partition(shard: Shard) -> str | None:
+    """Which partition of the sparse index the shard belongs in (None: it has left the index)."""
+    if shard.state == ShardState.COLLECTED:
+        return None
+    if shard.state == ShardState.PENDING and not shard.holds_slot and not shard.cancel_requested:
+        return WAITING_PARTITION
+    return ACTIVE_PARTITION
+
+
 def _shard_item(shard: Shard) -> dict[str, Any]:
     values = shard.model_dump(mode="json", exclude_none=True)
     values.update(_shard_key_plain(shard.job_id, shard.index))
-    if shard.state != ShardState.COLLECTED:
-        values["active_pk"] = ACTIVE_PARTITION
+    partition = shard_partition(shard)
+    if partition is not None:
+        values["active_pk"] = partition
+        values.setdefault("next_poll_at", shard.waiting_since or 0)
     return _serialize(values)
 
 
@@ -151,8 +173,15 @@ class JobStore:
             raise StaleRecord(job.job_id)
         return existing
 
-    def update_job(self, job: Job, **changes: Any) -> Job:
-        update = _Update(job.version, _dump_changes(changes))
+    def update_job(self, job: Job, *, sweep_at: int | bool | None = False, **changes: Any) -> Job:
+        """Conditional on the version read. `sweep_at` (epoch seconds) puts the job in the FINISHING
+        partition, due then; None takes it out; False (the default) leaves that as it is."""
+        plain = _dump_changes(changes)
+        if sweep_at is None:
+            plain |= {"active_pk": None, "next_poll_at": None}
+        elif sweep_at is not False:
+            plain |= {"active_pk": FINISHING_PARTITION, "next_poll_at": int(sweep_at)}
+        update = _Update(job.version, plain)
         try:
             self._db.update_item(TableName=self._table, **update.request(_job_key(job.job_id)))
         except ClientError as error:
@@ -161,19 +190,62 @@ class JobStore:
             raise
         return job.model_copy(update=changes | {"version": job.version + 1})
 
-    def request_cancel(self, job_id: str) -> Job | None:
-        """Marks a job for cancellation; the poller cancels its batches. None if it has ended already."""
-        for _ in range(5):
+    def modify_job(self, job_id: str, change: Callable[[Job], dict[str, Any] | None]) -> Job | None:
+        """Reads the job, asks `change` what to write (None: nothing), writes it conditionally; on a lost
+        race reads again and asks again. Returns the job as written (or as read, if nothing was), or None
+        if there is no such job."""
+        for _ in range(_ATTEMPTS):
             job = self.get_job(job_id)
-            if job is None or job.status in (JobStatus.FINISHED, JobStatus.REJECTED):
+            if job is None:
                 return None
-            if job.cancel_requested_at is not None:
+            changes = change(job)
+            if changes is None:
                 return job
             try:
-                return self.update_job(job, cancel_requested_at=int(self._clock()))
+                return self.update_job(job, **changes)
             except StaleRecord:
                 continue
-        raise StaleRecord(job_id)
+        raise StaleRecord(f"job {job_id} kept changing")
+
+    def modify_shard(self, job_id: str, index: int, change: Callable[[Shard], dict[str, Any] | None]) -> Shard | None:
+        """As modify_job, for a shard (plain updates only: no slot is taken or given back)."""
+        for _ in range(_ATTEMPTS):
+            shard = self.get_shard(job_id, index)
+            if shard is None:
+                return None
+            changes = change(shard)
+            if changes is None:
+                return shard
+            try:
+                return self.update_shard(shard, **changes)
+            except StaleRecord:
+                continue
+        raise StaleRecord(f"shard {job_id}/{index} kept changing")
+
+    def request_cancel(self, job_id: str) -> Job | None:
+        """Marks a job for cancellation; the poller cancels its batches and ends the shards that wait for
+        a slot (they leave the queue at once). None if it has ended already."""
+        now = int(self._clock())
+        job = self.modify_job(
+            job_id,
+            lambda job: (
+                None
+                if job.status in (JobStatus.FINISHED, JobStatus.REJECTED) or job.cancel_requested_at is not None
+                else {"cancel_requested_at": now}
+            ),
+        )
+        if job is None or job.status in (JobStatus.FINISHED, JobStatus.REJECTED):
+            return None
+        for shard in self.get_shards(job_id):
+            if shard.state == ShardState.PENDING and not shard.cancel_requested:
+                self.modify_shard(
+                    job_id,
+                    shard.index,
+                    lambda fresh: (
+                        {"cancel_requested": True, "next_poll_at": now} if fresh.state == ShardState.PENDING else None
+                    ),
+                )
+        return job
 
     def iter_jobs(self, *, limit: int) -> Iterator[Job]:
         """Jobs in no particular order, for the operator's listing (a Scan; never used by the functions)."""
@@ -223,12 +295,8 @@ class JobStore:
         return [shard for shard in shards if shard.expires_at is None or shard.expires_at >= now]
 
     def update_shard(self, shard: Shard, **changes: Any) -> Shard:
-        """Conditional on the version read; leaving the COLLECTED state is never needed."""
-        plain = _dump_changes(changes)
-        if changes.get("state") == ShardState.COLLECTED:
-            plain["active_pk"] = None
-            plain["next_poll_at"] = None
-        update = _Update(shard.version, plain)
+        """Conditional on the version read; the shard's place in the sparse index follows its state."""
+        update = _Update(shard.version, self._indexed_changes(shard, changes))
         try:
             self._db.update_item(TableName=self._table, **update.request(_shard_key(shard.job_id, shard.index)))
         except ClientError as error:
@@ -236,6 +304,19 @@ class JobStore:
                 raise StaleRecord(f"{shard.job_id}/{shard.index}") from None
             raise
         return _advanced(shard, changes)
+
+    def _indexed_changes(self, shard: Shard, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """The changes as stored, with the index partition the changed shard belongs in (a shard in the
+        index always has a `next_poll_at`: an item without one would silently leave the index)."""
+        plain = _dump_changes(changes)
+        after = _advanced(shard, changes)
+        partition = shard_partition(after)
+        plain["active_pk"] = partition
+        if partition is None:
+            plain["next_poll_at"] = None
+        elif after.next_poll_at is None:
+            plain["next_poll_at"] = int(self._clock())
+        return plain
 
     def claim_shard(self, shard: Shard, *, owner: str, lease_seconds: int, max_in_flight: int) -> Shard:
         """Takes the shard's submission lease, and an in-flight slot if it holds none, in one transaction.
@@ -245,7 +326,14 @@ class JobStore:
         now = int(self._clock())
         if shard.lease_until is not None and shard.lease_until > now and shard.lease_owner != owner:
             raise StaleRecord(f"{shard.job_id}/{shard.index} is leased")
-        changes: dict[str, Any] = {"lease_owner": owner, "lease_until": now + lease_seconds, "holds_slot": True}
+        # Due again when the lease ends: if the invocation dies, the poller hands the shard over again.
+        changes: dict[str, Any] = {
+            "lease_owner": owner,
+            "lease_until": now + lease_seconds,
+            "holds_slot": True,
+            "next_poll_at": now + lease_seconds,
+            "first_attempt_at": shard.first_attempt_at or now,
+        }
         if shard.holds_slot:
             return self.update_shard(shard, **changes)
         take_slot = {
@@ -265,6 +353,7 @@ class JobStore:
             "holds_slot": False,
             "lease_owner": None,
             "lease_until": None,
+            "ended_at": int(self._clock()),
         } | changes
         if not shard.holds_slot:
             return self.update_shard(shard, **changes)
@@ -279,7 +368,9 @@ class JobStore:
     def _update_shard_and_slots(self, shard: Shard, changes: dict[str, Any], slots: dict[str, Any]) -> Shard | None:
         """One transaction: the shard's conditional update and the slot counter's. StaleRecord if the shard
         changed meanwhile; None if the counter's condition failed (nothing is written then)."""
-        update = _Update(shard.version, _dump_changes(changes)).request(_shard_key(shard.job_id, shard.index))
+        update = _Update(shard.version, self._indexed_changes(shard, changes)).request(
+            _shard_key(shard.job_id, shard.index)
+        )
         try:
             self._db.transact_write_items(
                 TransactItems=[
@@ -300,16 +391,34 @@ class JobStore:
         item = self._db.get_item(TableName=self._table, Key=_SLOTS_KEY, ConsistentRead=True).get("Item")
         return int(_deserialize(item).get("in_use", 0)) if item else 0
 
-    def due_shards(self, now: int, *, limit: int) -> Iterator[Shard]:
-        """Active shards whose next poll time has come, oldest first; only the sparse index is read."""
-        paginator = self._db.get_paginator("query")
-        pages = paginator.paginate(
+    def due_shards(self, now: int, *, limit: int | None = None) -> Iterator[Shard]:
+        """ACTIVE shards whose next poll time has come, oldest first, read page by page as consumed."""
+        for item in self._index_items(ACTIVE_PARTITION, now, limit):
+            yield Shard.model_validate(item)
+
+    def waiting_shards(self, *, until: int | None = None, limit: int | None = None) -> Iterator[Shard]:
+        """Shards waiting for an in-flight slot, longest waiting first (those waiting since `until` at most)."""
+        for item in self._index_items(WAITING_PARTITION, until, limit):
+            yield Shard.model_validate(item)
+
+    def finishing_jobs(self, now: int, *, limit: int | None = None) -> Iterator[Job]:
+        """Jobs that ended but whose announcement is not recorded, due for another look."""
+        for item in self._index_items(FINISHING_PARTITION, now, limit):
+            yield Job.model_validate(item)
+
+    def _index_items(self, partition: str, until: int | None, limit: int | None) -> Iterator[dict[str, Any]]:
+        condition = "active_pk = :partition" + (" AND next_poll_at <= :until" if until is not None else "")
+        values: dict[str, Any] = {":partition": partition} | ({":until": until} if until is not None else {})
+        config: dict[str, int] = {"PageSize": min(limit or _PAGE_SIZE, _PAGE_SIZE)}
+        if limit is not None:
+            config["MaxItems"] = limit
+        pages = self._db.get_paginator("query").paginate(
             TableName=self._table,
             IndexName=ACTIVE_INDEX,
-            KeyConditionExpression="active_pk = :active AND next_poll_at <= :now",
-            ExpressionAttributeValues=_serialize({":active": ACTIVE_PARTITION, ":now": now}),
-            PaginationConfig={"MaxItems": limit, "PageSize": min(limit, 100)},
+            KeyConditionExpression=condition,
+            ExpressionAttributeValues=_serialize(values),
+            PaginationConfig=config,
         )
         for page in pages:
             for item in page.get("Items", []):
-                yield Shard.model_validate(_deserialize(item))
+                yield _deserialize(item)

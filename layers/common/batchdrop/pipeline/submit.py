@@ -5,37 +5,58 @@ Checkpoints, each recorded before the next step starts:
   -> per shard: file uploaded (`input_file_id`) -> create started (`create_started_at`) -> batch (`batch_id`).
 A re-run after a crash starts from the last checkpoint. Once a create may have reached the API, the batch
 is looked up by its metadata (job id and shard) and adopted instead of created again, so a duplicate or
-late event never makes a second billable batch.
+late event never makes a second billable batch. Duplicate deliveries and lost races end quietly (counted
+as DuplicateEvents); a `Submit Batch Job` request that cannot be taken is answered with `Batch Job
+Rejected`, at once.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from botocore.exceptions import ClientError
 
 from batchdrop.observability import count, logger
 from batchdrop.pipeline import s3io
-from batchdrop.pipeline.events import SUBMIT_EVENT_SOURCE, ShardRequest, SubmitRequest
+from batchdrop.pipeline.events import SUBMIT_EVENT_SOURCE, RejectedRequest, ShardRequest, SubmitRequest
 from batchdrop.pipeline.finish import announce_rejection, finalize_job, publish_rejection
-from batchdrop.pipeline.models import InputInfo, Job, JobStatus, ObjectRef, Shard, ShardState, input_name
+from batchdrop.pipeline.models import InputInfo, InputKey, Job, JobStatus, ObjectRef, Shard, ShardState, classify_key
 from batchdrop.pipeline.services import Services
 from batchdrop.pipeline.shard_files import ShardSourceMissing, local_shard_copy
-from batchdrop.pipeline.sharding import ShardFile, validate_and_split
+from batchdrop.pipeline.sharding import ShardFile, SplitLimits, SplitResult, validate_and_split
 from batchdrop.pipeline.store import NoSlotAvailable, StaleRecord
-from batchdrop.zerogpu import ZeroGPUError
+from batchdrop.pipeline.timing import (
+    CREATE_LOOKBACK_SECONDS,
+    RETRY_LATER_SECONDS,
+    SUBMIT_ANNOUNCE_LEASE_SECONDS,
+    SUBMIT_LEASE_MARGIN_SECONDS,
+    SUBMIT_TIMEOUT_SECONDS,
+)
+from batchdrop.validation import Problem, ProblemCode
+from batchdrop.zerogpu import (
+    AmbiguousRequestError,
+    APIConnectionError,
+    DeadlineExceededError,
+    ZeroGPUError,
+)
 
 # API failures that no retry can mend for this shard: its lines end as errors.
 PERMANENT_STATUSES = frozenset({400, 404, 413, 420})
-RETRY_LATER_SECONDS = 120
-GIVE_UP_AFTER_SECONDS = 86_400  # a shard whose submission keeps failing for a day ends as failed
-CREATE_LOOKBACK_SECONDS = 600
+VALIDATION_MARGIN_SECONDS = 60.0
+"""Validation stops (and rejects the input as too slow) with this much of the invocation left: enough to
+write the report and announce it."""
+_MAX_MESSAGE_CHARS = 500
+_MAX_ECHOED_REQUEST_CHARS = 8192
 
 
 class SubmitResult(StrEnum):
@@ -60,14 +81,30 @@ def submit_object(
 ) -> SubmitOutcome:
     """Resolves the object the event names and submits it; `once` guards repeated deliveries."""
     settings = services.settings
-    if request.source == SUBMIT_EVENT_SOURCE and settings.bucket_name and request.bucket != settings.bucket_name:
-        return SubmitOutcome(SubmitResult.IGNORED, reason=f"only objects of s3://{settings.bucket_name} are submitted")
+    if request.source == SUBMIT_EVENT_SOURCE and request.bucket != settings.bucket_name:
+        return reject_request(
+            RejectedRequest(
+                request.detail, f"only objects of the stack's bucket s3://{settings.bucket_name} are submitted"
+            ),
+            services,
+        )
     ref, reason = resolve_object(request, services)
     if ref is None:
+        if request.source == SUBMIT_EVENT_SOURCE:
+            return reject_request(RejectedRequest(request.detail, reason), services)
         return SubmitOutcome(SubmitResult.IGNORED, reason=reason)
-    name = _name_for(ref.key, request.source, services)
-    if name is None:
-        return SubmitOutcome(SubmitResult.IGNORED, reason=f"not an input key under {settings.input_prefix!r}")
+    key = classify_key(
+        ref.key,
+        input_prefix=settings.input_prefix,
+        output_prefix=settings.output_prefix,
+        reserved_prefixes=settings.reserved_prefixes,
+        any_key=request.source == SUBMIT_EVENT_SOURCE,
+    )
+    if key is None:
+        reason = _not_an_input(ref.key, services)
+        if request.source == SUBMIT_EVENT_SOURCE:
+            return reject_request(RejectedRequest(request.detail, reason), services)
+        return SubmitOutcome(SubmitResult.IGNORED, reason=reason)
     identity = {
         "job_id": ref.job_id,
         "bucket": ref.bucket,
@@ -75,11 +112,53 @@ def submit_object(
         "version_id": ref.version_id,
         "etag": ref.etag,
         "size": ref.size,
-        "name": name,
+        "name": key.name,
+        "key_problem": None
+        if key.problem is None
+        else {"code": key.problem.code.value, "message": key.problem.message},
     }
     run = once or (lambda job: submit_job(job, services))
-    reply = run(job=identity)
+    try:
+        reply = run(job=identity)
+    except IdempotencyAlreadyInProgressError:
+        # Another delivery for this object is running now; if it dies, its own message comes back.
+        count("DuplicateEvents")
+        return SubmitOutcome(SubmitResult.DUPLICATE, ref.job_id, "another delivery of this object is being processed")
     return SubmitOutcome(SubmitResult(reply["result"]), reply.get("job_id"), reply.get("reason", ""))
+
+
+def _not_an_input(key: str, services: Services) -> str:
+    settings = services.settings
+    if any(key.startswith(prefix) for prefix in settings.reserved_prefixes):
+        return f"the key lies under {settings.output_prefix!r} or {settings.work_prefix!r}, where the pipeline writes"
+    if not key.endswith((".jsonl", ".jsonl.gz")):
+        return "not a .jsonl or .jsonl.gz key"
+    return f"not an input key under {settings.input_prefix!r}"
+
+
+def reject_request(rejected: RejectedRequest, services: Services) -> SubmitOutcome:
+    """Answers a `Submit Batch Job` request that cannot be taken with `Batch Job Rejected`."""
+    request = _bounded(rejected.detail)
+    event_id = hashlib.sha256(json.dumps([request, rejected.reason], sort_keys=True).encode()).hexdigest()[:32]
+    services.notifier.request_rejected(
+        {
+            "schema_version": 1,
+            "event_id": event_id,
+            "request": request,
+            "reason": rejected.reason,
+            "rejected_at": datetime.fromtimestamp(services.now(), UTC).isoformat().replace("+00:00", "Z"),
+        }
+    )
+    count("SubmitRequestsRejected")
+    logger.warning("submit request rejected", extra={"reason": rejected.reason})
+    return SubmitOutcome(SubmitResult.REJECTED, reason=rejected.reason)
+
+
+def _bounded(detail: Any) -> Any:
+    text = json.dumps(detail, default=str)
+    if len(text) <= _MAX_ECHOED_REQUEST_CHARS:
+        return detail
+    return {"truncated": True, "preview": text[:1024]}
 
 
 def submit_job(job: dict[str, Any], services: Services) -> dict[str, str]:
@@ -87,12 +166,13 @@ def submit_job(job: dict[str, Any], services: Services) -> dict[str, str]:
     settings = services.settings
     ref = ObjectRef(job["bucket"], job["key"], job.get("version_id"), job.get("etag"), job.get("size"))
     logger.append_keys(job_id=ref.job_id, s3_key=ref.key)
+    key = _input_key(job)
     record = services.store.get_job(ref.job_id) or services.store.create_job(
         Job(
             job_id=ref.job_id,
             status=JobStatus.RECEIVED,
             input=InputInfo(bucket=ref.bucket, key=ref.key, version_id=ref.version_id, etag=ref.etag, bytes=ref.size),
-            output_prefix=f"{settings.output_prefix}{job['name']}/",
+            output_prefix=key.output_prefix(settings.output_prefix, ref.job_id),
             received_at=services.now(),
         )
     )
@@ -103,6 +183,13 @@ def submit_job(job: dict[str, Any], services: Services) -> dict[str, str]:
     if record.status in (JobStatus.FINISHED, JobStatus.REJECTED) or record.submitted_at is not None:
         count("DuplicateEvents")
         return {"result": SubmitResult.DUPLICATE, "job_id": record.job_id, "reason": f"job already {record.status}"}
+    if record.status == JobStatus.RECEIVED and key.problem is not None:
+        logger.info("input rejected: its key cannot be run", extra={"code": key.problem.code})
+        count("JobsRejected")
+        split = SplitResult()
+        split.note(key.problem)
+        publish_rejection(record, split, services)
+        return {"result": SubmitResult.REJECTED, "job_id": record.job_id}
     if record.status == JobStatus.RECEIVED:
         record = split_input(record, ref, services)
         if record.status == JobStatus.REJECTED:
@@ -113,11 +200,11 @@ def submit_job(job: dict[str, Any], services: Services) -> dict[str, str]:
     return {"result": SubmitResult.ACCEPTED, "job_id": record.job_id}
 
 
-def _name_for(key: str, source: str, services: Services) -> str | None:
-    settings = services.settings
-    if source != SUBMIT_EVENT_SOURCE:
-        return input_name(key, settings.input_prefix)
-    return input_name(key, settings.input_prefix, reserved_prefixes=(settings.output_prefix, settings.work_prefix))
+def _input_key(job: dict[str, Any]) -> InputKey:
+    problem = job.get("key_problem")
+    if problem is None:
+        return InputKey(job["name"])
+    return InputKey(None, Problem(ProblemCode(problem["code"]), problem["message"]))
 
 
 def resolve_object(request: SubmitRequest, services: Services) -> tuple[ObjectRef | None, str]:
@@ -148,6 +235,8 @@ def resolve_object(request: SubmitRequest, services: Services) -> tuple[ObjectRe
         return current, ""
     if superseded:
         return None, f"superseded: version {request.version_id} is no longer the current one"
+    if request.version_id:
+        return None, f"version {request.version_id} of the object does not exist (any more)"
     return None, "the object does not exist (any more)"
 
 
@@ -171,16 +260,25 @@ def split_input(job: Job, ref: ObjectRef, services: Services) -> Job:
                 lines=shard_file.lines,
                 bytes=shard_file.bytes,
                 first_line=shard_file.first_line,
+                waiting_since=now,
                 next_poll_at=now,
             )
         )
 
+    limits = SplitLimits(
+        max_lines=settings.max_lines_per_batch,
+        max_bytes=settings.max_bytes_per_batch,
+        max_input_bytes=settings.max_input_bytes,
+        max_input_lines=settings.max_input_lines,
+        max_batches=settings.max_batches_per_input,
+    )
     with tempfile.TemporaryDirectory(dir=services.workdir) as directory, s3io.open_object(services.s3, ref) as stream:
         split = validate_and_split(
             stream,
             directory,
-            max_lines=settings.max_lines_per_batch,
-            max_bytes=settings.max_bytes_per_batch,
+            limits=limits,
+            is_gzip=ref.is_gzip,
+            time_left=lambda: services.remaining_time() > VALIDATION_MARGIN_SECONDS,
             on_shard=store_shard,
         )
     job_input = job.input.model_copy(update={"lines": split.lines})
@@ -197,14 +295,25 @@ def split_input(job: Job, ref: ObjectRef, services: Services) -> Job:
             f"job {job.job_id} was split with other limits by an earlier attempt: restore "
             "MAX_LINES_PER_BATCH / MAX_BYTES_PER_BATCH, or upload the file again"
         )
-    job = services.store.update_job(job, status=JobStatus.SUBMITTING, shard_count=len(shards), input=job_input)
+    # A cancel may have come in meanwhile: the change is decided again on the fresh record.
+    job = (
+        services.store.modify_job(
+            job.job_id,
+            lambda fresh: (
+                {"status": JobStatus.SUBMITTING, "shard_count": len(shards), "input": job_input}
+                if fresh.status == JobStatus.RECEIVED
+                else None
+            ),
+        )
+        or job
+    )
     logger.info("input accepted", extra={"lines": split.lines, "shards": len(shards)})
     count("JobsAccepted")
     return job
 
 
 def submit_held_shard(request: ShardRequest, services: Services) -> SubmitOutcome:
-    """A shard the poller handed over (held back by the in-flight limit, or deferred after a failure)."""
+    """A shard the poller handed over (its turn for a slot, or a submission being retried)."""
     shard = services.store.get_shard(request.job_id, request.shard)
     if shard is None or shard.state != ShardState.PENDING:
         return SubmitOutcome(SubmitResult.DUPLICATE, request.job_id, "the shard is no longer waiting")
@@ -219,10 +328,18 @@ def submit_held_shard(request: ShardRequest, services: Services) -> SubmitOutcom
 
 
 def submit_pending_shards(job: Job, services: Services) -> None:
-    for shard in services.store.get_shards(job.job_id):
+    """Submits the job's shards as far as slots allow. Shards of other jobs that wait for a slot go
+    first: while any wait, these join the queue, and the poller hands them over in turn."""
+    shards = services.store.get_shards(job.job_id)
+    first_waiting = next(services.store.waiting_shards(limit=1), None)
+    queue_ahead = first_waiting is not None and first_waiting.job_id != job.job_id
+    for shard in shards:
         if shard.state != ShardState.PENDING:
             continue
         if not services.time_left():
+            break
+        if queue_ahead and job.cancel_requested_at is None and not shard.holds_slot:
+            logger.info("shards of earlier jobs wait for a slot; this job waits its turn")
             break
         try:
             submit_shard(shard, services)
@@ -247,39 +364,55 @@ def submit_shard(shard: Shard, services: Services) -> Shard:
     if job.cancel_requested_at is not None:
         return _end_cancelled(shard, services)
     api = services.api  # credentials first: a missing secret must not leave a lease behind
-    lease = int(min(services.remaining_time(), 900.0)) + 60
+    lease = int(min(services.remaining_time(), SUBMIT_TIMEOUT_SECONDS)) + SUBMIT_LEASE_MARGIN_SECONDS
     shard = services.store.claim_shard(
         shard, owner=services.owner, lease_seconds=lease, max_in_flight=settings.max_batches_in_flight
     )
+    progress = _Checkpoints(shard, services)
+    limit = int(settings.submit_retry_limit_hours * 3600)
+    if shard.first_attempt_at is not None and services.now() - shard.first_attempt_at > limit:
+        return _record_submit_failure(
+            progress,
+            "batch_create_failed",
+            f"no batch could be created within {limit // 3600} hours (SUBMIT_RETRY_LIMIT_HOURS); last failure: "
+            f"{shard.failure_message or shard.failure_code or 'the submission never completed'}",
+            True,
+            services,
+        )
     try:
-        if shard.input_file_id is None:
-            shard = _upload(shard, job, services)
-        if shard.create_started_at is None:
-            shard = services.store.update_shard(shard, create_started_at=services.now())
+        if progress.shard.input_file_id is None:
+            _upload(progress, job, services)
+        if progress.shard.create_started_at is None:
+            progress.write(create_started_at=services.now())
             batch = None
         else:
             # A previous attempt may have created the batch and lost the reply: adopt it if so.
-            batch = api.find_batch(shard.metadata, created_after=shard.create_started_at - CREATE_LOOKBACK_SECONDS)
+            batch = api.find_batch(
+                progress.shard.metadata, created_after=progress.shard.create_started_at - CREATE_LOOKBACK_SECONDS
+            )
+        assert progress.shard.input_file_id is not None and progress.shard.create_started_at is not None
         batch = batch or api.create_batch_or_adopt(
-            shard.input_file_id,
-            metadata=shard.metadata,
-            created_after=shard.create_started_at - CREATE_LOOKBACK_SECONDS,
+            progress.shard.input_file_id,
+            metadata=progress.shard.metadata,
+            created_after=progress.shard.create_started_at - CREATE_LOOKBACK_SECONDS,
         )
     except ZeroGPUError as error:
-        code = error.code or error.type or f"http_{error.status}"
         if error.status in (401, 403):
             parameters.clear_caches()  # the key may have been rotated: read the secret afresh next time
         return _record_submit_failure(
-            shard, code, f"{type(error).__name__}: {error}", error.status in PERMANENT_STATUSES, services
+            progress,
+            failure_code(error),
+            f"{type(error).__name__}: {error}",
+            error.status in PERMANENT_STATUSES,
+            services,
         )
     except ShardSourceMissing as error:
-        return _record_submit_failure(shard, "input_missing", str(error), True, services)
+        return _record_submit_failure(progress, "input_missing", str(error), True, services)
     except ClientError as error:  # S3 or DynamoDB: the next attempt decides again
-        return _record_submit_failure(shard, "aws_error", repr(error), False, services)
+        return _record_submit_failure(progress, "aws_error", repr(error), False, services)
     count("BatchesCreated")
     logger.info("batch created", extra={"shard": shard.index, "batch_id": batch.id})
-    return services.store.update_shard(
-        shard,
+    return progress.write(
         state=ShardState.SUBMITTED,
         batch_id=batch.id,
         batch_status=str(batch.status),
@@ -291,6 +424,47 @@ def submit_shard(shard: Shard, services: Services) -> Shard:
         first_deferred_at=None,
         submit_attempts=shard.submit_attempts + 1,
     )
+
+
+class _Checkpoints:
+    """The shard as this invocation last wrote it. Every write goes through here, so a failure is recorded
+    on the latest version, not lost to a stale one; and while the lease is ours, a write that lost to an
+    unrelated change (a cancel request, a handover mark) is made again on the fresh record."""
+
+    def __init__(self, shard: Shard, services: Services) -> None:
+        self.shard = shard
+        self._services = services
+
+    def write(self, **changes: Any) -> Shard:
+        return self.apply(lambda shard: self._services.store.update_shard(shard, **changes))
+
+    def end(self, **changes: Any) -> Shard:
+        return self.apply(lambda shard: self._services.store.end_shard(shard, **changes))
+
+    def apply(self, operation: Callable[[Shard], Shard]) -> Shard:
+        for _ in range(5):
+            try:
+                self.shard = operation(self.shard)
+                return self.shard
+            except StaleRecord:
+                fresh = self._services.store.get_shard(self.shard.job_id, self.shard.index)
+                if fresh is None or fresh.lease_owner != self._services.owner or fresh.state != self.shard.state:
+                    raise
+                self.shard = fresh
+        raise StaleRecord(f"{self.shard.job_id}/{self.shard.index} kept changing")
+
+
+def failure_code(error: ZeroGPUError) -> str:
+    """A code that says what went wrong, for the shard's record and its lines' errors."""
+    if isinstance(error, AmbiguousRequestError):
+        return failure_code(error.cause) if error.cause is not None else "ambiguous_reply"
+    if isinstance(error, DeadlineExceededError):
+        return "deadline_exceeded"
+    if isinstance(error, APIConnectionError):
+        return "api_unreachable"
+    if error.code or error.type:
+        return str(error.code or error.type)[:64]
+    return f"http_{error.status}" if error.status is not None else "api_error"
 
 
 def _end_cancelled(shard: Shard, services: Services) -> Shard:
@@ -320,10 +494,11 @@ def _end_cancelled(shard: Shard, services: Services) -> Shard:
     )
 
 
-def _upload(shard: Shard, job: Job, services: Services) -> Shard:
+def _upload(progress: _Checkpoints, job: Job, services: Services) -> None:
     api = services.api
+    shard = progress.shard
     if shard.upload_started_at is None:
-        shard = services.store.update_shard(shard, upload_started_at=services.now())
+        shard = progress.write(upload_started_at=services.now())
     else:
         # A previous attempt may have stored the file and died before recording its id.
         found = api.find_file(
@@ -332,25 +507,29 @@ def _upload(shard: Shard, job: Job, services: Services) -> Shard:
             created_after=shard.upload_started_at - CREATE_LOOKBACK_SECONDS,
         )
         if found is not None:
-            return services.store.update_shard(shard, input_file_id=found.id)
+            progress.write(input_file_id=found.id)
+            return
+    assert shard.upload_started_at is not None
     with tempfile.TemporaryDirectory(dir=services.workdir) as directory:
         path = local_shard_copy(shard, job, directory, services)
         uploaded = api.upload_file_or_adopt(
             path, shard.upload_filename, created_after=shard.upload_started_at - CREATE_LOOKBACK_SECONDS
         )
-    return services.store.update_shard(shard, input_file_id=uploaded.id)
+    progress.write(input_file_id=uploaded.id)
 
 
-def _record_submit_failure(shard: Shard, code: str, message: str, permanent: bool, services: Services) -> Shard:
+def _record_submit_failure(
+    progress: _Checkpoints, code: str, message: str, permanent: bool, services: Services
+) -> Shard:
     """A permanent failure ends the shard (its lines become errors; its slot is given back). Any other
-    releases the lease and is retried by the poller, for a day at most."""
+    releases the lease and is retried by the poller, until SUBMIT_RETRY_LIMIT_HOURS after the first try."""
     now = services.now()
-    gave_up = shard.first_deferred_at is not None and now - shard.first_deferred_at > GIVE_UP_AFTER_SECONDS
-    if permanent or gave_up:
+    message = message[:_MAX_MESSAGE_CHARS]
+    shard = progress.shard
+    if permanent:
         logger.error("batch cannot be created", extra={"shard": shard.index, "code": code, "reason": message})
         count("BatchesRefused")
-        return services.store.end_shard(
-            shard,
+        return progress.end(
             batch_status="not_created",
             failure_code="input_missing" if code == "input_missing" else "batch_create_failed",
             failure_message=message,
@@ -358,8 +537,7 @@ def _record_submit_failure(shard: Shard, code: str, message: str, permanent: boo
         )
     logger.warning("submission deferred", extra={"shard": shard.index, "code": code, "reason": message})
     count("SubmitsDeferred")
-    return services.store.update_shard(
-        shard,
+    return progress.write(
         lease_owner=None,
         lease_until=None,
         failure_code=code,
@@ -379,7 +557,10 @@ def announce_submitted(job_id: str, services: Services) -> None:
     if len(shards) < (job.shard_count or 0) or any(shard.state == ShardState.PENDING for shard in shards):
         return
     now = services.now()
-    if job.submit_announce_claimed_at is not None and job.submit_announce_claimed_at > now - 300:
+    if (
+        job.submit_announce_claimed_at is not None
+        and job.submit_announce_claimed_at > now - SUBMIT_ANNOUNCE_LEASE_SECONDS
+    ):
         return
     try:
         job = services.store.update_job(job, submit_announce_claimed_at=now)
@@ -390,6 +571,7 @@ def announce_submitted(job_id: str, services: Services) -> None:
         "Batch Job Submitted",
         {
             "schema_version": 1,
+            "event_id": f"{job.job_id}:submitted",
             "job_id": job.job_id,
             "input": job.input.model_dump(mode="json"),
             "batch_count": len(batch_ids),
@@ -397,10 +579,6 @@ def announce_submitted(job_id: str, services: Services) -> None:
             "shard_count": len(shards),
         },
     )
-    for _ in range(3):  # the claim above makes this ours; only unrelated fields may have changed meanwhile
-        try:
-            services.store.update_job(job, submitted_at=now)
-            break
-        except StaleRecord:
-            job = services.store.get_job(job_id) or job
+    # The claim above makes this ours; only unrelated fields may have changed meanwhile.
+    services.store.modify_job(job_id, lambda fresh: {"submitted_at": now} if fresh.submitted_at is None else None)
     count("JobsSubmitted")
