@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,20 @@ from batchdrop.pipeline.services import Services
 from batchdrop.pipeline.store import JobStore
 from batchdrop.secrets import load_credentials
 from batchdrop.zerogpu import RetryPolicy, ZeroGPUClient
+
+
+def serialized(client: Any) -> Any:
+    """DynamoDB is safe to call from many threads; moto's in-process backend is not (a transaction
+    deep-copies the tables while another thread writes), so calls on this client take turns."""
+    lock = threading.Lock()
+    call = client._make_api_call
+
+    def one_at_a_time(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return call(*args, **kwargs)
+
+    client._make_api_call = one_at_a_time
+    return client
 
 
 @pytest.fixture
@@ -64,7 +79,7 @@ def make_pipeline(aws: None, emulators: list[Emulator], clock: ManualClock, tmp_
         sns = boto3.client("sns", region_name=region)
         events = boto3.client("events", region_name=region)
         secrets = boto3.client("secretsmanager", region_name=region)
-        dynamodb = boto3.client("dynamodb", region_name=region)
+        dynamodb = serialized(boto3.client("dynamodb", region_name=region))
         s3.create_bucket(Bucket=BUCKET)
         s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
         create_table(dynamodb)

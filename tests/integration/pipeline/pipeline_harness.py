@@ -81,6 +81,7 @@ class Pipeline:
     sqs: Any
     finished_events: list[dict[str, Any]] = field(default_factory=list)
     submitted_events: list[dict[str, Any]] = field(default_factory=list)
+    rejected_requests: list[dict[str, Any]] = field(default_factory=list)
     sns_messages: list[dict[str, Any]] = field(default_factory=list)
 
     # dropping files
@@ -171,21 +172,34 @@ class Pipeline:
                 handled += 1
         return handled
 
-    def step(self, seconds: float = 60.0) -> None:
+    def step(self, seconds: float = 60.0) -> PollSummary:
         """One tick of the schedule: time passes, the poller runs, the queues are delivered."""
         self.clock.advance(seconds)
         self.emulator.process()
-        self.poll()
+        summary = self.poll()
         self.submit_handovers()
         self.collect()
+        return summary
 
-    def run(self, *, rounds: int = 20, step: float = 60.0) -> None:
-        """Lets time pass and the schedule run until nothing is active any more."""
-        for _ in range(rounds):
+    def run(self, *, rounds: int = 20, step: float = 60.0) -> int:
+        """Lets time pass and the schedule run until nothing is active any more; returns the rounds run."""
+        done = 0
+        while done < rounds:
+            done += 1
             self.step(step)
-            if not list(self.services.store.due_shards(10**12, limit=1)):
+            if self.idle():
                 break
         self.read_notifications()
+        return done
+
+    def idle(self) -> bool:
+        """Nothing left in any partition of the sparse index: no shard to poll, none waiting, no job to finish."""
+        store = self.services.store
+        return (
+            next(store.due_shards(10**12, limit=1), None) is None
+            and next(store.waiting_shards(limit=1), None) is None
+            and next(store.finishing_jobs(10**12, limit=1), None) is None
+        )
 
     # what came out
 
@@ -198,6 +212,8 @@ class Pipeline:
                         sink.append(body)
                     elif body["detail-type"] == "Batch Job Finished":
                         self.finished_events.append(body)
+                    elif body["detail-type"] == "Batch Job Rejected":
+                        self.rejected_requests.append(body)
                     else:
                         self.submitted_events.append(body)
                     self.sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])

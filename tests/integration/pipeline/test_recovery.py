@@ -173,15 +173,16 @@ def test_a_shard_leased_by_another_invocation_is_left_alone_until_the_lease_ends
     store = pipeline.services.store
     original_claim = store.claim_shard
     store.claim_shard = lambda shard, **kwargs: original_claim(shard, **(kwargs | {"owner": "someone-else"}))  # type: ignore[method-assign]
-    original_update = store.update_shard
+    api = pipeline.services.api
+    original_upload = api.upload_file_or_adopt
 
-    def die_after_claim(shard: Any, **changes: Any) -> Any:
+    def die_after_claim(*args: Any, **kwargs: Any) -> Any:
         raise Crash()
 
-    store.update_shard = die_after_claim  # type: ignore[method-assign]
+    api.upload_file_or_adopt = die_after_claim  # type: ignore[method-assign]
     with pytest.raises(Crash):
         pipeline.deliver(pipeline.object_created_body(obj))
-    store.claim_shard, store.update_shard = original_claim, original_update  # type: ignore[method-assign]
+    store.claim_shard, api.upload_file_or_adopt = original_claim, original_upload  # type: ignore[method-assign]
 
     # When the poller runs while the lease holds, and after it ends
     pipeline.clock.advance(60)

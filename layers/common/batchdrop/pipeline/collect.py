@@ -29,7 +29,11 @@ def collect_shard(job_id: str, index: int, services: Services) -> None:
     result: ShardResult | None = None
     for _ in range(_ATTEMPTS):
         shard = services.store.get_shard(job_id, index)
-        if shard is None or shard.state == ShardState.COLLECTED:
+        if shard is None:
+            break
+        if shard.state == ShardState.COLLECTED:
+            if index not in (job.collected_shards or ()):
+                services.store.note_progress(shard)  # an earlier attempt died between the two writes
             break
         if shard.state != ShardState.TERMINAL:
             logger.warning("collect request for a shard still running", extra={"shard": index, "state": shard.state})

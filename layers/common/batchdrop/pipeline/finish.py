@@ -113,8 +113,9 @@ def announce_rejection(job: Job, services: Services) -> None:
         "outputs": {"report": _outputs(job)["report"]},
         "validation_error_count": job.validation_error_count or 0,
     }
-    if _claim_notification(job, services):
-        _released_on_failure(job.job_id, services, lambda: _publish(job.job_id, detail, services))
+    claimed = _claim_notification(job, services)
+    if claimed is not None:
+        _released_on_failure(job.job_id, services, lambda: _publish(claimed, detail, services))
 
 
 def finalize_job(job_id: str, services: Services) -> Job | None:
@@ -127,24 +128,30 @@ def finalize_job(job_id: str, services: Services) -> Job | None:
         if job.status == JobStatus.REJECTED:
             announce_rejection(job, services)
             return services.store.get_job(job_id)
+        if job.status != JobStatus.FINISHED and not job.all_collected:
+            return job  # the job's record says so: its shards need not be read
         shards = sorted(services.store.get_shards(job_id), key=lambda shard: shard.index)
         if job.shard_count is None or len(shards) < job.shard_count:
             return job
         if any(shard.state != ShardState.COLLECTED or shard.result is None for shard in shards):
             return job
         if job.status == JobStatus.FINISHED:
+            claimed = None
             break
         counts, _ = _totals(shards)
         now = services.now()
         try:
+            # Whoever marks the job finished also claims its announcement (in the same write).
             job = services.store.update_job(
                 job,
                 status=JobStatus.FINISHED,
                 outcome=_outcome(job, counts["succeeded"], counts["failed"]),
                 finished_at=now,
                 expires_at=now + services.settings.job_retention_days * 86400,
+                notify_claimed_at=now,
                 sweep_at=now + NOTIFY_LEASE_SECONDS,
             )
+            claimed: Job | None = job
         except StaleRecord:
             continue  # changed meanwhile (a cancel, a claim): decide again from a fresh read
         count("JobsFinished")
@@ -154,15 +161,23 @@ def finalize_job(job_id: str, services: Services) -> Job | None:
         raise StaleRecord(f"job {job_id} kept changing while it was being finished")
     for shard in shards:  # the shards go with the job when its records expire (on every pass: idempotent)
         if shard.expires_at != job.expires_at:
-            services.store.modify_shard(
-                shard.job_id,
-                shard.index,
-                lambda fresh: None if fresh.expires_at == job.expires_at else {"expires_at": job.expires_at},
-            )
-    if not _claim_notification(job, services):
+            _expire_with_job(shard, job, services)
+    claimed = claimed or _claim_notification(job, services)
+    if claimed is None:
         return job  # someone else is announcing it; if they die, the poller's sweep hands it back
-    _released_on_failure(job_id, services, lambda: _write_results(job, shards, services))
-    return services.store.get_job(job_id)
+    _released_on_failure(job_id, services, lambda: _write_results(claimed, shards, services))
+    return claimed
+
+
+def _expire_with_job(shard: Shard, job: Job, services: Services) -> None:
+    try:
+        services.store.update_shard(shard, expires_at=job.expires_at)
+    except StaleRecord:
+        services.store.modify_shard(
+            shard.job_id,
+            shard.index,
+            lambda fresh: None if fresh.expires_at == job.expires_at else {"expires_at": job.expires_at},
+        )
 
 
 def _count_outcome(outcome: Outcome) -> None:
@@ -191,19 +206,11 @@ def _totals(shards: list[Shard]) -> tuple[dict[str, int], dict[str, int]]:
 def _write_results(job: Job, shards: list[Shard], services: Services) -> None:
     counts, errors_by_code = _totals(shards)
     bucket = job.input.bucket
-    _restore_expired_results(job, shards, services)
-    s3io.concatenate(
-        services.s3,
-        bucket,
-        [s.result.output_key for s in shards if s.result and s.result.output_key],
-        f"{job.output_prefix}output.jsonl",
-    )
-    s3io.concatenate(
-        services.s3,
-        bucket,
-        [s.result.errors_key for s in shards if s.result and s.result.errors_key],
-        f"{job.output_prefix}errors.jsonl",
-    )
+    try:
+        _merge(job, shards, services)
+    except s3io.SourceMissing:
+        _restore_expired_results(job, shards, services)
+        _merge(job, shards, services)
     report = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "job_id": job.job_id,
@@ -219,7 +226,13 @@ def _write_results(job: Job, shards: list[Shard], services: Services) -> None:
         "timestamps": _timestamps(job),
     }
     s3io.put_json(services.s3, bucket, f"{job.output_prefix}report.json", report)
-    _publish(job.job_id, _finished_detail(job, counts, report["errors_by_code"]), services)
+    _publish(job, _finished_detail(job, counts, report["errors_by_code"]), services)
+
+
+def _merge(job: Job, shards: list[Shard], services: Services) -> None:
+    for attribute, name in (("output_key", "output.jsonl"), ("errors_key", "errors.jsonl")):
+        keys = [getattr(s.result, attribute) for s in shards if s.result and getattr(s.result, attribute)]
+        s3io.concatenate(services.s3, job.input.bucket, keys, f"{job.output_prefix}{name}")
 
 
 def _restore_expired_results(job: Job, shards: list[Shard], services: Services) -> None:
@@ -271,17 +284,17 @@ def _finished_detail(job: Job, counts: dict[str, int], errors_by_code: dict[str,
     }
 
 
-def _claim_notification(job: Job, services: Services) -> bool:
+def _claim_notification(job: Job, services: Services) -> Job | None:
+    """The job as claimed by this invocation, or None if it is someone else's (or done)."""
     now = services.now()
     if job.notified_at is not None or job.notify_abandoned_at is not None:
-        return False
+        return None
     if job.notify_claimed_at is not None and job.notify_claimed_at > now - NOTIFY_LEASE_SECONDS:
-        return False
+        return None
     try:
-        services.store.update_job(job, notify_claimed_at=now, sweep_at=now + NOTIFY_LEASE_SECONDS)
+        return services.store.update_job(job, notify_claimed_at=now, sweep_at=now + NOTIFY_LEASE_SECONDS)
     except StaleRecord:
-        return False
-    return True
+        return None
 
 
 def _released_on_failure(job_id: str, services: Services, work: Any) -> None:
@@ -302,21 +315,26 @@ def _released_on_failure(job_id: str, services: Services, work: Any) -> None:
         raise
 
 
-def _publish(job_id: str, detail: dict[str, Any], services: Services) -> None:
+def _publish(job: Job, detail: dict[str, Any], services: Services) -> None:
     """Sends what has not been sent yet, marking each as soon as it is sent, then marks the job notified."""
-    job = services.store.get_job(job_id)
-    if job is None:
-        raise StaleRecord(f"job {job_id} is gone")
     if job.finished_event_sent_at is None:
         services.notifier.finished_event(detail)
-        _mark(job_id, services, finished_event_sent_at=services.now())
+        job = _mark(job, services, finished_event_sent_at=services.now())
+    done: dict[str, Any] = {"notified_at": services.now(), "sweep_at": None}
     if job.finished_message_sent_at is None:
         services.notifier.finished_message(detail)
-        _mark(job_id, services, finished_message_sent_at=services.now())
-    _mark(job_id, services, notified_at=services.now(), sweep_at=None)
+        done["finished_message_sent_at"] = services.now()
+    _mark(job, services, **done)
     logger.info("job finished", extra={"outcome": detail["outcome"], "counts": detail["counts"]})
 
 
-def _mark(job_id: str, services: Services, **changes: Any) -> None:
-    if services.store.modify_job(job_id, lambda job: changes) is None:
-        raise StaleRecord(f"job {job_id} is gone")
+def _mark(job: Job, services: Services, **changes: Any) -> Job:
+    """Writes the changes on the job as this invocation last saw it, or, if it changed meanwhile (an
+    unrelated field), on a fresh read."""
+    try:
+        return services.store.update_job(job, **changes)
+    except StaleRecord:
+        fresh = services.store.modify_job(job.job_id, lambda _: changes)
+        if fresh is None:
+            raise StaleRecord(f"job {job.job_id} is gone") from None
+        return fresh

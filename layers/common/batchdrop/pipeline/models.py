@@ -156,6 +156,11 @@ class Job(BaseModel):
     """Where results go, e.g. `outbox/<name>/`."""
     received_at: int
     shard_count: int | None = None
+    started_shards: set[int] | None = None
+    """The shards that have left PENDING (a batch, or an end without one): added to, never rewritten, so
+    that a job of many shards is not read whole each time one of them moves."""
+    collected_shards: set[int] | None = None
+    """The shards collected, kept the same way."""
     submit_announce_claimed_at: int | None = None
     submitted_at: int | None = None
     """Set once every shard has a batch (or failed to get one) and `Batch Job Submitted` went out."""
@@ -174,6 +179,14 @@ class Job(BaseModel):
     notified_at: int | None = None
     expires_at: int | None = None
     version: int = 0
+
+    @property
+    def all_started(self) -> bool:
+        return self.shard_count is not None and len(self.started_shards or ()) >= self.shard_count
+
+    @property
+    def all_collected(self) -> bool:
+        return self.shard_count is not None and len(self.collected_shards or ()) >= self.shard_count
 
 
 MAX_CODES_PER_COUNT = 100

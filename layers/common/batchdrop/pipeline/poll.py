@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -30,7 +30,7 @@ from botocore.exceptions import ClientError
 
 from batchdrop.observability import count, logger
 from batchdrop.pipeline.events import shard_handover_body
-from batchdrop.pipeline.models import RequestCounts, Shard, ShardResult, ShardState
+from batchdrop.pipeline.models import JobStatus, RequestCounts, Shard, ShardResult, ShardState
 from batchdrop.pipeline.services import Services
 from batchdrop.pipeline.store import StaleRecord
 from batchdrop.pipeline.timing import (
@@ -43,7 +43,6 @@ from batchdrop.pipeline.timing import (
 from batchdrop.zerogpu import NotFoundError, ZeroGPUError
 
 ACTIVE_STATUSES = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
-_QUEUED_PER_WORKER = 4
 _MAX_WAITING_READ = 1000  # beyond the free slots: shards of cancelled jobs and ones in transit
 _MAX_MESSAGE_CHARS = 500
 
@@ -123,22 +122,16 @@ def poll_once(services: Services) -> PollSummary:
 
 
 def _poll_active(services: Services, summary: PollSummary, cancelled: _CancelledJobs) -> None:
-    """Every due ACTIVE shard, streamed from the index and visited by a bounded pool of threads."""
-    workers = services.settings.poll_concurrency
-    in_flight: set[Future[Visit | Failed]] = set()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for shard in services.store.due_shards(services.now()):
+    """Every due ACTIVE shard, read from the index a page at a time (each page's shards are visited by a
+    bounded pool of threads before the next page is read), for as long as the run has time."""
+    with ThreadPoolExecutor(max_workers=services.settings.poll_concurrency) as pool:
+        for page in services.store.due_shard_pages(services.now()):
             if not services.time_left():
                 summary.out_of_time = True
-                break
-            summary.due += 1
-            in_flight.add(pool.submit(_visit, shard, services, cancelled))
-            if len(in_flight) >= workers * _QUEUED_PER_WORKER:
-                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in done:
-                    summary.tally(future.result())
-        for future in in_flight:
-            summary.tally(future.result())
+                return
+            summary.due += len(page)
+            for outcome in pool.map(lambda shard: _visit(shard, services, cancelled), page):
+                summary.tally(outcome)
 
 
 def _failed(shard: Shard, error: Exception) -> Failed:
@@ -185,14 +178,15 @@ def _hand_over_waiting(services: Services, summary: PollSummary, cancelled: _Can
     settings, store = services.settings, services.store
     now = services.now()
     limit = int(settings.shard_wait_limit_hours * 3600)
-    for shard in store.waiting_shards(until=now - limit, limit=_MAX_WAITING_READ):
+    for shard in store.waiting_shards(until=now - limit, limit=_MAX_WAITING_READ, page_size=50):
         if not services.time_left():
             return
         summary.tally(_end_waiting(shard, now, limit, services))
     free = settings.max_batches_in_flight - store.slots_in_use()
     if free <= 0:
         return
-    for shard in store.waiting_shards(limit=free + _MAX_WAITING_READ):
+    # Read as far as needed only: a page a little longer than the free slots, then the next if need be.
+    for shard in store.waiting_shards(limit=free + _MAX_WAITING_READ, page_size=free + 25):
         if free <= 0 or not services.time_left():
             return
         recently = shard.handed_over_at is not None and shard.handed_over_at > now - HANDOVER_RETRY_SECONDS
@@ -212,11 +206,11 @@ def _end_waiting(shard: Shard, now: int, limit: int, services: Services) -> Visi
                 f"no in-flight slot came free within {limit // 3600} hours (SHARD_WAIT_LIMIT_HOURS); "
                 "raise MaxBatchesInFlight or ShardWaitLimitHours"
             ),
-            next_poll_at=now,
+            next_poll_at=now + COLLECT_RETRY_SECONDS,
         )
         count("ShardsTimedOut")
         logger.error("shard waited too long for a slot", extra={"shard": shard.index, "job_id": shard.job_id})
-        request_collect(ended, services)
+        send_collect(ended, services)
         return Visit.TIMED_OUT
 
     return _guarded(shard, end)
@@ -258,7 +252,7 @@ def _refresh(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Vis
             request_counts=request_counts,
             output_file_id=batch.output_file_id,
             error_file_id=batch.error_file_id,
-            next_poll_at=now,
+            next_poll_at=now + COLLECT_RETRY_SECONDS,
             poll_failing_since=None,
             poll_error=None,
             **_timed_out_failure(shard, services) if timed_out else {},
@@ -270,7 +264,7 @@ def _refresh(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Vis
         else:
             count("BatchesEnded")
             logger.info("batch ended", extra=details)
-        request_collect(shard, services)
+        send_collect(shard, services)
         return Visit.TIMED_OUT if timed_out else Visit.ENDED
     if status not in ACTIVE_STATUSES:
         count("UnknownBatchStatus")
@@ -314,7 +308,7 @@ def _retrieve_failed(shard: Shard, error: ZeroGPUError, services: Services, *, n
                 f"the API answered 404 for batch {shard.batch_id} for {grace // 60} minutes "
                 "(BATCH_NOT_FOUND_GRACE_MINUTES): deleted, lost, or the API key now belongs to another project"
             ),
-            next_poll_at=now,
+            next_poll_at=now + COLLECT_RETRY_SECONDS,
             poll_failing_since=since,
             poll_error=message,
         )
@@ -322,15 +316,19 @@ def _retrieve_failed(shard: Shard, error: ZeroGPUError, services: Services, *, n
         logger.error(
             "batch not found at the API; shard ended", extra={"shard": shard.index, "batch_id": shard.batch_id}
         )
-        request_collect(ended, services)
+        send_collect(ended, services)
         return Visit.TIMED_OUT
     if now > _deadline(shard, services):
         ended = services.store.end_shard(
-            shard, next_poll_at=now, poll_failing_since=since, poll_error=message, **_timed_out_failure(shard, services)
+            shard,
+            next_poll_at=now + COLLECT_RETRY_SECONDS,
+            poll_failing_since=since,
+            poll_error=message,
+            **_timed_out_failure(shard, services),
         )
         count("BatchesTimedOut")
         logger.error("batch unreachable past its deadline; shard ended", extra={"shard": shard.index})
-        request_collect(ended, services)
+        send_collect(ended, services)
         return Visit.TIMED_OUT
     services.store.update_shard(
         shard,
@@ -377,6 +375,8 @@ def _collect_again(shard: Shard, services: Services) -> Visit:
         logger.error(
             "collect never completed for this shard; its lines end as collect_failed", extra={"shard": shard.index}
         )
+        # The job's end is due now: swept until it is announced, whatever becomes of this message.
+        services.store.modify_job(shard.job_id, lambda job: {"sweep_at": now} if job.notified_at is None else None)
         request_finalize(shard.job_id, services)
         return Visit.TIMED_OUT
     request_collect(shard, services)
@@ -384,12 +384,18 @@ def _collect_again(shard: Shard, services: Services) -> Visit:
 
 
 def request_collect(shard: Shard, services: Services) -> None:
-    """Hands a terminal shard to collect. The shard is first set to come due again later, in case the
-    message is lost; if that write loses, another run (or collect itself) has moved it on already."""
+    """Hands a terminal shard to collect again. The shard is first set to come due again later, in case
+    the message is lost; if that write loses, another run (or collect itself) has moved it on already."""
     try:
         services.store.update_shard(shard, next_poll_at=services.now() + COLLECT_RETRY_SECONDS)
     except StaleRecord:
         return
+    send_collect(shard, services)
+
+
+def send_collect(shard: Shard, services: Services) -> None:
+    """Hands a shard that has just ended to collect (its end set it due again later, in case the message
+    is lost)."""
     services.sqs.send_message(
         QueueUrl=services.settings.collect_queue_url,
         MessageBody=json.dumps({"job_id": shard.job_id, "shard": shard.index}),
@@ -410,6 +416,11 @@ def _sweep_finishing(services: Services, summary: PollSummary) -> None:
         if not services.time_left():
             return
         try:
+            done = job.notified_at is not None or job.notify_abandoned_at is not None
+            if done or (job.status not in (JobStatus.FINISHED, JobStatus.REJECTED) and not job.all_collected):
+                # Announced already, or not ready: the last shard's collect finishes it.
+                services.store.update_job(job, sweep_at=None)
+                continue
             if job.finished_at is not None and now - job.finished_at > NOTIFY_GIVE_UP_SECONDS:
                 services.store.update_job(job, notify_abandoned_at=now, sweep_at=None)
                 count("AnnouncementsAbandoned")

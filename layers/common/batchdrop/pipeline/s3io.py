@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Iterable
 from typing import IO, Any
 
@@ -55,7 +56,14 @@ def upload_file(s3: Any, path: str, bucket: str, key: str, *, content_type: str 
     s3.upload_file(path, bucket, key, ExtraArgs={"ContentType": content_type}, Config=TRANSFER_CONFIG)
 
 
-def download_file(s3: Any, bucket: str, key: str, path: str) -> None:
+def download_file(s3: Any, bucket: str, key: str, path: str, *, size: int | None = None) -> None:
+    """To a local file: one streamed GET when the object is known to be small, else the managed transfer
+    (ranged parts in parallel)."""
+    if size is not None and size < TRANSFER_CONFIG.multipart_threshold:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+        with open(path, "wb") as target:
+            shutil.copyfileobj(body, target, 1024 * 1024)
+        return
     s3.download_file(bucket, key, path, Config=TRANSFER_CONFIG)
 
 
@@ -92,16 +100,35 @@ class ChainedReader:
         return b"".join(pieces)
 
 
+class SourceMissing(Exception):
+    """A source of a merge does not exist (any more)."""
+
+
 def concatenate(s3: Any, bucket: str, source_keys: list[str], target_key: str) -> None:
-    """Streams the sources, in order, into one object (multipart when large); memory stays bounded."""
+    """The sources, in order, as one object: one source is copied inside S3; several are streamed
+    (multipart when large), memory staying bounded. SourceMissing if a source is gone."""
+    try:
+        if len(source_keys) == 1:
+            s3.copy(
+                {"Bucket": bucket, "Key": source_keys[0]},
+                bucket,
+                target_key,
+                ExtraArgs={"ContentType": "application/jsonl", "MetadataDirective": "REPLACE"},
+                Config=TRANSFER_CONFIG,
+            )
+            return
 
-    def opener(key: str) -> Callable[[], IO[bytes]]:
-        return lambda: s3.get_object(Bucket=bucket, Key=key)["Body"]
+        def opener(key: str) -> Callable[[], IO[bytes]]:
+            return lambda: s3.get_object(Bucket=bucket, Key=key)["Body"]
 
-    s3.upload_fileobj(
-        ChainedReader(opener(key) for key in source_keys),
-        bucket,
-        target_key,
-        ExtraArgs={"ContentType": "application/jsonl"},
-        Config=TRANSFER_CONFIG,
-    )
+        s3.upload_fileobj(
+            ChainedReader(opener(key) for key in source_keys),
+            bucket,
+            target_key,
+            ExtraArgs={"ContentType": "application/jsonl"},
+            Config=TRANSFER_CONFIG,
+        )
+    except ClientError as error:
+        if is_missing(error):
+            raise SourceMissing(str(error)) from None
+        raise

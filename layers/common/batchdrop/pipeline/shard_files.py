@@ -27,7 +27,7 @@ def local_shard_copy(shard: Shard, job: Job, directory: str, services: Services)
     """The path of a local file holding exactly the shard's lines."""
     path = os.path.join(directory, shard.upload_filename)
     try:
-        s3io.download_file(services.s3, job.input.bucket, shard.work_key, path)
+        s3io.download_file(services.s3, job.input.bucket, shard.work_key, path, size=shard.bytes)
         return path
     except ClientError as error:
         if not s3io.is_missing(error):

@@ -222,6 +222,31 @@ class JobStore:
                 continue
         raise StaleRecord(f"shard {job_id}/{index} kept changing")
 
+    def note_progress(self, shard: Shard) -> None:
+        """Records on the job that the shard has left PENDING, or has been collected (idempotent: a set
+        ADD, which no versioned writer of the job conflicts with). Each transition calls it right after
+        its own write; a redelivery that finds the transition made calls it again, so a crash between the
+        two loses nothing."""
+        attribute = {ShardState.PENDING: None, ShardState.COLLECTED: "collected_shards"}.get(
+            shard.state, "started_shards"
+        )
+        if attribute is None:
+            return
+        names = {"#set": attribute}
+        values = {":index": {"NS": [str(shard.index)]}}
+        if attribute == "collected_shards":  # a collected shard has started too
+            names["#started"] = "started_shards"
+            expression = "ADD #set :index, #started :index"
+        else:
+            expression = "ADD #set :index"
+        self._db.update_item(
+            TableName=self._table,
+            Key=_job_key(shard.job_id),
+            UpdateExpression=expression,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
     def request_cancel(self, job_id: str) -> Job | None:
         """Marks a job for cancellation; the poller cancels its batches and ends the shards that wait for
         a slot (they leave the queue at once). None if it has ended already."""
@@ -303,23 +328,39 @@ class JobStore:
             if _is_conditional_failure(error):
                 raise StaleRecord(f"{shard.job_id}/{shard.index}") from None
             raise
-        return _advanced(shard, changes)
+        return self._after_write(shard, changes)
+
+    def _after_write(self, shard: Shard, changes: Mapping[str, Any]) -> Shard:
+        after = _advanced(shard, changes)
+        if after.state != shard.state and (shard.state == ShardState.PENDING or after.state == ShardState.COLLECTED):
+            self.note_progress(after)
+        return after
 
     def _indexed_changes(self, shard: Shard, changes: Mapping[str, Any]) -> dict[str, Any]:
         """The changes as stored, with the index partition the changed shard belongs in (a shard in the
         index always has a `next_poll_at`: an item without one would silently leave the index)."""
-        plain = _dump_changes(changes)
+        current = shard.model_dump(mode="json")
+        # What already holds on the version read is left out: smaller writes (a poll mostly moves the time).
+        plain = {
+            name: value
+            for name, value in _dump_changes(changes).items()
+            if name not in Shard.model_fields or current.get(name) != value
+        }
         after = _advanced(shard, changes)
         partition = shard_partition(after)
-        plain["active_pk"] = partition
+        if partition != shard_partition(shard):
+            plain["active_pk"] = partition
         if partition is None:
             plain["next_poll_at"] = None
         elif after.next_poll_at is None:
             plain["next_poll_at"] = int(self._clock())
         return plain
 
-    def claim_shard(self, shard: Shard, *, owner: str, lease_seconds: int, max_in_flight: int) -> Shard:
-        """Takes the shard's submission lease, and an in-flight slot if it holds none, in one transaction.
+    def claim_shard(
+        self, shard: Shard, *, owner: str, lease_seconds: int, max_in_flight: int, also: Mapping[str, Any] | None = None
+    ) -> Shard:
+        """Takes the shard's submission lease, and an in-flight slot if it holds none, in one transaction
+        (with the changes `also` names: the claimant's first checkpoint, say).
 
         Raises StaleRecord if someone else changed the shard, NoSlotAvailable if the limit is reached.
         """
@@ -333,7 +374,7 @@ class JobStore:
             "holds_slot": True,
             "next_poll_at": now + lease_seconds,
             "first_attempt_at": shard.first_attempt_at or now,
-        }
+        } | dict(also or {})
         if shard.holds_slot:
             return self.update_shard(shard, **changes)
         take_slot = {
@@ -385,7 +426,7 @@ class JobStore:
             if codes[1:2] == ["ConditionalCheckFailed"]:
                 return None
             raise  # a conflict or throttling: nothing was written; the caller's retry decides again
-        return _advanced(shard, changes)
+        return self._after_write(shard, changes)
 
     def slots_in_use(self) -> int:
         item = self._db.get_item(TableName=self._table, Key=_SLOTS_KEY, ConsistentRead=True).get("Item")
@@ -393,12 +434,20 @@ class JobStore:
 
     def due_shards(self, now: int, *, limit: int | None = None) -> Iterator[Shard]:
         """ACTIVE shards whose next poll time has come, oldest first, read page by page as consumed."""
-        for item in self._index_items(ACTIVE_PARTITION, now, limit):
-            yield Shard.model_validate(item)
+        for page in self.due_shard_pages(now, limit=limit):
+            yield from page
 
-    def waiting_shards(self, *, until: int | None = None, limit: int | None = None) -> Iterator[Shard]:
-        """Shards waiting for an in-flight slot, longest waiting first (those waiting since `until` at most)."""
-        for item in self._index_items(WAITING_PARTITION, until, limit):
+    def due_shard_pages(self, now: int, *, limit: int | None = None) -> Iterator[list[Shard]]:
+        """The same, a page at a time: the next page is read only once the caller asks for it."""
+        for page in self._index_pages(ACTIVE_PARTITION, now, limit):
+            yield [Shard.model_validate(item) for item in page]
+
+    def waiting_shards(
+        self, *, until: int | None = None, limit: int | None = None, page_size: int | None = None
+    ) -> Iterator[Shard]:
+        """Shards waiting for an in-flight slot, longest waiting first (those waiting since `until` at most),
+        read a page (of `page_size`) at a time as consumed."""
+        for item in self._index_items(WAITING_PARTITION, until, limit, page_size):
             yield Shard.model_validate(item)
 
     def finishing_jobs(self, now: int, *, limit: int | None = None) -> Iterator[Job]:
@@ -406,10 +455,18 @@ class JobStore:
         for item in self._index_items(FINISHING_PARTITION, now, limit):
             yield Job.model_validate(item)
 
-    def _index_items(self, partition: str, until: int | None, limit: int | None) -> Iterator[dict[str, Any]]:
+    def _index_items(
+        self, partition: str, until: int | None, limit: int | None, page_size: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        for page in self._index_pages(partition, until, limit, page_size):
+            yield from page
+
+    def _index_pages(
+        self, partition: str, until: int | None, limit: int | None, page_size: int | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
         condition = "active_pk = :partition" + (" AND next_poll_at <= :until" if until is not None else "")
         values: dict[str, Any] = {":partition": partition} | ({":until": until} if until is not None else {})
-        config: dict[str, int] = {"PageSize": min(limit or _PAGE_SIZE, _PAGE_SIZE)}
+        config: dict[str, int] = {"PageSize": min(page_size or limit or _PAGE_SIZE, _PAGE_SIZE)}
         if limit is not None:
             config["MaxItems"] = limit
         pages = self._db.get_paginator("query").paginate(
@@ -420,5 +477,4 @@ class JobStore:
             PaginationConfig=config,
         )
         for page in pages:
-            for item in page.get("Items", []):
-                yield _deserialize(item)
+            yield [_deserialize(item) for item in page.get("Items", [])]

@@ -216,19 +216,18 @@ def resolve_object(request: SubmitRequest, services: Services) -> tuple[ObjectRe
     expected_etag = (request.etag or "").strip('"') or None
     superseded = False
     for key in request.key_candidates:
-        if request.version_id:
+        if request.version_id and request.source == SUBMIT_EVENT_SOURCE:
             named = s3io.head(services.s3, request.bucket, key, request.version_id)
-            if named is None:
-                continue  # not this reading of the key
-            if request.source == SUBMIT_EVENT_SOURCE:
+            if named is not None:
                 return named, ""
-            current = s3io.head(services.s3, request.bucket, key)
-            if current is None or current.version_id != request.version_id:
-                superseded = True
-                continue
-            return current, ""
+            continue
         current = s3io.head(services.s3, request.bucket, key)
         if current is None:
+            continue  # not this reading of the key (or deleted since)
+        if request.version_id:
+            if current.version_id == request.version_id:
+                return current, ""
+            superseded = True  # replaced since, or the other reading of the key: the next one decides
             continue
         if expected_etag and current.etag and current.etag != expected_etag:
             continue  # another object (the other reading of the key), or replaced since: not this event's
@@ -295,18 +294,17 @@ def split_input(job: Job, ref: ObjectRef, services: Services) -> Job:
             f"job {job.job_id} was split with other limits by an earlier attempt: restore "
             "MAX_LINES_PER_BATCH / MAX_BYTES_PER_BATCH, or upload the file again"
         )
-    # A cancel may have come in meanwhile: the change is decided again on the fresh record.
-    job = (
-        services.store.modify_job(
-            job.job_id,
-            lambda fresh: (
-                {"status": JobStatus.SUBMITTING, "shard_count": len(shards), "input": job_input}
-                if fresh.status == JobStatus.RECEIVED
-                else None
-            ),
+    accepted = {"status": JobStatus.SUBMITTING, "shard_count": len(shards), "input": job_input}
+    try:
+        job = services.store.update_job(job, **accepted)
+    except StaleRecord:
+        # A cancel may have come in meanwhile: the change is decided again on the fresh record.
+        job = (
+            services.store.modify_job(
+                job.job_id, lambda fresh: accepted if fresh.status == JobStatus.RECEIVED else None
+            )
+            or job
         )
-        or job
-    )
     logger.info("input accepted", extra={"lines": split.lines, "shards": len(shards)})
     count("JobsAccepted")
     return job
@@ -315,7 +313,11 @@ def split_input(job: Job, ref: ObjectRef, services: Services) -> Job:
 def submit_held_shard(request: ShardRequest, services: Services) -> SubmitOutcome:
     """A shard the poller handed over (its turn for a slot, or a submission being retried)."""
     shard = services.store.get_shard(request.job_id, request.shard)
-    if shard is None or shard.state != ShardState.PENDING:
+    if shard is None:
+        return SubmitOutcome(SubmitResult.DUPLICATE, request.job_id, "the shard is gone")
+    if shard.state != ShardState.PENDING:
+        services.store.note_progress(shard)  # in case the attempt that moved it died before noting it
+        announce_submitted(request.job_id, services)
         return SubmitOutcome(SubmitResult.DUPLICATE, request.job_id, "the shard is no longer waiting")
     try:
         submit_shard(shard, services)
@@ -331,10 +333,12 @@ def submit_pending_shards(job: Job, services: Services) -> None:
     """Submits the job's shards as far as slots allow. Shards of other jobs that wait for a slot go
     first: while any wait, these join the queue, and the poller hands them over in turn."""
     shards = services.store.get_shards(job.job_id)
-    first_waiting = next(services.store.waiting_shards(limit=1), None)
-    queue_ahead = first_waiting is not None and first_waiting.job_id != job.job_id
+    job = services.store.get_job(job.job_id) or job  # as it is now: a cancel may have come in
+    queue_ahead = _others_wait_for_a_slot(job, services)
     for shard in shards:
         if shard.state != ShardState.PENDING:
+            if shard.index not in (job.started_shards or ()):
+                services.store.note_progress(shard)  # an earlier attempt died between the two writes
             continue
         if not services.time_left():
             break
@@ -342,7 +346,7 @@ def submit_pending_shards(job: Job, services: Services) -> None:
             logger.info("shards of earlier jobs wait for a slot; this job waits its turn")
             break
         try:
-            submit_shard(shard, services)
+            submit_shard(shard, services, job=job)
         except NoSlotAvailable:
             logger.info("in-flight limit reached; the poller submits the rest", extra={"shard": shard.index})
             break
@@ -351,24 +355,40 @@ def submit_pending_shards(job: Job, services: Services) -> None:
     announce_submitted(job.job_id, services)
 
 
-def submit_shard(shard: Shard, services: Services) -> Shard:
+def _others_wait_for_a_slot(job: Job, services: Services) -> bool:
+    """Whether shards of other jobs wait for a slot (then this job's go to the back of the queue). Only
+    asked when a slot is free: with none free, there is nothing to jump ahead for."""
+    if services.store.slots_in_use() >= services.settings.max_batches_in_flight:
+        return False
+    first_waiting = next(services.store.waiting_shards(limit=1), None)
+    return first_waiting is not None and first_waiting.job_id != job.job_id
+
+
+def submit_shard(shard: Shard, services: Services, *, job: Job | None = None) -> Shard:
     """Uploads the shard and creates its batch, resuming from the shard's checkpoints.
 
     Raises NoSlotAvailable when the in-flight limit is reached and StaleRecord when another worker holds
     the shard. API failures are recorded on the shard: permanent ones end it, the rest retry later.
     """
     settings = services.settings
-    job = services.store.get_job(shard.job_id)
+    job = job or services.store.get_job(shard.job_id)  # as read in this invocation, if the caller has it
     if job is None:
         raise StaleRecord(f"job {shard.job_id} is gone")
     if job.cancel_requested_at is not None:
         return _end_cancelled(shard, services)
     api = services.api  # credentials first: a missing secret must not leave a lease behind
     lease = int(min(services.remaining_time(), SUBMIT_TIMEOUT_SECONDS)) + SUBMIT_LEASE_MARGIN_SECONDS
+    # The upload's checkpoint goes with the claim when the upload comes next (one write fewer).
+    uploads_next = shard.input_file_id is None and shard.upload_started_at is None
     shard = services.store.claim_shard(
-        shard, owner=services.owner, lease_seconds=lease, max_in_flight=settings.max_batches_in_flight
+        shard,
+        owner=services.owner,
+        lease_seconds=lease,
+        max_in_flight=settings.max_batches_in_flight,
+        also={"upload_started_at": services.now()} if uploads_next else None,
     )
     progress = _Checkpoints(shard, services)
+    progress.upload_marked_now = uploads_next
     limit = int(settings.submit_retry_limit_hours * 3600)
     if shard.first_attempt_at is not None and services.now() - shard.first_attempt_at > limit:
         return _record_submit_failure(
@@ -381,9 +401,11 @@ def submit_shard(shard: Shard, services: Services) -> Shard:
         )
     try:
         if progress.shard.input_file_id is None:
-            _upload(progress, job, services)
+            _upload(progress, job, services)  # records the file id and the start of the create at once
         if progress.shard.create_started_at is None:
             progress.write(create_started_at=services.now())
+            batch = None
+        elif progress.created_now:
             batch = None
         else:
             # A previous attempt may have created the batch and lost the reply: adopt it if so.
@@ -434,6 +456,10 @@ class _Checkpoints:
     def __init__(self, shard: Shard, services: Services) -> None:
         self.shard = shard
         self._services = services
+        self.created_now = False
+        """This invocation marked the create as started: no earlier attempt's batch to look for."""
+        self.upload_marked_now = False
+        """This invocation marked the upload as started: no earlier attempt's file to look for."""
 
     def write(self, **changes: Any) -> Shard:
         return self.apply(lambda shard: self._services.store.update_shard(shard, **changes))
@@ -499,7 +525,7 @@ def _upload(progress: _Checkpoints, job: Job, services: Services) -> None:
     shard = progress.shard
     if shard.upload_started_at is None:
         shard = progress.write(upload_started_at=services.now())
-    else:
+    elif not progress.upload_marked_now:
         # A previous attempt may have stored the file and died before recording its id.
         found = api.find_file(
             shard.upload_filename,
@@ -515,7 +541,10 @@ def _upload(progress: _Checkpoints, job: Job, services: Services) -> None:
         uploaded = api.upload_file_or_adopt(
             path, shard.upload_filename, created_after=shard.upload_started_at - CREATE_LOOKBACK_SECONDS
         )
-    progress.write(input_file_id=uploaded.id)
+    # The create starts at once: recording its start with the file id saves a write (a crash right after
+    # makes the next attempt look for the batch first, as after any started create).
+    progress.write(input_file_id=uploaded.id, create_started_at=services.now())
+    progress.created_now = True
 
 
 def _record_submit_failure(
@@ -551,10 +580,7 @@ def _record_submit_failure(
 def announce_submitted(job_id: str, services: Services) -> None:
     """Sends `Batch Job Submitted` once every shard has left PENDING (at most once per job)."""
     job = services.store.get_job(job_id)
-    if job is None or job.status != JobStatus.SUBMITTING or job.submitted_at is not None:
-        return
-    shards = services.store.get_shards(job_id)
-    if len(shards) < (job.shard_count or 0) or any(shard.state == ShardState.PENDING for shard in shards):
+    if job is None or job.status != JobStatus.SUBMITTING or job.submitted_at is not None or not job.all_started:
         return
     now = services.now()
     if (
@@ -566,6 +592,7 @@ def announce_submitted(job_id: str, services: Services) -> None:
         job = services.store.update_job(job, submit_announce_claimed_at=now)
     except StaleRecord:
         return
+    shards = services.store.get_shards(job_id)
     batch_ids = [shard.batch_id for shard in shards if shard.batch_id]
     services.notifier.put_event(
         "Batch Job Submitted",
@@ -580,5 +607,8 @@ def announce_submitted(job_id: str, services: Services) -> None:
         },
     )
     # The claim above makes this ours; only unrelated fields may have changed meanwhile.
-    services.store.modify_job(job_id, lambda fresh: {"submitted_at": now} if fresh.submitted_at is None else None)
+    try:
+        services.store.update_job(job, submitted_at=now)
+    except StaleRecord:
+        services.store.modify_job(job_id, lambda fresh: {"submitted_at": now} if fresh.submitted_at is None else None)
     count("JobsSubmitted")
