@@ -19,7 +19,7 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
-from batchdrop.pipeline.sharding import validate_and_split
+from batchdrop.pipeline.sharding import SplitLimits, validate_and_split
 from batchdrop.validation import iter_physical_lines
 from batchdrop.zerogpu import parse_result_line
 
@@ -87,7 +87,14 @@ def row(name: str, lines: int, size: int, seconds: float, peak: float) -> None:
 
 def split(source: str, shards: str, lines: int) -> None:
     with open(source, "rb") as stream:
-        result = validate_and_split(stream, shards, max_lines=50_000, max_bytes=100_000_000)
+        limits = SplitLimits(
+            max_lines=50_000,
+            max_bytes=100_000_000,
+            max_input_bytes=10 * 1024**3,
+            max_input_lines=5_000_000,
+            max_batches=1000,
+        )
+        result = validate_and_split(stream, shards, limits=limits)
     assert result.valid and result.lines == lines
     for name in os.listdir(shards):
         os.remove(os.path.join(shards, name))

@@ -21,16 +21,38 @@ def _build_parser() -> argparse.ArgumentParser:
     local.add_argument("--aws-port", type=int, default=4566)
     local.add_argument("--emulator-port", type=int, default=8400)
     local.add_argument("--poll-seconds", type=float, default=1.0, help="how often the poll function runs")
+    local.add_argument(
+        "--lines-per-second",
+        type=_positive_float,
+        default=None,
+        help="the emulator's speed per batch, to watch progress (default: every line answered at once)",
+    )
 
     demo = commands.add_parser("demo", help="one end-to-end run on the local stack")
     demo.add_argument("file", nargs="?", help="a JSONL file of requests (the bundled sample if omitted)")
     demo.add_argument("--api-url", help="use this ZeroGPU API (ZGPU_API_KEY, ZGPU_PROJECT_ID) instead of the emulator")
     demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the job to finish")
+    demo.add_argument(
+        "--lines-per-second",
+        type=_positive_float,
+        default=None,
+        help="the emulator's speed per batch (default: every line answered at once)",
+    )
     jobs = commands.add_parser("jobs", help="list, show or cancel jobs (operators)")
     from batchdrop.jobs_cli import add_arguments as add_jobs_arguments
 
     add_jobs_arguments(jobs)
     return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -214,3 +214,42 @@ def test_the_operator_lists_shows_and_cannot_cancel_an_ended_job(stack: RunningS
     assert json.loads(shown.stdout)["shards"][0]["state"] == "collected"
     refused = jobs("cancel", job_id)
     assert refused.returncode == 1 and "has ended" in refused.stderr
+
+
+def test_a_50001_line_file_is_answered_in_well_under_a_minute(stack: RunningStack, tmp_path: Path) -> None:
+    # Given a file of two batches' worth of lines, dropped with the AWS CLI
+    path = tmp_path / "big.jsonl"
+    path.write_text("".join(request(f"big-{n}", f"question {n}") + "\n" for n in range(50_001)))
+    started = time.monotonic()
+    stack.aws("s3", "cp", str(path), f"s3://{BUCKET}/inbox/big.jsonl")
+
+    # Then the emulator answers at once by default: the report comes well within a minute
+    report = stack.wait_for_report("big", timeout=60)
+    elapsed = time.monotonic() - started
+    assert report["counts"] == {"total": 50_001, "succeeded": 50_001, "failed": 0}
+    assert len(report["batches"]) == 2
+    assert elapsed < 60, elapsed
+    print(f"50,001 lines answered in {elapsed:.1f} s on the local stack")
+
+
+def test_the_local_stack_says_so_when_a_port_is_taken(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    from stack_harness import BIN, clean_env
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = subprocess.run(
+            [str(BIN / "batchdrop"), "local", "--aws-port", str(port), "--emulator-port", "0"],
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"port {port}" in result.stderr and "--aws-port" in result.stderr
+    assert time.monotonic() - started < 30

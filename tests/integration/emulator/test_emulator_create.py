@@ -250,3 +250,33 @@ def _assert_failed_batch_kept(api: Api, message: str, line: int | None) -> None:
     assert [b["id"] for b in listed] == [batch_id]
     assert listed[0]["status"] == "failed"
     assert api.client.post(f"/v1/batches/{batch_id}/cancel").status_code == 409
+
+
+SURROGATE = (
+    b'{"custom_id": "\\ud800", "method": "POST", "url": "/v1/chat/completions", '
+    b'"body": {"model": "m", "messages": [{"role": "user", "content": "x"}]}}'
+)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        GOOD + b"\n" + SURROGATE + b"\n",
+        GOOD + b"\n" + json.dumps({"custom_id": "u16", "method": "POST"}).encode("utf-16-le") + b"\n",
+        (GOOD + b"\n" + GOOD_2 + b"\n").decode().encode("utf-16"),
+        GOOD + b"\n\xff\xfe bad utf-8\n",
+    ],
+    ids=["lone-surrogate", "utf16-line", "utf16-file", "invalid-utf8"],
+)
+def test_text_that_is_not_utf8_json_is_the_documented_400_never_a_500(api: Api, content: bytes) -> None:
+    # Given a file the API cannot read as UTF-8 JSON Lines
+    reply = api.create(content)
+
+    # Then create answers 400 "not valid JSON" for the line (the format rule: UTF-8), as ZeroGPU does
+    assert reply.status_code == 400, reply.text
+    assert re.fullmatch(r"Line \d+ is not valid JSON", reply.json()["error"]["message"])
+
+    # and the emulator keeps serving: a later valid file completes
+    batch = api.create_ok(api.questions(2))
+    api.emu.process()
+    assert api.batch(batch["id"])["status"] == "completed"

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from pipeline_harness import BUCKET, Pipeline, chat_line, jsonl
+from testsupport import assert_matches_schema
 
 from batchdrop.emulator import Fault
 from batchdrop.pipeline.models import JobStatus
@@ -84,6 +85,8 @@ def test_every_jsonl_key_under_the_input_prefix_runs_or_gets_a_report(pipeline: 
     report_key = detail["outputs"]["report"].removeprefix(f"s3://{BUCKET}/")
     assert report_key == f"outbox/_rejected-keys/{detail['job_id']}/report.json"
     report = json.loads(pipeline.read(report_key))
+    assert_matches_schema(report, "report.schema.json")
+    assert_matches_schema(detail, "batch-job-finished.schema.json")
     assert report["input"]["key"] == key
     assert [error["code"] for error in report["validation_errors"]] == ["invalid_key"]
     assert "rename it" in report["validation_errors"][0]["message"]
@@ -181,6 +184,7 @@ def test_a_submit_request_that_cannot_be_taken_is_answered_at_once(
     assert rejected["detail"]["request"] == detail
     assert reason in rejected["detail"]["reason"]
     assert rejected["detail"]["event_id"]
+    assert_matches_schema(rejected["detail"], "batch-job-rejected.schema.json")
     assert pipeline.emulator.calls == []
     assert list(pipeline.services.store.iter_jobs(limit=5)) == []
 

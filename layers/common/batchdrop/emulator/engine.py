@@ -8,6 +8,7 @@ appended to disk, so memory does not grow with file size.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -330,10 +331,11 @@ class Engine:
             return _encode(error_line(line_format, batch_id, custom_id, injected_failure(injected))), False
         try:
             reply = self.backend.complete(document["body"], custom_id=custom_id, created=int(ran_at))
-        except Exception as error:  # a broken backend must fail the line, not the emulator
+        except Exception:  # a broken backend must fail the line (as the API's internal_error), not the emulator
+            logging.getLogger("batchdrop.emulator").exception("the backend failed on line %s", custom_id)
             reply = BackendReply(
                 500,
-                {"error": {"message": f"{type(error).__name__}: {error}"}},
+                {"error": {"message": "The model server could not answer this request after retries."}},
                 legacy_code="retries_exhausted",
             )
         if reply.ok:

@@ -62,6 +62,7 @@ def run_demo(args: Any) -> int:
         api_key=api_key if args.api_url else None,
         project_id=project_id if args.api_url else None,
         log_level="WARNING",
+        lines_per_second=getattr(args, "lines_per_second", None),
     )
     with LocalStack(config) as stack:
         s3 = stack.client("s3")

@@ -18,6 +18,7 @@ import importlib
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -29,6 +30,7 @@ from typing import Any
 import boto3
 from moto.server import ThreadedMotoServer
 
+from batchdrop.local.moto_fixes import install as install_moto_fixes
 from batchdrop.local.template import (
     FunctionSpec,
     LocalResources,
@@ -58,10 +60,67 @@ class LocalStackConfig:
     """A real ZeroGPU API instead of the emulator (with api_key and project_id)."""
     api_key: str | None = None
     project_id: str | None = None
-    lines_per_second: float | None = 50.0
-    """The emulator's speed, so that progress can be watched; None is instant."""
+    lines_per_second: float | None = None
+    """The emulator's speed per batch: None answers every line at once; a number lets progress be watched."""
     log_level: str = "INFO"
     """The handlers' log level (their JSON logs go to standard output)."""
+
+
+class PortInUse(OSError):
+    """A port the local stack needs is taken; the message names it and the flag that moves it."""
+
+
+def check_port_free(host: str, port: int, flag: str) -> None:
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise PortInUse(
+                f"port {port} on {host} is in use ({error.strerror}); another batchdrop local or LocalStack may "
+                f"be running: stop it, or choose another port with {flag}"
+            ) from None
+
+
+class _SerializedMotoServer(ThreadedMotoServer):
+    """moto's server, taking DynamoDB requests one at a time (that backend is not safe for concurrent
+    requests: see moto_fixes.py; the others are left concurrent, SQS's long polls among them), and failing
+    fast if its port cannot be bound instead of hanging."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._start_error: BaseException | None = None
+
+    def _server_entry(self) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
+
+        app = DomainDispatcherApplication(create_backend_app)
+        lock = threading.Lock()
+
+        def one_at_a_time(environ: dict[str, Any], start_response: Any) -> Any:
+            if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB"):
+                return app(environ, start_response)
+            with lock:
+                return list(app(environ, start_response))
+
+        try:
+            self._server = make_server(
+                self._ip_address, self._port, one_at_a_time, True, request_handler=MotoRequestHandler
+            )
+        except BaseException as error:  # reported by start(); without this, start() waits forever
+            self._start_error = error
+            self._server_ready_event.set()
+            return
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+    def start(self) -> None:
+        super().start()
+        if self._start_error is not None:
+            raise self._start_error
 
 
 class LocalContext:
@@ -100,7 +159,14 @@ class LocalStack:
     # lifecycle
 
     def start(self) -> LocalStack:
-        self._moto = ThreadedMotoServer(ip_address=self.config.host, port=self.config.aws_port, verbose=False)
+        """Raises PortInUse (naming the port and its flag) before anything starts if a port is taken."""
+        ports = [(self.config.aws_port, "--aws-port")]
+        if not self.config.api_url:
+            ports.append((self.config.emulator_port, "--emulator-port"))
+        for port, flag in ports:
+            check_port_free(self.config.host, port, flag)
+        install_moto_fixes()
+        self._moto = _SerializedMotoServer(ip_address=self.config.host, port=self.config.aws_port, verbose=False)
         self._moto.start()
         host, port = self._moto.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
@@ -363,12 +429,14 @@ def run_local(args: Any) -> int:
         aws_port=args.aws_port,
         emulator_port=args.emulator_port,
         poll_seconds=args.poll_seconds,
+        lines_per_second=args.lines_per_second,
     )
     stack = LocalStack(config)
     try:
         stack.start()
     except OSError as error:
         print(f"batchdrop local: cannot start: {error}", file=sys.stderr)
+        stack.stop()
         return 1
     bucket = config.bucket
     print(f"AWS endpoint (moto):   {stack.endpoint_url}   (any credentials, region {REGION})")
@@ -376,6 +444,7 @@ def run_local(args: Any) -> int:
     print(f"Bucket:                s3://{bucket}   (inputs under inbox/, results under outbox/)")
     print(f"Try:  aws --endpoint-url {stack.endpoint_url} s3 cp x.jsonl s3://{bucket}/inbox/x.jsonl")
     print(f"Then: aws --endpoint-url {stack.endpoint_url} s3 cp s3://{bucket}/outbox/x/report.json -")
+    print("State is kept in memory: it is gone when this command stops.")
     print("ready", flush=True)
     stopped = threading.Event()
     try:
