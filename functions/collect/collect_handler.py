@@ -37,7 +37,7 @@ def handle_record(record: SQSRecord, services: Services) -> None:
     message = json.loads(record.body)
     if message.get("finalize"):
         logger.append_keys(job_id=message["job_id"])
-        finalize_job(message["job_id"], services)
+        finalize_job(message["job_id"], services, repair=True)
         return
     logger.append_keys(job_id=message["job_id"], shard=message["shard"])
     collect_shard(message["job_id"], int(message["shard"]), services)

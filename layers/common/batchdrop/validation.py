@@ -199,16 +199,25 @@ _STRICT_DECODER = json.JSONDecoder(
     object_pairs_hook=_object_without_duplicate_keys,
 )
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _has_lone_surrogate(text: str, document: Any) -> bool:
     """A `\\ud800`-style escape with no partner decodes to a code point UTF-8 cannot encode."""
     if not _SURROGATE_ESCAPE.search(text):
         return False
-    try:
-        json.dumps(document, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
+    # A walk with a stack of its own: a document nested near the parser's limit must not recurse here.
+    pending: list[Any] = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
     return False
 
 

@@ -292,3 +292,80 @@ def test_a_job_s_cancel_takes_its_waiting_shards_out_of_the_queue(make_pipeline:
     assert pipeline.emulator.count_calls("POST", "/v1/batches") == 1
     event = json.dumps(pipeline.finished_events[0]["detail"])
     assert "batch_cancelled" in event
+
+
+def test_an_hour_of_5xx_then_one_404_does_not_end_a_running_batch(make_pipeline: Any) -> None:
+    # Given a long batch the API answers 503 for, for more than an hour
+    pipeline: Pipeline = make_pipeline(emulator_settings={"lines_per_second": 1 / 36000})
+    pipeline.drop("inbox/flaky.jsonl", lines_for(2))
+    batch_id = only_shard(pipeline).batch_id
+    pipeline.emulator.faults.add(Fault.http(503, method="GET", path=f"/v1/batches/{batch_id}", times=None))
+    for _ in range(70):
+        pipeline.clock.advance(60)
+        pipeline.poll()
+
+    # When it answers 404 once
+    pipeline.emulator.faults.clear()
+    pipeline.emulator.faults.add(Fault.http(404, method="GET", path=f"/v1/batches/{batch_id}", times=1))
+    pipeline.clock.advance(60)
+    pipeline.poll()
+
+    # Then the 404 grace starts now: the batch is still followed
+    shard = only_shard(pipeline)
+    assert shard.state == ShardState.SUBMITTED
+    assert shard.not_found_since == int(pipeline.clock.now())
+
+
+def test_the_retry_bound_holds_even_when_the_secret_cannot_be_read(make_pipeline: Any) -> None:
+    # Given a submission deferred (it holds a slot) and, later, a secret nobody can read
+    pipeline: Pipeline = make_pipeline(SUBMIT_RETRY_LIMIT_HOURS=1)
+    pipeline.emulator.faults.add(Fault.http(503, method="POST", path="/v1/files", times=None))
+    pipeline.drop("inbox/nosecret.jsonl", lines_for(2))
+    assert only_shard(pipeline).holds_slot
+
+    def no_secret() -> Any:
+        raise RuntimeError("secret batchdrop/zerogpu cannot be read")
+
+    pipeline.services.api_factory = no_secret
+    pipeline.services._api = None
+
+    # When more than SUBMIT_RETRY_LIMIT_HOURS pass, the poller handing the shard over meanwhile
+    for _ in range(16):
+        pipeline.clock.advance(300)
+        pipeline.poll()
+        with contextlib.suppress(RuntimeError):
+            pipeline.submit_handovers()
+    pipeline.collect()
+    pipeline.read_notifications()
+
+    # Then the shard ended, its slot back, whatever the secret
+    assert pipeline.report("nosecret")["errors_by_code"] == {"batch_create_failed": 2}
+    assert pipeline.services.store.slots_in_use() == 0
+
+
+def test_a_lost_progress_note_is_mended_by_the_sweep(make_pipeline: Any) -> None:
+    # Given the poller ending a shard collect never took, and its progress note lost
+    from pipeline_harness import fail_once
+
+    pipeline: Pipeline = make_pipeline(COLLECT_RETRY_LIMIT_HOURS=1)
+    pipeline.drop("inbox/mend.jsonl", lines_for(2))
+    fail_once(
+        pipeline.services.store,
+        "note_progress",
+        RuntimeError("throttled"),
+        when=lambda shard: shard.state == ShardState.COLLECTED,
+    )
+    for _ in range(12):
+        pipeline.clock.advance(900)
+        pipeline.emulator.process()
+        pipeline.poll()
+        while messages := pipeline.sqs.receive_message(QueueUrl=pipeline.collect_queue_url).get("Messages"):
+            for message in messages:  # collect keeps failing: its messages are lost
+                pipeline.sqs.delete_message(QueueUrl=pipeline.collect_queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    # When the schedule runs on, collect working again
+    pipeline.run(rounds=10, step=900)
+
+    # Then the job finished all the same
+    assert pipeline.report("mend")["errors_by_code"] == {"collect_failed": 2}
+    assert pipeline.idle()

@@ -201,3 +201,49 @@ def test_a_run_out_of_time_leaves_the_rest_to_the_next_run_oldest_first(make_pip
     # Then no batch was polled twice before every batch was polled once
     assert sum(len(batch) for batch in seen) + last.polled == 1500
     assert len(set().union(*seen)) == sum(len(batch) for batch in seen)
+
+
+def test_the_queue_moves_however_many_running_batches_are_due(make_pipeline: Any) -> None:
+    # Given 600 running batches due (no slot counted for them) and a dropped file waiting for a slot
+    pipeline: Pipeline = make_pipeline(MAX_BATCHES_IN_FLIGHT=1)
+    api = StubbedApi()
+    pipeline.services.store.claim_shard  # noqa: B018 - the real store, used below
+    pipeline.drop("inbox/first.jsonl", jsonl([chat_line("first")]))  # takes the only slot
+    pipeline.drop("inbox/waiting.jsonl", jsonl([chat_line("waiting")]))  # waits
+    running_shards(pipeline, 600)
+    real_api = pipeline.services.api
+    with_api(pipeline, api)
+    pipeline.services.store._db.update_item(  # the first job's batch ends: its slot is free again
+        TableName=pipeline.services.store._table,
+        Key={"pk": {"S": "SLOTS"}, "sk": {"S": "IN_FLIGHT"}},
+        UpdateExpression="SET in_use = :zero",
+        ExpressionAttributeValues={":zero": {"N": "0"}},
+    )
+    del real_api
+
+    # When a run has time for only 50 retrieves
+    start = len(api.retrieved)
+    pipeline.services.remaining_time = lambda: 900.0 if len(api.retrieved) - start < 50 else 0.0
+    summary = poll_once(pipeline.services)
+
+    # Then the waiting shard was handed over all the same (the queue goes first), and the run stopped in time
+    assert summary.handed_over == 1
+    assert summary.out_of_time and summary.polled < 600
+
+
+def test_a_shard_that_fails_in_an_unforeseen_way_does_not_stop_the_run(make_pipeline: Any) -> None:
+    pipeline: Pipeline = make_pipeline(MAX_BATCHES_IN_FLIGHT=10_000)
+    running_shards(pipeline, 50)
+
+    class Broken(StubbedApi):
+        def retrieve_batch(self, batch_id: str) -> Batch:
+            if batch_id == "batch_000049":  # the oldest due
+                raise ValueError("something nobody foresaw")
+            return super().retrieve_batch(batch_id)
+
+    with_api(pipeline, Broken())
+    summary = poll_once(pipeline.services)
+    assert summary.polled == 49
+    assert len(summary.errors) == 1
+    broken = pipeline.services.store.get_shard("job-00000", 49)
+    assert broken is not None and broken.next_poll_at > pipeline.clock.now()  # not first in line again

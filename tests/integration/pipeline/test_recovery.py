@@ -247,25 +247,32 @@ def test_a_rebuild_never_reads_a_replaced_unversioned_input(make_pipeline: Any) 
         local_shard_copy(held, job, pipeline.services.workdir, pipeline.services)
 
 
-def test_a_failed_announcement_from_submits_own_finalize_is_retried(pipeline: Pipeline) -> None:
-    # Given a submit that died before SUBMITTING while the poller ran the shards, then failed to announce
+def test_shards_of_a_job_whose_split_is_not_committed_wait_for_the_redelivery(pipeline: Pipeline) -> None:
+    # Given a submit that died after recording the shards but before the job moved on (SUBMITTING)
     store = pipeline.services.store
     fail_once(store, "update_job", Crash(), when=lambda job, **changes: changes.get("status") == JobStatus.SUBMITTING)
     obj = pipeline.put_input("inbox/j.jsonl", lines_for(2))
     with pytest.raises(Crash):
         pipeline.deliver(pipeline.object_created_body(obj))
-    pipeline.run()
-    fail_once(pipeline.services.notifier, "finished_event", RuntimeError("EventBridge throttled"))
-    with pytest.raises(RuntimeError):
+
+    # When the poller runs meanwhile, it bills nothing: the job may yet be rejected by the retry
+    pipeline.run(rounds=5)
+    assert pipeline.emulator.count_calls("POST", "/v1/batches") == 0
+
+    # Then the redelivery takes over the recorded split (no second validation) and the job runs once
+    from batchdrop.pipeline import submit
+
+    original = submit.validate_and_split
+    submit.validate_and_split = None  # type: ignore[assignment]  # must not be called
+    try:
+        pipeline.clock.advance(6000)
         pipeline.deliver(pipeline.object_created_body(obj))
-
-    # When the record comes back after the visibility timeout
-    pipeline.clock.advance(6000)
-    pipeline.deliver(pipeline.object_created_body(obj))
+    finally:
+        submit.validate_and_split = original  # type: ignore[assignment]
     pipeline.run()
-
-    # Then the job is announced, once
     assert [event["detail"]["outcome"] for event in pipeline.finished_events] == ["succeeded"]
+    assert pipeline.emulator.count_calls("POST", "/v1/batches") == 1
+    assert pipeline.report("j")["input"]["lines"] == 2
 
 
 def test_cancelling_after_an_ambiguous_create_cancels_that_batch(make_pipeline: Any) -> None:

@@ -342,3 +342,15 @@ def test_the_problem_codes_count_every_problem_whatever_the_cap(tmp_path: Path) 
     result = split(data, tmp_path)
     assert result.problem_count == 1500 and len(result.problems) == 1000
     assert result.problem_codes == {"invalid_json": 1500}
+
+
+def test_a_first_line_nested_past_the_parsers_limit_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    result = split(b"[" * 100_000 + b"\n" + line(1) + b"\n", tmp_path)
+    assert codes(result) == ["json_array"]
+
+
+def test_a_lone_surrogate_deep_in_a_document_is_found_without_recursing(tmp_path: Path) -> None:
+    depth = 900
+    deep = b'{"custom_id": "d", "x": ' + b"[" * depth + b'"\\ud800"' + b"]" * depth + b"}"
+    result = split(line(1) + b"\n" + deep + b"\n", tmp_path)
+    assert codes(result) in (["invalid_unicode"], ["nesting_too_deep"])

@@ -15,6 +15,7 @@ from batchdrop.pipeline.models import Job, Shard, ShardResult, ShardState
 from batchdrop.pipeline.results import ResultsUnavailable, export_results
 from batchdrop.pipeline.services import Services
 from batchdrop.pipeline.store import StaleRecord
+from batchdrop.pipeline.submit import announce_submitted
 from batchdrop.zerogpu import NotFoundError
 
 _ATTEMPTS = 5
@@ -50,6 +51,8 @@ def collect_shard(job_id: str, index: int, services: Services) -> None:
             continue  # e.g. the poller moved its next look; the exported results stay valid
     else:
         raise StaleRecord(f"shard {job_id}/{index} kept changing while it was being collected")
+    # The poller may have moved the job's last shard out of the queue (a bound): submit never learnt of it.
+    announce_submitted(job_id, services)
     finalize_job(job_id, services)
 
 
@@ -62,19 +65,26 @@ def _export(shard: Shard, job: Job, services: Services) -> ShardResult | None:
         reason = str(error)[:_MAX_MESSAGE_CHARS]
         now = services.now()
         since = shard.collect_failing_since or now
-        not_found = isinstance(error.cause, NotFoundError)
-        bound = settings.batch_not_found_grace_minutes * 60 if not_found else settings.collect_retry_limit_hours * 3600
-        if now - since >= bound:
-            logger.error("result file unavailable past its bound; collected without it", extra={"error": str(error)})
+        # The 404 grace counts 404s only; other failures have their own, longer bound.
+        not_found_since = (shard.collect_not_found_since or now) if isinstance(error.cause, NotFoundError) else None
+        if not_found_since is not None:
+            expired = now - not_found_since >= settings.batch_not_found_grace_minutes * 60
+        else:
+            expired = now - since >= settings.collect_retry_limit_hours * 3600
+        if expired:
+            logger.error("result file unavailable past its bound; collected without it", extra={"error": reason})
             count("ResultsUnavailable")
             return export_results(shard, job, services, skip_unavailable=True)
-        logger.warning("result file unavailable; tried again later", extra={"error": str(error)})
+        logger.warning("result file unavailable; tried again later", extra={"error": reason})
         services.store.modify_shard(
             shard.job_id,
             shard.index,
             lambda fresh: (
                 {
                     "collect_failing_since": fresh.collect_failing_since or since,
+                    "collect_not_found_since": (fresh.collect_not_found_since or not_found_since)
+                    if not_found_since is not None
+                    else None,
                     "collect_error": reason,
                 }
                 if fresh.state == ShardState.TERMINAL

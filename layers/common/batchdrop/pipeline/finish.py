@@ -56,7 +56,12 @@ def finished_event_id(job_id: str) -> str:
 
 
 def publish_rejection(job: Job, split: SplitResult, services: Services) -> Job:
-    """Writes the rejection report, marks the job REJECTED and announces it. No API call is made."""
+    """Writes the rejection report, marks the job REJECTED and announces it. No API call is made.
+    A job that has moved on meanwhile (another delivery split it) is left as it is."""
+    current = services.store.get_job(job.job_id)
+    if current is not None and current.status not in (JobStatus.RECEIVED, JobStatus.REJECTED):
+        logger.warning("not rejected: another delivery has accepted this input", extra={"status": current.status})
+        return current
     now = services.now()
     errors_by_code = dict(sorted(split.problem_codes.items()))
     report = {
@@ -87,7 +92,7 @@ def publish_rejection(job: Job, split: SplitResult, services: Services) -> Job:
             job.job_id,
             lambda fresh: (
                 None
-                if fresh.status == JobStatus.REJECTED
+                if fresh.status != JobStatus.RECEIVED
                 else {
                     "status": JobStatus.REJECTED,
                     "outcome": Outcome.REJECTED,
@@ -118,9 +123,13 @@ def announce_rejection(job: Job, services: Services) -> None:
         _released_on_failure(job.job_id, services, lambda: _publish(claimed, detail, services))
 
 
-def finalize_job(job_id: str, services: Services) -> Job | None:
+def finalize_job(job_id: str, services: Services, *, repair: bool = False) -> Job | None:
     """Once every shard is collected: merged output.jsonl and errors.jsonl, report.json, one announcement.
-    Also finishes a rejected job whose announcement is still due."""
+    Also finishes a rejected job whose announcement is still due. With `repair` (the poller's sweep asks),
+    the job's progress sets are first checked against its shards: a collect that died between its two
+    writes, or was dead-lettered there, is made good."""
+    if repair:
+        _repair_progress(job_id, services)
     for _ in range(_ATTEMPTS):
         job = services.store.get_job(job_id)
         if job is None or job.notified_at is not None or job.notify_abandoned_at is not None:
@@ -167,6 +176,21 @@ def finalize_job(job_id: str, services: Services) -> Job | None:
         return job  # someone else is announcing it; if they die, the poller's sweep hands it back
     _released_on_failure(job_id, services, lambda: _write_results(claimed, shards, services))
     return claimed
+
+
+def _repair_progress(job_id: str, services: Services) -> None:
+    job = services.store.get_job(job_id)
+    if job is None or job.status in (JobStatus.FINISHED, JobStatus.REJECTED) or job.all_collected:
+        return
+    for shard in services.store.get_shards(job_id):
+        collected_missing = shard.state == ShardState.COLLECTED and shard.index not in (job.collected_shards or ())
+        started_missing = shard.state != ShardState.PENDING and shard.index not in (job.started_shards or ())
+        if collected_missing or started_missing:
+            services.store.note_progress(shard)
+    job = services.store.get_job(job_id)
+    if job is not None and not job.all_collected:
+        # Not ready: out of the sweep; the collect of its last shard finishes it.
+        services.store.modify_job(job_id, lambda fresh: {"sweep_at": None} if fresh.notified_at is None else None)
 
 
 def _expire_with_job(shard: Shard, job: Job, services: Services) -> None:

@@ -224,6 +224,8 @@ class Shard(BaseModel):
     bytes: int
     first_line: int
     """The input file's line number of this shard's first line."""
+    of: int | None = None
+    """How many shards the input was split into (a re-run after a crash adopts a complete split)."""
     next_poll_at: int | None = None
     upload_started_at: int | None = None
     """Set before the first upload: from then on the file may exist at the API even without an id."""
@@ -256,9 +258,13 @@ class Shard(BaseModel):
     poll_failing_since: int | None = None
     """When retrieving the batch began to fail (reset by a good reply)."""
     poll_error: str | None = None
+    not_found_since: int | None = None
+    """When the API began to answer 404 for the batch (reset by any other reply)."""
     collect_failing_since: int | None = None
     """When downloading the shard's results began to fail."""
     collect_error: str | None = None
+    collect_not_found_since: int | None = None
+    """When the API began to answer 404 for a result file (reset by any other failure)."""
     result: ShardResult | None = None
     expires_at: int | None = None
     version: int = 0

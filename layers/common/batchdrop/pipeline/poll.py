@@ -30,7 +30,7 @@ from botocore.exceptions import ClientError
 
 from batchdrop.observability import count, logger
 from batchdrop.pipeline.events import shard_handover_body
-from batchdrop.pipeline.models import JobStatus, RequestCounts, Shard, ShardResult, ShardState
+from batchdrop.pipeline.models import RequestCounts, Shard, ShardResult, ShardState
 from batchdrop.pipeline.services import Services
 from batchdrop.pipeline.store import StaleRecord
 from batchdrop.pipeline.timing import (
@@ -112,11 +112,16 @@ class _CancelledJobs:
 def poll_once(services: Services) -> PollSummary:
     summary = PollSummary()
     cancelled = _CancelledJobs(services)
-    _poll_active(services, summary, cancelled)
-    if services.time_left():
-        _hand_over_waiting(services, summary, cancelled)
+    # The bounded kinds of work first (at most the free slots, at most a page of jobs), so that however
+    # many running batches are due, the queue moves and lost announcements are found; then every due
+    # running batch for as long as the run has time; then the slots that this run freed.
+    _hand_over_waiting(services, summary, cancelled)
     if services.time_left():
         _sweep_finishing(services, summary)
+    if services.time_left():
+        _poll_active(services, summary, cancelled)
+    if services.time_left():
+        _hand_over_waiting(services, summary, cancelled)
     summary.out_of_time = not services.time_left()
     return summary
 
@@ -153,7 +158,20 @@ def _visit(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Visit
     except (ZeroGPUError, ClientError) as error:
         logger.warning("shard not moved on; retried next run", extra={"shard": shard.index, "error": repr(error)})
         return _failed(shard, error)
+    except Exception as error:  # anything else (a missing secret, a bug): this shard waits, the run goes on
+        logger.exception("shard not moved on; tried again later", extra={"shard": shard.index})
+        _put_back(shard, services)
+        return _failed(shard, error)
     return Visit.SKIPPED
+
+
+def _put_back(shard: Shard, services: Services) -> None:
+    """Due again a little later, so that a shard that fails for an unforeseen reason does not stay first
+    in line every run (best effort: if this write fails too, the next run tries both again)."""
+    try:
+        services.store.update_shard(shard, next_poll_at=services.now() + services.settings.poll_min_interval_seconds)
+    except Exception:  # the write is a courtesy; its failure changes nothing
+        logger.warning("could not move the failing shard back", extra={"shard": shard.index})
 
 
 def _hand_over(shard: Shard, services: Services) -> Visit:
@@ -224,6 +242,9 @@ def _guarded(shard: Shard, action: Callable[[], Visit]) -> Visit | Failed:
         return Visit.SKIPPED
     except (ZeroGPUError, ClientError) as error:
         return _failed(shard, error)
+    except Exception as error:  # as in _visit: the run goes on
+        logger.exception("shard not moved on; tried again later", extra={"shard": shard.index})
+        return _failed(shard, error)
 
 
 def _refresh(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Visit:
@@ -238,7 +259,12 @@ def _refresh(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Vis
     status = str(batch.status)
     past_deadline = now > _deadline(shard, services)
     if status in ("validating", "in_progress") and (cancelled(shard.job_id) or past_deadline):
-        batch = services.api.cancel_batch(shard.batch_id)
+        try:
+            batch = services.api.cancel_batch(shard.batch_id)
+        except ZeroGPUError:
+            if not past_deadline:
+                raise  # tried again next run
+            logger.warning("the batch could not be cancelled at its deadline; it is ended all the same")
         status = str(batch.status)
     counts = batch.request_counts
     request_counts = (
@@ -254,6 +280,7 @@ def _refresh(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Vis
             error_file_id=batch.error_file_id,
             next_poll_at=now + COLLECT_RETRY_SECONDS,
             poll_failing_since=None,
+            not_found_since=None,
             poll_error=None,
             **_timed_out_failure(shard, services) if timed_out else {},
         )
@@ -275,6 +302,7 @@ def _refresh(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Vis
         request_counts=request_counts,
         next_poll_at=now + next_poll_interval(shard, request_counts, status, now, services),
         poll_failing_since=None,
+        not_found_since=None,
         poll_error=None,
     )
     return Visit.POLLED
@@ -298,9 +326,11 @@ def _retrieve_failed(shard: Shard, error: ZeroGPUError, services: Services, *, n
     """A batch the API does not answer for: tried again each run, until its bound."""
     now = services.now()
     since = shard.poll_failing_since or now
+    # The 404 grace counts 404s only: an hour of 5xx replies then one 404 does not end a running batch.
+    not_found_since = (shard.not_found_since or now) if not_found else None
     grace = int(services.settings.batch_not_found_grace_minutes * 60)
     message = f"{type(error).__name__}: {error}"[:_MAX_MESSAGE_CHARS]
-    if not_found and now - since >= grace:
+    if not_found_since is not None and now - not_found_since >= grace:
         ended = services.store.end_shard(
             shard,
             failure_code="batch_not_found",
@@ -333,6 +363,7 @@ def _retrieve_failed(shard: Shard, error: ZeroGPUError, services: Services, *, n
     services.store.update_shard(
         shard,
         poll_failing_since=since,
+        not_found_since=not_found_since,
         poll_error=message,
         next_poll_at=now + services.settings.poll_min_interval_seconds,
     )
@@ -363,6 +394,9 @@ def _collect_again(shard: Shard, services: Services) -> Visit:
     now = services.now()
     limit = int(services.settings.collect_retry_limit_hours * 3600) + COLLECT_GIVE_UP_SLACK_SECONDS
     if shard.ended_at is not None and now - shard.ended_at > limit:
+        # The job's end is due now, and swept until announced: recorded before the shard leaves the index,
+        # so that no failure after this point can leave the job with nothing to move it on.
+        services.store.modify_job(shard.job_id, lambda job: {"sweep_at": now} if job.notified_at is None else None)
         services.store.update_shard(
             shard,
             state=ShardState.COLLECTED,
@@ -375,8 +409,6 @@ def _collect_again(shard: Shard, services: Services) -> Visit:
         logger.error(
             "collect never completed for this shard; its lines end as collect_failed", extra={"shard": shard.index}
         )
-        # The job's end is due now: swept until it is announced, whatever becomes of this message.
-        services.store.modify_job(shard.job_id, lambda job: {"sweep_at": now} if job.notified_at is None else None)
         request_finalize(shard.job_id, services)
         return Visit.TIMED_OUT
     request_collect(shard, services)
@@ -416,10 +448,8 @@ def _sweep_finishing(services: Services, summary: PollSummary) -> None:
         if not services.time_left():
             return
         try:
-            done = job.notified_at is not None or job.notify_abandoned_at is not None
-            if done or (job.status not in (JobStatus.FINISHED, JobStatus.REJECTED) and not job.all_collected):
-                # Announced already, or not ready: the last shard's collect finishes it.
-                services.store.update_job(job, sweep_at=None)
+            if job.notified_at is not None or job.notify_abandoned_at is not None:
+                services.store.update_job(job, sweep_at=None)  # announced already
                 continue
             if job.finished_at is not None and now - job.finished_at > NOTIFY_GIVE_UP_SECONDS:
                 services.store.update_job(job, notify_abandoned_at=now, sweep_at=None)

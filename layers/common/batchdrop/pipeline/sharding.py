@@ -247,7 +247,7 @@ def _whole_file_problem(first: PhysicalLine, *, is_gzip: bool) -> Problem | None
     if stripped.startswith(b"["):
         try:
             value = json.loads(stripped)
-        except ValueError:
+        except (ValueError, RecursionError):
             value = None
         if value is None or (isinstance(value, list) and all(isinstance(item, dict) for item in value)):
             return Problem(

@@ -121,7 +121,9 @@ def submit_object(
     try:
         reply = run(job=identity)
     except IdempotencyAlreadyInProgressError:
-        # Another delivery for this object is running now; if it dies, its own message comes back.
+        # Another delivery for this object is running now; if it dies, its own message comes back. (Safe
+        # because the ingest queue's visibility timeout outlasts the function's: a redelivery of the *same*
+        # message finds the in-progress record expired. tests/unit/test_template.py holds that ratio.)
         count("DuplicateEvents")
         return SubmitOutcome(SubmitResult.DUPLICATE, ref.job_id, "another delivery of this object is being processed")
     return SubmitOutcome(SubmitResult(reply["result"]), reply.get("job_id"), reply.get("reason", ""))
@@ -191,13 +193,31 @@ def submit_job(job: dict[str, Any], services: Services) -> dict[str, str]:
         publish_rejection(record, split, services)
         return {"result": SubmitResult.REJECTED, "job_id": record.job_id}
     if record.status == JobStatus.RECEIVED:
-        record = split_input(record, ref, services)
+        # An earlier attempt that died after recording every shard has validated the file already.
+        record = _adopt_recorded_split(record, services) or split_input(record, ref, services)
         if record.status == JobStatus.REJECTED:
             return {"result": SubmitResult.REJECTED, "job_id": record.job_id}
     submit_pending_shards(record, services)
     # If an earlier attempt died after storing the shards, the poller may already have run them all.
     finalize_job(record.job_id, services)
     return {"result": SubmitResult.ACCEPTED, "job_id": record.job_id}
+
+
+def _adopt_recorded_split(job: Job, services: Services) -> Job | None:
+    """The job moved on to SUBMITTING with the shards an earlier attempt recorded, if it recorded all
+    of them; else None (the input is split again: re-validating could reject a file whose shards may
+    already be running)."""
+    shards = services.store.get_shards(job.job_id)
+    if not shards or shards[0].of is None or len(shards) != shards[0].of:
+        return None
+    lines = sum(shard.lines for shard in shards)
+    accepted = {
+        "status": JobStatus.SUBMITTING,
+        "shard_count": len(shards),
+        "input": job.input.model_copy(update={"lines": lines}),
+    }
+    logger.info("an earlier attempt split this input: its shards are taken over", extra={"shards": len(shards)})
+    return services.store.modify_job(job.job_id, lambda fresh: accepted if fresh.status == JobStatus.RECEIVED else None)
 
 
 def _input_key(job: dict[str, Any]) -> InputKey:
@@ -281,11 +301,17 @@ def split_input(job: Job, ref: ObjectRef, services: Services) -> Job:
             on_shard=store_shard,
         )
     job_input = job.input.model_copy(update={"lines": split.lines})
+    timed_out = set(split.problem_codes) == {ProblemCode.VALIDATION_TIMEOUT.value}
+    if not split.valid and timed_out and services.store.get_shards(job.job_id):
+        # An earlier attempt validated the file and recorded some shards: too slow now is no reason to
+        # reject it (its shards may run); the redelivery tries again.
+        raise RuntimeError(f"job {job.job_id}: validation ran out of time on a retry; it is retried")
     if not split.valid:
         # Shards stored before a later line turned out bad are left to the work prefix's expiry.
         logger.info("input rejected", extra={"problems": split.problem_count, "lines": split.lines})
         count("JobsRejected")
         return publish_rejection(job.model_copy(update={"input": job_input}), split, services)
+    shards = [shard.model_copy(update={"of": len(shards)}) for shard in shards]
     services.store.put_shards(shards)
     recorded = [(shard.first_line, shard.lines, shard.bytes) for shard in services.store.get_shards(job.job_id)]
     if recorded != [(shard.first_line, shard.lines, shard.bytes) for shard in shards]:
@@ -374,8 +400,16 @@ def submit_shard(shard: Shard, services: Services, *, job: Job | None = None) ->
     job = job or services.store.get_job(shard.job_id)  # as read in this invocation, if the caller has it
     if job is None:
         raise StaleRecord(f"job {shard.job_id} is gone")
+    if job.status == JobStatus.RECEIVED:
+        # Its split is not committed yet (an attempt died between recording shards and the job): the
+        # redelivery commits it; submitting now could bill a batch for a job that may yet be rejected.
+        raise StaleRecord(f"job {shard.job_id} is still being split")
     if job.cancel_requested_at is not None:
         return _end_cancelled(shard, services)
+    limit = int(settings.submit_retry_limit_hours * 3600)
+    if shard.first_attempt_at is not None and services.now() - shard.first_attempt_at > limit:
+        # Checked before anything that can fail (the secret, the API): the bound holds whatever fails.
+        return _give_up(shard, limit, services)
     api = services.api  # credentials first: a missing secret must not leave a lease behind
     lease = int(min(services.remaining_time(), SUBMIT_TIMEOUT_SECONDS)) + SUBMIT_LEASE_MARGIN_SECONDS
     # The upload's checkpoint goes with the claim when the upload comes next (one write fewer).
@@ -389,16 +423,6 @@ def submit_shard(shard: Shard, services: Services, *, job: Job | None = None) ->
     )
     progress = _Checkpoints(shard, services)
     progress.upload_marked_now = uploads_next
-    limit = int(settings.submit_retry_limit_hours * 3600)
-    if shard.first_attempt_at is not None and services.now() - shard.first_attempt_at > limit:
-        return _record_submit_failure(
-            progress,
-            "batch_create_failed",
-            f"no batch could be created within {limit // 3600} hours (SUBMIT_RETRY_LIMIT_HOURS); last failure: "
-            f"{shard.failure_message or shard.failure_code or 'the submission never completed'}",
-            True,
-            services,
-        )
     try:
         if progress.shard.input_file_id is None:
             _upload(progress, job, services)  # records the file id and the start of the create at once
@@ -445,6 +469,22 @@ def submit_shard(shard: Shard, services: Services, *, job: Job | None = None) ->
         failure_message=None,
         first_deferred_at=None,
         submit_attempts=shard.submit_attempts + 1,
+    )
+
+
+def _give_up(shard: Shard, limit: int, services: Services) -> Shard:
+    """A shard whose submission has failed for SUBMIT_RETRY_LIMIT_HOURS ends (giving its slot back)."""
+    now = services.now()
+    if shard.lease_until is not None and shard.lease_until > now and shard.lease_owner != services.owner:
+        raise StaleRecord(f"{shard.job_id}/{shard.index} is being submitted")
+    message = (
+        f"no batch could be created within {limit // 3600} hours (SUBMIT_RETRY_LIMIT_HOURS); last failure: "
+        f"{shard.failure_message or shard.failure_code or 'the submission never completed'}"
+    )[:_MAX_MESSAGE_CHARS]
+    logger.error("batch cannot be created: retries exhausted", extra={"shard": shard.index, "reason": message})
+    count("BatchesRefused")
+    return services.store.end_shard(
+        shard, batch_status="not_created", failure_code="batch_create_failed", failure_message=message, next_poll_at=now
     )
 
 
