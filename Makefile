@@ -20,9 +20,11 @@ $(STAMP): pyproject.toml
 
 dev: $(STAMP)
 
+# ruff, and mypy: strict for the layer (pyproject.toml [tool.mypy]), checked for the handlers and the tools.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy layers/common/batchdrop functions tools
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -19,9 +19,9 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
-from batchdrop.pipeline.sharding import SplitLimits, validate_and_split
+from batchdrop.flow.split import SplitLimits, validate_and_split
+from batchdrop.integrations.zerogpu import parse_result_line
 from batchdrop.validation import iter_physical_lines
-from batchdrop.zerogpu import parse_result_line
 
 
 def make_input(lines: int, path: str) -> int:

@@ -23,6 +23,6 @@ for leaked in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
 
 # moto's transactions copy the whole table (see batchdrop/local/moto_fixes.py): at the sizes the burst
 # tests reach that alone would take most of the suite's time.
-from batchdrop.local.moto_fixes import install as _install_moto_fixes  # noqa: E402
+from batchdrop_tools.local.moto_fixes import install as _install_moto_fixes  # noqa: E402
 
 _install_moto_fixes()

@@ -3,24 +3,25 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from batchdrop.config import load_settings
+from batchdrop.flow.collection import collect_shard
+from batchdrop.flow.completion import finalize_job
+from batchdrop.messages import FinalizeRequest, parse_collect_message
 from batchdrop.observability import logger, metrics, tracer
-from batchdrop.pipeline.collect import collect_shard
-from batchdrop.pipeline.finish import finalize_job
-from batchdrop.pipeline.runtime import build_services
-from batchdrop.pipeline.services import Services
+from batchdrop.runtime import build_services
+from batchdrop.services import Services
+from batchdrop.settings import load_settings
 
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     services = build_services(load_settings("collect"), context)
     try:
         return process_partial_response(
@@ -34,10 +35,12 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 def handle_record(record: SQSRecord, services: Services) -> None:
-    message = json.loads(record.body)
-    if message.get("finalize"):
-        logger.append_keys(job_id=message["job_id"])
-        finalize_job(message["job_id"], services, repair=True)
+    """A failure leaves the record on the queue (retried, then dead-lettered, where an operator sees it):
+    so does a message that is not a collect request (InvalidMessage). Lost races end quietly."""
+    request = parse_collect_message(record.body)
+    if isinstance(request, FinalizeRequest):
+        logger.append_keys(job_id=request.job_id)
+        finalize_job(request.job_id, services, repair=True)
         return
-    logger.append_keys(job_id=message["job_id"], shard=message["shard"])
-    collect_shard(message["job_id"], int(message["shard"]), services)
+    logger.append_keys(job_id=request.job_id, shard=request.shard)
+    collect_shard(request.job_id, request.shard, services)

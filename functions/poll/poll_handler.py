@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from batchdrop.config import load_settings
+from batchdrop.flow.polling import poll_once
 from batchdrop.observability import count, logger, metrics, tracer
-from batchdrop.pipeline.poll import poll_once
-from batchdrop.pipeline.runtime import build_services
+from batchdrop.runtime import build_services
+from batchdrop.settings import load_settings
 
 
 @logger.inject_lambda_context(clear_state=True)

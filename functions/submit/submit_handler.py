@@ -6,20 +6,22 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from batchdrop.config import load_settings
+from batchdrop.flow.intake import reject_request, submit_job, submit_object
+from batchdrop.flow.submission import submit_held_shard
+from batchdrop.messages import RejectedRequest, ShardRequest, SubmitResult, parse_ingest_message
 from batchdrop.observability import count, logger, metrics, tracer
-from batchdrop.pipeline.events import RejectedRequest, ShardRequest, parse_ingest_message
-from batchdrop.pipeline.runtime import build_services, once_per_object
-from batchdrop.pipeline.services import Services
-from batchdrop.pipeline.submit import SubmitResult, reject_request, submit_held_shard, submit_job, submit_object
+from batchdrop.runtime import build_services, once_per_object
+from batchdrop.services import Services
+from batchdrop.settings import load_settings
 
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
-def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: Any) -> PartialItemFailureResponse:
     settings = load_settings("submit")
     services = build_services(settings, context)
     once = once_per_object(lambda job: submit_job(job, services), settings, context)

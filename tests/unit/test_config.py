@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchdrop.config import ConfigurationError, Settings
+from batchdrop.settings import ConfigurationError, Settings
 
 BASE = {
     "TABLE_NAME": "t",

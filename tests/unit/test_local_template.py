@@ -12,8 +12,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from batchdrop.config import Settings
-from batchdrop.local.template import (
+from batchdrop.settings import Settings
+from batchdrop_tools.local.template import (
     IntrinsicResolver,
     LocalResources,
     TemplateError,

@@ -1,8 +1,12 @@
-"""The Lambda layer's requirements stay in step with pyproject.toml."""
+"""The Lambda layer is what the functions run and nothing else; its requirements stay in step with pyproject.toml."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 from packaging.requirements import Requirement
 from testsupport import REPO
@@ -27,15 +31,61 @@ def test_the_layer_leaves_out_what_only_the_cli_needs() -> None:
 
 
 def test_the_handlers_import_nothing_the_layer_leaves_out() -> None:
-    import subprocess
-    import sys
-
     script = (
         "import sys; sys.path[:0] = ['functions/submit', 'functions/poll', 'functions/collect'];"
         "import submit_handler, poll_handler, collect_handler;"
         "leaked = sorted(m for m in sys.modules if m.split('.')[0] in ('moto', 'werkzeug', 'openai', 'yaml')"
-        " or m.startswith(('batchdrop.emulator', 'batchdrop.local')));"
+        " or m.startswith(('batchdrop_tools.emulator', 'batchdrop_tools.local')));"
         "print(leaked); sys.exit(1 if leaked else 0)"
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _build_layer_package(artifacts: Path) -> Path:
+    make = shutil.which("make")
+    assert make, "make is needed to build the layer"
+    subprocess.run(
+        [
+            make,
+            "--no-print-directory",
+            "-C",
+            str(REPO / "layers/common"),
+            "layer-package",
+            f"ARTIFACTS_DIR={artifacts}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return artifacts / "python"
+
+
+def test_the_built_layer_holds_no_emulator_local_stack_or_cli(tmp_path: Path) -> None:
+    # Given the layer's package part built as `sam build` builds it
+    layer = _build_layer_package(tmp_path)
+    # Then it is the batchdrop package and nothing of the tools beside it
+    assert sorted(p.name for p in layer.iterdir()) == ["batchdrop"]
+    files = {p.relative_to(layer).as_posix() for p in layer.rglob("*") if p.is_file()}
+    assert files, "the layer is empty"
+    for tool in ("emulator", "local", "cli", "jobs", "samples", "batchdrop_tools", "moto", "werkzeug"):
+        assert not [f for f in files if tool in Path(f).parts or Path(f).stem == tool], tool
+    assert all(f.endswith(".py") for f in files), sorted(f for f in files if not f.endswith(".py"))
+
+
+def test_the_built_layer_holds_only_what_the_functions_import(tmp_path: Path) -> None:
+    # Given the built layer, and the three handlers imported from it alone
+    layer = _build_layer_package(tmp_path)
+    script = (
+        f"import sys; sys.path[:0] = [{str(layer)!r}, 'functions/submit', 'functions/poll', 'functions/collect'];"
+        "import submit_handler, poll_handler, collect_handler;"
+        "print('\\n'.join(sorted(m.__file__ for n, m in sys.modules.items()"
+        " if n.split('.')[0] == 'batchdrop' and getattr(m, '__file__', None))))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    imported = {Path(line).resolve() for line in result.stdout.splitlines()}
+    # Then every module of the layer is one the functions load, and they load it from the layer
+    shipped = {p.resolve() for p in (layer / "batchdrop").rglob("*.py")}
+    assert imported <= shipped, sorted(str(p) for p in imported - shipped)
+    assert shipped == imported, sorted(str(p.relative_to(layer)) for p in shipped - imported)

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from cfnlint.api import lint_file
 
-from batchdrop.config import Settings
-from batchdrop.local.template import IntrinsicResolver, find_template, load_template
+from batchdrop.settings import Settings
+from batchdrop_tools.local.template import IntrinsicResolver, find_template, load_template
 
 TEMPLATE_PATH = find_template()
 BUCKET = "batchdrop-test"

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import IO, Any
+from typing import Any, Protocol
 
 from batchdrop.custom_ids import CustomIdSet, MemoryIdSet
 
@@ -86,6 +86,12 @@ class ValidLine:
     """The line without its line ending (and without a leading UTF-8 BOM on line 1)."""
 
 
+class Readable(Protocol):
+    """What the line reader needs of a stream (a file, an S3 body, a counting wrapper)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 @dataclass(frozen=True, slots=True)
 class PhysicalLine:
     number: int
@@ -94,7 +100,7 @@ class PhysicalLine:
     too_long: bool = False
 
 
-def iter_physical_lines(stream: IO[bytes], *, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[PhysicalLine]:
+def iter_physical_lines(stream: Readable, *, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[PhysicalLine]:
     """Split a binary stream into lines, reading fixed-size chunks: memory stays bounded by
     `max_line_bytes` whatever the file or line size. LF ends a line; a CR before it is dropped."""
     number = 0

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from e2e_emulator_kit import API_KEY, PROJECT_ID
 
-from batchdrop.emulator import Emulator, EmulatorSettings
-from batchdrop.emulator.server import EmulatorServer
+from batchdrop_tools.emulator import Emulator, EmulatorSettings
+from batchdrop_tools.emulator.server import EmulatorServer
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ LISTENING = re.compile(r"^ZeroGPU emulator listening on (http://127\.0\.0\.1:\d+
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
 def test_cli_serves_and_stops_cleanly(stop_signal: signal.Signals) -> None:
     secret = "zgpu-cli-secret-key"
-    command = [sys.executable, "-m", "batchdrop.cli", "emulator", "--port", "0", "--api-key", secret]
+    command = [sys.executable, "-m", "batchdrop_tools.cli", "emulator", "--port", "0", "--api-key", secret]
     command += ["--lines-per-second", "100", "--fail-rate", "1", "--fail-code", "timeout"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

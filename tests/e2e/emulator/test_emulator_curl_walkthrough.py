@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from e2e_emulator_kit import API_KEY, PROJECT_ID
 
-from batchdrop.emulator.server import EmulatorServer
+from batchdrop_tools.emulator.server import EmulatorServer
 
 pytestmark = [
     pytest.mark.e2e,

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from e2e_emulator_kit import AUTH
 
-from batchdrop.emulator.server import EmulatorServer
+from batchdrop_tools.emulator.server import EmulatorServer
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,7 @@ import pytest
 from e2e_emulator_kit import API_KEY, AUTH, PROJECT_ID, chat_line
 from openai import OpenAI
 
-from batchdrop.emulator.server import EmulatorServer
+from batchdrop_tools.emulator.server import EmulatorServer
 
 pytestmark = pytest.mark.e2e
 

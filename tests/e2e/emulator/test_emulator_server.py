@@ -9,8 +9,8 @@ import httpx
 import pytest
 from e2e_emulator_kit import AUTH, chat_line
 
-from batchdrop.emulator import Fault
-from batchdrop.emulator.server import EmulatorServer
+from batchdrop_tools.emulator import Fault
+from batchdrop_tools.emulator.server import EmulatorServer
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from stack_harness import BIN, clean_env
 
-from batchdrop.emulator import Emulator, EmulatorSettings
-from batchdrop.emulator.server import EmulatorServer
+from batchdrop_tools.emulator import Emulator, EmulatorSettings
+from batchdrop_tools.emulator.server import EmulatorServer
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from stack_harness import BUCKET, RunningStack
 
-from batchdrop.local.template import derive_local_resources, find_template, load_template
+from batchdrop_tools.local.template import derive_local_resources, find_template, load_template
 
 pytestmark = pytest.mark.e2e
 

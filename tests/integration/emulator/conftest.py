@@ -9,7 +9,7 @@ import httpx
 import pytest
 from emulator_testkit import AUTH, BASE_URL, START, Api
 
-from batchdrop.emulator import Emulator, EmulatorSettings, ManualClock
+from batchdrop_tools.emulator import Emulator, EmulatorSettings, ManualClock
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from batchdrop.emulator import Emulator
+from batchdrop_tools.emulator import Emulator
 
 START = 1_767_225_600.0
 BASE_URL = "http://zerogpu.test"

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from emulator_testkit import AUTH, BASE_URL, Api, jsonl
 
-from batchdrop.emulator import Emulator, Fault, SystemClock
+from batchdrop_tools.emulator import Emulator, Fault, SystemClock
 
 
 def _create_body(api: Api) -> dict[str, str]:

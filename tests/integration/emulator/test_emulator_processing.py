@@ -10,7 +10,7 @@ import httpx
 import pytest
 from emulator_testkit import START, Api, chat_line
 
-from batchdrop.emulator import UpstreamBackend
+from batchdrop_tools.emulator import UpstreamBackend
 
 BATCH_REQ = re.compile(r"^batch_req_[0-9a-f]{24}$")
 REQ = re.compile(r"^req_[0-9a-f]{24}$")

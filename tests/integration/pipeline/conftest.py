@@ -13,23 +13,25 @@ import pytest
 from moto import mock_aws
 from pipeline_harness import API_KEY, BUCKET, PROJECT_ID, TABLE, Pipeline, create_table, settings_for
 
-from batchdrop.emulator import Emulator, EmulatorSettings, ManualClock
-from batchdrop.pipeline.notify import Notifier
-from batchdrop.pipeline.runtime import aws_client
-from batchdrop.pipeline.services import Services
-from batchdrop.pipeline.store import JobStore
-from batchdrop.secrets import load_credentials
-from batchdrop.zerogpu import RetryPolicy, ZeroGPUClient
+from batchdrop.integrations.notifier import Notifier
+from batchdrop.integrations.secrets import load_credentials
+from batchdrop.integrations.store import JobStore
+from batchdrop.integrations.zerogpu import RetryPolicy, ZeroGPUClient
+from batchdrop.runtime import aws_client, idempotency_store
+from batchdrop.services import Services
+from batchdrop_tools.emulator import Emulator, EmulatorSettings, ManualClock
+
+_DYNAMODB_TURNS = threading.Lock()
 
 
 def serialized(client: Any) -> Any:
     """DynamoDB is safe to call from many threads; moto's in-process backend is not (a transaction
-    deep-copies the tables while another thread writes), so calls on this client take turns."""
-    lock = threading.Lock()
+    deep-copies the tables while another thread writes, and two conditional writes can both pass), so
+    calls on every DynamoDB client of the tests take turns, through one lock."""
     call = client._make_api_call
 
     def one_at_a_time(*args: Any, **kwargs: Any) -> Any:
-        with lock:
+        with _DYNAMODB_TURNS:
             return call(*args, **kwargs)
 
     client._make_api_call = one_at_a_time
@@ -53,8 +55,11 @@ def emulators(clock: ManualClock, tmp_path: Path) -> Iterator[list[Emulator]]:
 def aws() -> Iterator[None]:
     with mock_aws():
         aws_client.cache_clear()
+        idempotency_store.cache_clear()
+        serialized(aws_client("dynamodb"))  # the idempotency records' client (runtime.idempotency_store)
         yield
     aws_client.cache_clear()
+    idempotency_store.cache_clear()
 
 
 @pytest.fixture

@@ -16,11 +16,11 @@ import collect_handler
 import submit_handler
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from batchdrop.config import Settings
-from batchdrop.emulator import Emulator, ManualClock
-from batchdrop.local.template import derive_local_resources, find_template, load_template
-from batchdrop.pipeline.poll import PollSummary, poll_once
-from batchdrop.pipeline.services import Services
+from batchdrop.flow.polling import PollSummary, poll_once
+from batchdrop.services import Services
+from batchdrop.settings import Settings
+from batchdrop_tools.emulator import Emulator, ManualClock
+from batchdrop_tools.local.template import derive_local_resources, find_template, load_template
 
 BUCKET = "batchdrop-test"
 TABLE = "batchdrop-jobs"

@@ -10,9 +10,9 @@ from typing import Any
 
 from pipeline_harness import BUCKET, Pipeline, chat_line, jsonl
 
-from batchdrop.emulator import Fault
-from batchdrop.pipeline.models import JobStatus, ShardState
-from batchdrop.zerogpu import Batch
+from batchdrop.integrations.zerogpu import Batch
+from batchdrop.models import JobStatus, ShardState
+from batchdrop_tools.emulator import Fault
 
 
 def lines_for(n: int, prefix: str = "b") -> bytes:
@@ -173,8 +173,8 @@ def test_a_shard_collect_never_takes_is_ended_by_the_poller(make_pipeline: Any) 
 
 
 def test_every_bound_is_a_parameter_with_a_documented_default() -> None:
-    from batchdrop.config import Settings
-    from batchdrop.local.template import find_template, load_template
+    from batchdrop.settings import Settings
+    from batchdrop_tools.local.template import find_template, load_template
 
     template = load_template(find_template())
     readme = (find_template().parent / "README.md").read_text()
@@ -200,9 +200,9 @@ def test_a_job_whose_announcement_claimant_died_is_finished_by_the_sweep(pipelin
     # Given collect dying right after it claimed the announcement (before any result was written)
     from pipeline_harness import Crash, fail_once
 
-    from batchdrop.pipeline import finish
+    from batchdrop.flow import completion
 
-    fail_once(finish, "_write_results", Crash())
+    fail_once(completion, "_write_results", Crash())
     pipeline.drop("inbox/claimed.jsonl", lines_for(2))
     pipeline.clock.advance(60)
     pipeline.emulator.process()
@@ -232,7 +232,7 @@ def test_a_job_whose_announcement_claimant_died_is_finished_by_the_sweep(pipelin
 def test_a_failure_after_claiming_gives_the_claim_back_so_the_retry_finishes_at_once(pipeline: Pipeline) -> None:
     from pipeline_harness import fail_once
 
-    from batchdrop.pipeline import s3io
+    from batchdrop.integrations import s3io
 
     fail_once(s3io, "put_json", RuntimeError("S3 is slow today"), when=lambda s3, bucket, key, doc: "report" in key)
     pipeline.drop("inbox/retry.jsonl", lines_for(2))

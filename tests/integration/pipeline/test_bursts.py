@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from pipeline_harness import Pipeline, chat_line, jsonl
 
-from batchdrop.pipeline.models import RequestCounts, Shard, ShardState
-from batchdrop.pipeline.poll import poll_once
-from batchdrop.pipeline.store import _shard_item
-from batchdrop.zerogpu import Batch
+from batchdrop.flow.polling import poll_once
+from batchdrop.integrations.store import _shard_item
+from batchdrop.integrations.zerogpu import Batch
+from batchdrop.models import RequestCounts, Shard, ShardState
 
 FILES = 1030
 HELD = 2000

@@ -14,7 +14,7 @@ import submit_handler
 from pipeline_harness import Pipeline, chat_line, jsonl
 from testsupport import load_event
 
-from batchdrop.emulator.server import EmulatorServer
+from batchdrop_tools.emulator.server import EmulatorServer
 
 
 class Context:

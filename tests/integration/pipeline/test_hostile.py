@@ -12,8 +12,8 @@ import pytest
 from pipeline_harness import BUCKET, Pipeline, chat_line, jsonl
 from testsupport import assert_matches_schema
 
-from batchdrop.emulator import Fault
-from batchdrop.pipeline.models import JobStatus
+from batchdrop.models import JobStatus
+from batchdrop_tools.emulator import Fault
 
 
 def lines_for(n: int, prefix: str = "h") -> bytes:
@@ -220,9 +220,9 @@ def test_a_permanent_upload_failure_is_recorded_at_once_and_frees_its_slot(make_
 
 def test_a_cancel_during_validation_never_crashes_submit(pipeline: Pipeline) -> None:
     # Given a cancel request that arrives while the file is being validated
-    from batchdrop.pipeline import submit
+    from batchdrop.flow import split
 
-    original = submit.validate_and_split
+    original = split.validate_and_split
 
     def validate_then_cancel(*args: Any, **kwargs: Any) -> Any:
         result = original(*args, **kwargs)
@@ -230,11 +230,11 @@ def test_a_cancel_during_validation_never_crashes_submit(pipeline: Pipeline) -> 
         pipeline.services.store.request_cancel(job.job_id)
         return result
 
-    submit.validate_and_split = validate_then_cancel  # type: ignore[assignment]
+    split.validate_and_split = validate_then_cancel  # type: ignore[assignment]
     try:
         pipeline.drop("inbox/cancelled.jsonl", lines_for(3))  # no StaleRecord raised
     finally:
-        submit.validate_and_split = original  # type: ignore[assignment]
+        split.validate_and_split = original  # type: ignore[assignment]
     pipeline.run()
 
     # Then the job ends cancelled, without a batch
@@ -245,7 +245,7 @@ def test_a_cancel_during_validation_never_crashes_submit(pipeline: Pipeline) -> 
 def test_ten_concurrent_deliveries_of_one_object_make_one_batch_and_no_failure(pipeline: Pipeline) -> None:
     import submit_handler
 
-    from batchdrop.pipeline.runtime import once_per_object
+    from batchdrop.runtime import once_per_object
 
     obj = pipeline.put_input("inbox/tenfold.jsonl", lines_for(2))
     body = pipeline.object_created_body(obj)

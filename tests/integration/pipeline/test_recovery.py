@@ -9,7 +9,7 @@ import pytest
 from botocore.exceptions import ClientError
 from pipeline_harness import BUCKET, Crash, Pipeline, chat_line, fail_once, jsonl
 
-from batchdrop.pipeline.models import JobStatus, ShardState
+from batchdrop.models import JobStatus, ShardState
 
 
 def lines_for(n: int, prefix: str = "r") -> bytes:
@@ -214,7 +214,7 @@ def test_a_rebuilt_shard_equals_its_work_copy_byte_for_byte(make_pipeline: Any, 
     import gzip
     import os
 
-    from batchdrop.pipeline.shard_files import local_shard_copy
+    from batchdrop.integrations.shard_copies import local_shard_copy
 
     pipeline: Pipeline = make_pipeline(MAX_LINES_PER_BATCH=2, MAX_BATCHES_IN_FLIGHT=1)
     body, key = REBUILD_VARIANTS[variant], "inbox/v.jsonl"
@@ -227,12 +227,12 @@ def test_a_rebuilt_shard_equals_its_work_copy_byte_for_byte(make_pipeline: Any, 
         pipeline.s3.delete_object(Bucket=BUCKET, Key=shard.work_key)
         directory = os.path.join(pipeline.services.workdir, f"rebuild-{shard.index}")
         os.makedirs(directory)
-        with open(local_shard_copy(shard, job, directory, pipeline.services), "rb") as rebuilt:
+        with open(local_shard_copy(shard, job, directory, pipeline.services.s3), "rb") as rebuilt:
             assert rebuilt.read() == original
 
 
 def test_a_rebuild_never_reads_a_replaced_unversioned_input(make_pipeline: Any) -> None:
-    from batchdrop.pipeline.shard_files import ShardSourceMissing, local_shard_copy
+    from batchdrop.integrations.shard_copies import ShardSourceMissing, local_shard_copy
 
     pipeline: Pipeline = make_pipeline(MAX_LINES_PER_BATCH=2, MAX_BATCHES_IN_FLIGHT=1)
     pipeline.s3.create_bucket(Bucket="plain-bucket")  # no versioning
@@ -244,7 +244,7 @@ def test_a_rebuild_never_reads_a_replaced_unversioned_input(make_pipeline: Any) 
     pipeline.s3.delete_object(Bucket="plain-bucket", Key=held.work_key)
 
     with pytest.raises(ShardSourceMissing):
-        local_shard_copy(held, job, pipeline.services.workdir, pipeline.services)
+        local_shard_copy(held, job, pipeline.services.workdir, pipeline.services.s3)
 
 
 def test_shards_of_a_job_whose_split_is_not_committed_wait_for_the_redelivery(pipeline: Pipeline) -> None:
@@ -260,15 +260,15 @@ def test_shards_of_a_job_whose_split_is_not_committed_wait_for_the_redelivery(pi
     assert pipeline.emulator.count_calls("POST", "/v1/batches") == 0
 
     # Then the redelivery takes over the recorded split (no second validation) and the job runs once
-    from batchdrop.pipeline import submit
+    from batchdrop.flow import split
 
-    original = submit.validate_and_split
-    submit.validate_and_split = None  # type: ignore[assignment]  # must not be called
+    original = split.validate_and_split
+    split.validate_and_split = None  # type: ignore[assignment]  # must not be called
     try:
         pipeline.clock.advance(6000)
         pipeline.deliver(pipeline.object_created_body(obj))
     finally:
-        submit.validate_and_split = original  # type: ignore[assignment]
+        split.validate_and_split = original  # type: ignore[assignment]
     pipeline.run()
     assert [event["detail"]["outcome"] for event in pipeline.finished_events] == ["succeeded"]
     assert pipeline.emulator.count_calls("POST", "/v1/batches") == 1

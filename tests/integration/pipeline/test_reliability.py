@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pipeline_harness import BUCKET, Crash, Pipeline, api_calls, chat_line, fail_once, jsonl
 
-from batchdrop.emulator import Fault
-from batchdrop.pipeline.models import ShardState
+from batchdrop.models import ShardState
+from batchdrop_tools.emulator import Fault
 
 
 def lines_for(n: int, prefix: str = "r") -> bytes:

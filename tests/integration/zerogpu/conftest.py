@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 from zerogpu_emulator_helpers import Sleeps, make_client
 
-from batchdrop.emulator import Emulator, EmulatorSettings, ManualClock
-from batchdrop.zerogpu import ZeroGPUClient
+from batchdrop.integrations.zerogpu import ZeroGPUClient
+from batchdrop_tools.emulator import Emulator, EmulatorSettings, ManualClock
 
 START = 1_767_225_600.0
 

@@ -7,8 +7,7 @@ import io
 import pytest
 from zerogpu_emulator_helpers import Sleeps, input_file, jsonl, make_client
 
-from batchdrop.emulator import Emulator, EmulatorSettings, Fault
-from batchdrop.zerogpu import (
+from batchdrop.integrations.zerogpu import (
     AmbiguousRequestError,
     BadRequestError,
     BatchStatus,
@@ -18,6 +17,7 @@ from batchdrop.zerogpu import (
     ZeroGPUClient,
     iter_result_lines,
 )
+from batchdrop_tools.emulator import Emulator, EmulatorSettings, Fault
 
 
 def _download_lines(client: ZeroGPUClient, file_id: str):
@@ -271,7 +271,7 @@ def test_delete_file_then_404(client: ZeroGPUClient) -> None:
 
 @pytest.mark.parametrize("settings", [EmulatorSettings(api_key="zgpu-api-INTEGRATION-KEY")])
 def test_wrong_key_is_permission_denied_once(emu: Emulator, sleeps: Sleeps) -> None:
-    from batchdrop.zerogpu import PermissionDeniedError
+    from batchdrop.integrations.zerogpu import PermissionDeniedError
 
     with (
         ZeroGPUClient("zgpu-wrong", transport=emu.transport(), base_url="http://emulator", sleep=sleeps) as bad,

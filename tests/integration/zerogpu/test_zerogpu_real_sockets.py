@@ -9,9 +9,9 @@ import httpx
 import pytest
 from zerogpu_emulator_helpers import API_KEY, PROJECT_ID, Sleeps, input_file
 
-from batchdrop.emulator import Emulator, EmulatorSettings, Fault, ManualClock
-from batchdrop.emulator.server import EmulatorServer
-from batchdrop.zerogpu import APITimeoutError, RetryPolicy, ZeroGPUClient
+from batchdrop.integrations.zerogpu import APITimeoutError, RetryPolicy, ZeroGPUClient
+from batchdrop_tools.emulator import Emulator, EmulatorSettings, Fault, ManualClock
+from batchdrop_tools.emulator.server import EmulatorServer
 
 SHORT = httpx.Timeout(connect=2.0, read=0.3, write=2.0, pool=2.0)
 
@@ -69,7 +69,7 @@ def test_remaining_time_clips_the_read_timeout(served: tuple[Emulator, str]) -> 
         uploaded = client.upload_file(input_file(1), "in.jsonl")
         emu.faults.add(Fault.slow(5.0, method="GET", path="/v1/files/*", times=1))
         started = time.monotonic()
-        from batchdrop.zerogpu import DeadlineExceededError
+        from batchdrop.integrations.zerogpu import DeadlineExceededError
 
         with pytest.raises(DeadlineExceededError) as info:
             client.retrieve_file(uploaded.id)

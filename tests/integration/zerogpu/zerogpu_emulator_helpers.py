@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchdrop.emulator import Emulator
-from batchdrop.zerogpu import ZeroGPUClient
+from batchdrop.integrations.zerogpu import ZeroGPUClient
+from batchdrop_tools.emulator import Emulator
 
 API_KEY = "zgpu-api-INTEGRATION-KEY"
 PROJECT_ID = "5f0c8a52-6a8e-4a0e-b0a8-1c1f2f3e4d5c"

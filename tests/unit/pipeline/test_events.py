@@ -7,7 +7,7 @@ import json
 import pytest
 from testsupport import load_event
 
-from batchdrop.pipeline.events import InvalidMessage, RejectedRequest, parse_ingest_message
+from batchdrop.messages import InvalidMessage, RejectedRequest, parse_ingest_message
 
 
 def test_the_sample_object_created_event_gives_both_key_readings_decoded_first() -> None:

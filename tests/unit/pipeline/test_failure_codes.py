@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from batchdrop.pipeline.submit import failure_code
-from batchdrop.zerogpu import (
+from batchdrop.flow.submission import failure_code
+from batchdrop.integrations.zerogpu import (
     AmbiguousRequestError,
     APIConnectionError,
     APITimeoutError,

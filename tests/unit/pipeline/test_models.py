@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchdrop.pipeline.models import ObjectRef, classify_key
+from batchdrop.models import ObjectRef, classify_key
 from batchdrop.validation import ProblemCode
 
 

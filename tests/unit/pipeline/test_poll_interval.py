@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from batchdrop.pipeline.models import RequestCounts, Shard, ShardState
-from batchdrop.pipeline.poll import next_poll_interval
+from batchdrop.flow.polling import next_poll_interval
+from batchdrop.models import RequestCounts, Shard, ShardState
 
 SERVICES = SimpleNamespace(
     settings=SimpleNamespace(poll_min_interval_seconds=30, poll_max_interval_seconds=900, batch_deadline_hours=26)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from batchdrop.custom_ids import DigestIdSet
-from batchdrop.pipeline.sharding import SplitLimits, validate_and_split
+from batchdrop.flow.split import SplitLimits, validate_and_split
 
 
 def line(n: int, size: int = 0, custom_id: str | None = None, **body_extra: object) -> bytes:

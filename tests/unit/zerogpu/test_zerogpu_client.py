@@ -11,7 +11,7 @@ import httpx
 import pytest
 from zerogpu_fakes import API_KEY, BASE, PROJECT_ID, Harness, Script, batch_json, err, file_json, reply
 
-from batchdrop.zerogpu import (
+from batchdrop.integrations.zerogpu import (
     AmbiguousRequestError,
     Batch,
     BatchStatus,
@@ -298,7 +298,7 @@ def test_download_retry_before_any_byte_to_unseekable_target_is_fine(harness: Ha
 
 
 def test_download_stops_mid_stream_when_out_of_time(harness: Harness) -> None:
-    from batchdrop.zerogpu import DeadlineExceededError
+    from batchdrop.integrations.zerogpu import DeadlineExceededError
 
     times = iter([5.0, -1.0])
     script = _download_script(b"z" * 100, failures=0)
@@ -341,7 +341,7 @@ def test_create_batch_validation_error_exposes_line(harness: Harness) -> None:
             "line": 5,
         }
     }
-    from batchdrop.zerogpu import BadRequestError
+    from batchdrop.integrations.zerogpu import BadRequestError
 
     with pytest.raises(BadRequestError) as info:
         harness.client(Script([reply(400, body)])).create_batch("file-1")

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from zerogpu_fakes import API_KEY, PROJECT_ID, Harness, Script, reply
 
-from batchdrop.zerogpu import (
+from batchdrop.integrations.zerogpu import (
     AmbiguousRequestError,
     APIStatusError,
     AuthenticationError,
@@ -20,7 +20,7 @@ from batchdrop.zerogpu import (
     ZeroGPUError,
     parse_retry_after,
 )
-from batchdrop.zerogpu.errors import error_from_response
+from batchdrop.integrations.zerogpu.errors import error_from_response
 
 
 def _response(status: int, content: bytes, **headers: str) -> httpx.Response:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from batchdrop.zerogpu import (
+from batchdrop.integrations.zerogpu import (
     CODE_CATEGORIES,
     UNPARSEABLE_LINE,
     LineCategory,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from batchdrop.zerogpu import Batch, BatchStatus, FileDeleted, FileObject
-from batchdrop.zerogpu.models import TERMINAL_STATUSES
+from batchdrop.integrations.zerogpu import Batch, BatchStatus, FileDeleted, FileObject
+from batchdrop.integrations.zerogpu.models import TERMINAL_STATUSES
 
 ZEROGPU_BATCH = {
     "id": "batch_01HZX",

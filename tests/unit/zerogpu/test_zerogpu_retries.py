@@ -9,7 +9,7 @@ import httpx
 import pytest
 from zerogpu_fakes import Harness, Script, batch_json, err, file_json, reply
 
-from batchdrop.zerogpu import (
+from batchdrop.integrations.zerogpu import (
     AmbiguousRequestError,
     APIConnectionError,
     APITimeoutError,
@@ -220,7 +220,7 @@ def test_explicit_timeouts_are_sent_on_every_call(harness: Harness) -> None:
 
 
 def test_timeout_none_is_refused() -> None:
-    from batchdrop.zerogpu import ZeroGPUClient
+    from batchdrop.integrations.zerogpu import ZeroGPUClient
 
     with pytest.raises(ValueError, match="timeout"):
         ZeroGPUClient("k", timeout=httpx.Timeout(5.0, read=None))

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from batchdrop.zerogpu import RetryPolicy, ZeroGPUClient
+from batchdrop.integrations.zerogpu import RetryPolicy, ZeroGPUClient
 
 API_KEY = "zgpu-api-SECRET-KEY-123"
 PROJECT_ID = "0b6f3c1e-7d1a-4c59-9f0e-PROJECT"

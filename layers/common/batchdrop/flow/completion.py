@@ -1,0 +1,365 @@
+"""The end of a job: merged results, report.json, and one announcement.
+
+A job is marked FINISHED (or REJECTED) by one conditional write, which also puts it in the index's
+FINISHING partition; then whoever claims the notification (a lease taken by a conditional write, longer
+than a collect invocation can run) writes the merged files and the report, sends the event and the SNS
+message, each marked sent on the job as soon as it is sent, and marks the job notified, which takes it out
+of the index again. A run that fails mid-way gives its claim back at once, so the retry of its message
+goes on; a run that dies mid-way is finished after its lease by the poller's sweep of the FINISHING
+partition. What was already sent is not sent again, except for the one that was sent in the instant before
+a crash: announcements are delivered at least once, each with a stable `event_id` to deduplicate on.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from batchdrop.flow.results import export_results
+from batchdrop.flow.split import SplitResult
+from batchdrop.integrations import s3io
+from batchdrop.integrations.store import StaleRecord
+from batchdrop.models import Job, JobStatus, Outcome, Shard, ShardState, add_count
+from batchdrop.observability import count, logger
+from batchdrop.services import Services
+from batchdrop.timing import NOTIFY_LEASE_SECONDS
+
+REPORT_SCHEMA_VERSION = 1
+MAX_REPORTED_BATCHES = 1000
+RESULT_FILES = ("output.jsonl", "errors.jsonl", "results.csv", "status.json")
+"""Everything a job writes beside report.json: a rejected re-upload removes the previous version's."""
+_ATTEMPTS = 5
+
+
+def _iso(epoch: int | None) -> str | None:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z") if epoch is not None else None
+
+
+def _outputs(job: Job) -> dict[str, str]:
+    base = f"s3://{job.input.bucket}/{job.output_prefix}"
+    return {"output": f"{base}output.jsonl", "errors": f"{base}errors.jsonl", "report": f"{base}report.json"}
+
+
+def _timestamps(job: Job) -> dict[str, str | None]:
+    return {
+        "received_at": _iso(job.received_at),
+        "submitted_at": _iso(job.submitted_at),
+        "finished_at": _iso(job.finished_at),
+    }
+
+
+def finished_event_id(job_id: str) -> str:
+    """Stable across redeliveries: consumers deduplicate `Batch Job Finished` on it."""
+    return f"{job_id}:finished"
+
+
+def publish_rejection(job: Job, split: SplitResult, services: Services) -> Job:
+    """Writes the rejection report, marks the job REJECTED and announces it. No API call is made.
+    A job that has moved on meanwhile (another delivery split it) is left as it is."""
+    current = services.store.get_job(job.job_id)
+    if current is not None and current.status not in (JobStatus.RECEIVED, JobStatus.REJECTED):
+        logger.warning("not rejected: another delivery has accepted this input", extra={"status": current.status})
+        return current
+    now = services.now()
+    errors_by_code = dict(sorted(split.problem_codes.items()))
+    report = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "job_id": job.job_id,
+        "outcome": Outcome.REJECTED.value,
+        "input": job.input.model_dump(mode="json"),
+        "counts": {"total": split.lines, "succeeded": 0, "failed": 0},
+        "errors_by_code": errors_by_code,
+        "batches": [],
+        "validation_errors": [
+            {"line": problem.line, "code": problem.code.value, "message": problem.message} for problem in split.problems
+        ],
+        "validation_error_count": split.problem_count,
+        "validation_errors_truncated": split.problem_count > len(split.problems),
+        "outputs": {"report": _outputs(job)["report"]},
+        "timestamps": _timestamps(job) | {"finished_at": _iso(now)},
+    }
+    # outbox/<name>/ holds one version's files: the previous version's results go.
+    services.s3.delete_objects(
+        Bucket=job.input.bucket,
+        Delete={"Objects": [{"Key": f"{job.output_prefix}{name}"} for name in RESULT_FILES], "Quiet": True},
+    )
+    s3io.put_json(services.s3, job.input.bucket, f"{job.output_prefix}report.json", report)
+    retention = services.settings.job_retention_days * 86400
+    job = (
+        services.store.modify_job(
+            job.job_id,
+            lambda fresh: (
+                None
+                if fresh.status != JobStatus.RECEIVED
+                else {
+                    "status": JobStatus.REJECTED,
+                    "outcome": Outcome.REJECTED,
+                    "finished_at": now,
+                    "input": job.input,
+                    "validation_error_count": split.problem_count,
+                    "errors_by_code": errors_by_code,
+                    "expires_at": now + retention,
+                    "sweep_at": now + NOTIFY_LEASE_SECONDS,
+                }
+            ),
+        )
+        or job
+    )
+    announce_rejection(job, services)
+    return job
+
+
+def announce_rejection(job: Job, services: Services) -> None:
+    """The rejection's announcement, from what the job recorded (also when a retry finishes it)."""
+    counts = {"total": job.input.lines or 0, "succeeded": 0, "failed": 0}
+    detail = _finished_detail(job, counts, job.errors_by_code or {}) | {
+        "outputs": {"report": _outputs(job)["report"]},
+        "validation_error_count": job.validation_error_count or 0,
+    }
+    claimed = _claim_notification(job, services)
+    if claimed is not None:
+        _released_on_failure(job.job_id, services, lambda: _publish(claimed, detail, services))
+
+
+def finalize_job(job_id: str, services: Services, *, repair: bool = False) -> Job | None:
+    """Once every shard is collected: merged output.jsonl and errors.jsonl, report.json, one announcement.
+    Also finishes a rejected job whose announcement is still due. With `repair` (the poller's sweep asks),
+    the job's progress sets are first checked against its shards: a collect that died between its two
+    writes, or was dead-lettered there, is made good."""
+    if repair:
+        _repair_progress(job_id, services)
+    claimed: Job | None = None
+    for _ in range(_ATTEMPTS):
+        job = services.store.get_job(job_id)
+        if job is None or job.notified_at is not None or job.notify_abandoned_at is not None:
+            return job
+        if job.status == JobStatus.REJECTED:
+            announce_rejection(job, services)
+            return services.store.get_job(job_id)
+        if job.status != JobStatus.FINISHED and not job.all_collected:
+            return job  # the job's record says so: its shards need not be read
+        shards = sorted(services.store.get_shards(job_id), key=lambda shard: shard.index)
+        if job.shard_count is None or len(shards) < job.shard_count:
+            return job
+        if any(shard.state != ShardState.COLLECTED or shard.result is None for shard in shards):
+            return job
+        if job.status == JobStatus.FINISHED:
+            claimed = None
+            break
+        counts, _ = _totals(shards)
+        now = services.now()
+        try:
+            # Whoever marks the job finished also claims its announcement (in the same write).
+            job = services.store.update_job(
+                job,
+                status=JobStatus.FINISHED,
+                outcome=_outcome(job, counts["succeeded"], counts["failed"]),
+                finished_at=now,
+                expires_at=now + services.settings.job_retention_days * 86400,
+                notify_claimed_at=now,
+                sweep_at=now + NOTIFY_LEASE_SECONDS,
+            )
+            claimed = job
+        except StaleRecord:
+            continue  # changed meanwhile (a cancel, a claim): decide again from a fresh read
+        count("JobsFinished")
+        _count_outcome(job.outcome or Outcome.FAILED)
+        break
+    else:
+        raise StaleRecord(f"job {job_id} kept changing while it was being finished")
+    for shard in shards:  # the shards go with the job when its records expire (on every pass: idempotent)
+        if shard.expires_at != job.expires_at:
+            _expire_with_job(shard, job, services)
+    claimed = claimed or _claim_notification(job, services)
+    if claimed is None:
+        return job  # someone else is announcing it; if they die, the poller's sweep hands it back
+    _released_on_failure(job_id, services, lambda: _write_results(claimed, shards, services))
+    return claimed
+
+
+def _repair_progress(job_id: str, services: Services) -> None:
+    job = services.store.get_job(job_id)
+    if job is None or job.status in (JobStatus.FINISHED, JobStatus.REJECTED) or job.all_collected:
+        return
+    for shard in services.store.get_shards(job_id):
+        collected_missing = shard.state == ShardState.COLLECTED and shard.index not in (job.collected_shards or ())
+        started_missing = shard.state != ShardState.PENDING and shard.index not in (job.started_shards or ())
+        if collected_missing or started_missing:
+            services.store.note_progress(shard)
+    job = services.store.get_job(job_id)
+    if job is not None and not job.all_collected:
+        # Not ready: out of the sweep; the collect of its last shard finishes it.
+        services.store.modify_job(job_id, lambda fresh: {"sweep_at": None} if fresh.notified_at is None else None)
+
+
+def _expire_with_job(shard: Shard, job: Job, services: Services) -> None:
+    try:
+        services.store.update_shard(shard, expires_at=job.expires_at)
+    except StaleRecord:
+        services.store.modify_shard(
+            shard.job_id,
+            shard.index,
+            lambda fresh: None if fresh.expires_at == job.expires_at else {"expires_at": job.expires_at},
+        )
+
+
+def _count_outcome(outcome: Outcome) -> None:
+    """One metric per outcome, by name (the JobsFailed alarm depends on it)."""
+    names = {
+        Outcome.SUCCEEDED: "JobsSucceeded",
+        Outcome.PARTIAL: "JobsPartial",
+        Outcome.FAILED: "JobsFailed",
+        Outcome.REJECTED: "JobsRejected",
+        Outcome.CANCELLED: "JobsCancelled",
+    }
+    count(names[outcome])
+
+
+def _totals(shards: list[Shard]) -> tuple[dict[str, int], dict[str, int]]:
+    """The job's counts and its failures by code, summed over its collected shards."""
+    succeeded = sum(shard.result.succeeded for shard in shards if shard.result)
+    failed = sum(shard.result.failed for shard in shards if shard.result)
+    errors_by_code: dict[str, int] = {}
+    for shard in shards:
+        for code, n in (shard.result.errors_by_code if shard.result else {}).items():
+            add_count(errors_by_code, code, n)
+    return {"total": succeeded + failed, "succeeded": succeeded, "failed": failed}, dict(sorted(errors_by_code.items()))
+
+
+def _write_results(job: Job, shards: list[Shard], services: Services) -> None:
+    counts, errors_by_code = _totals(shards)
+    bucket = job.input.bucket
+    try:
+        _merge(job, shards, services)
+    except s3io.SourceMissing:
+        _restore_expired_results(job, shards, services)
+        _merge(job, shards, services)
+    report = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "job_id": job.job_id,
+        "outcome": (job.outcome or Outcome.FAILED).value,
+        "input": job.input.model_dump(mode="json"),
+        "counts": counts,
+        "errors_by_code": errors_by_code,
+        "batches": [_batch_entry(shard) for shard in shards[:MAX_REPORTED_BATCHES]],
+        "batch_count": len(shards),
+        "batches_truncated": len(shards) > MAX_REPORTED_BATCHES,
+        "validation_errors": [],
+        "outputs": _outputs(job),
+        "timestamps": _timestamps(job),
+    }
+    s3io.put_json(services.s3, bucket, f"{job.output_prefix}report.json", report)
+    _publish(job, _finished_detail(job, counts, errors_by_code), services)
+
+
+def _merge(job: Job, shards: list[Shard], services: Services) -> None:
+    for attribute, name in (("output_key", "output.jsonl"), ("errors_key", "errors.jsonl")):
+        keys = [getattr(s.result, attribute) for s in shards if s.result and getattr(s.result, attribute)]
+        s3io.concatenate(services.s3, job.input.bucket, keys, f"{job.output_prefix}{name}")
+
+
+def _restore_expired_results(job: Job, shards: list[Shard], services: Services) -> None:
+    """A shard collected long before the job ended may have lost its result files to the work prefix's
+    expiry: they are exported again from the API (which keeps them for 30 days)."""
+    for shard in shards:
+        keys = [key for key in (shard.result.output_key, shard.result.errors_key) if key] if shard.result else []
+        if any(s3io.head(services.s3, job.input.bucket, key) is None for key in keys):
+            logger.warning("the shard's results expired; exporting them again", extra={"shard": shard.index})
+            export_results(shard, job, services, skip_unavailable=True)
+
+
+def _batch_entry(shard: Shard) -> dict[str, Any]:
+    return {
+        "batch_id": shard.batch_id,
+        "status": shard.batch_status,
+        "request_counts": shard.request_counts.model_dump() if shard.request_counts else None,
+        "input_file_id": shard.input_file_id,
+        "output_file_id": shard.output_file_id,
+        "error_file_id": shard.error_file_id,
+        "shard": shard.index,
+        "lines": shard.lines,
+        "first_line": shard.first_line,
+        "failure": {"code": shard.failure_code, "message": shard.failure_message} if shard.failure_code else None,
+    }
+
+
+def _outcome(job: Job, succeeded: int, failed: int) -> Outcome:
+    if job.cancel_requested_at is not None:
+        return Outcome.CANCELLED
+    if failed == 0 and succeeded > 0:
+        return Outcome.SUCCEEDED
+    if succeeded == 0:
+        return Outcome.FAILED
+    return Outcome.PARTIAL
+
+
+def _finished_detail(job: Job, counts: dict[str, int], errors_by_code: dict[str, int]) -> dict[str, Any]:
+    return {
+        "schema_version": 1,
+        "event_id": finished_event_id(job.job_id),
+        "job_id": job.job_id,
+        "outcome": (job.outcome or Outcome.FAILED).value,
+        "counts": counts,
+        "errors_by_code": errors_by_code,
+        "input": job.input.model_dump(mode="json"),
+        "outputs": _outputs(job),
+        "finished_at": _iso(job.finished_at),
+    }
+
+
+def _claim_notification(job: Job, services: Services) -> Job | None:
+    """The job as claimed by this invocation, or None if it is someone else's (or done)."""
+    now = services.now()
+    if job.notified_at is not None or job.notify_abandoned_at is not None:
+        return None
+    if job.notify_claimed_at is not None and job.notify_claimed_at > now - NOTIFY_LEASE_SECONDS:
+        return None
+    try:
+        return services.store.update_job(job, notify_claimed_at=now, sweep_at=now + NOTIFY_LEASE_SECONDS)
+    except StaleRecord:
+        return None
+
+
+def _released_on_failure(job_id: str, services: Services, work: Any) -> None:
+    """Runs the claimed work; if it fails, the claim is given back before the error goes on, so that the
+    retry does the work at once instead of waiting for the lease."""
+    try:
+        work()
+    except Exception:
+        try:
+            services.store.modify_job(
+                job_id,
+                lambda job: (
+                    None if job.notified_at is not None else {"notify_claimed_at": None, "sweep_at": services.now()}
+                ),
+            )
+        except (StaleRecord, ClientError):
+            logger.warning("the announcement's claim could not be given back; the poller's sweep takes over")
+        raise
+
+
+def _publish(job: Job, detail: dict[str, Any], services: Services) -> None:
+    """Sends what has not been sent yet, marking each as soon as it is sent, then marks the job notified."""
+    if job.finished_event_sent_at is None:
+        services.notifier.finished_event(detail)
+        job = _mark(job, services, finished_event_sent_at=services.now())
+    done: dict[str, Any] = {"notified_at": services.now(), "sweep_at": None}
+    if job.finished_message_sent_at is None:
+        services.notifier.finished_message(detail)
+        done["finished_message_sent_at"] = services.now()
+    _mark(job, services, **done)
+    logger.info("job finished", extra={"outcome": detail["outcome"], "counts": detail["counts"]})
+
+
+def _mark(job: Job, services: Services, **changes: Any) -> Job:
+    """Writes the changes on the job as this invocation last saw it, or, if it changed meanwhile (an
+    unrelated field), on a fresh read."""
+    try:
+        return services.store.update_job(job, **changes)
+    except StaleRecord:
+        fresh = services.store.modify_job(job.job_id, lambda _: changes)
+        if fresh is None:
+            raise StaleRecord(f"job {job.job_id} is gone") from None
+        return fresh

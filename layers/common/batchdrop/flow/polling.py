@@ -1,0 +1,459 @@
+"""Poll: one scheduled run moves on what is due, whatever the backlog.
+
+The sparse index keeps three kinds of work apart (see store.py), and each is taken in its own way:
+- ACTIVE shards that are due, read page by page for as long as the run has time, oldest first:
+  - SUBMITTED: the batch is retrieved (concurrently, bounded); status and counts are recorded with a
+    conditional write and the next poll time adapts to the batch's progress; an ended batch goes to
+    collect;
+  - TERMINAL: handed to collect again if collect has not taken it after a while;
+  - PENDING (a submission being retried, or a cancelled job's shard): handed to the submit function;
+- WAITING shards, oldest first, as many as there are free in-flight slots: handed to the submit function
+  (an upload can take longer than a poll run may);
+- FINISHING jobs whose announcement was claimed but never recorded: handed to collect to finish it.
+
+Nothing is polled or retried forever: a shard that waits for a slot, a batch the API no longer knows
+(404), a batch that outlives its deadline, results that cannot be fetched, each end at their bound
+(settings.Settings) with a code that says why, and the job ends with them.
+Two overlapping runs are safe: every write is conditional, so at most one of them acts on a change.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from botocore.exceptions import ClientError
+
+from batchdrop.integrations.store import StaleRecord
+from batchdrop.integrations.zerogpu import NotFoundError, ZeroGPUError
+from batchdrop.models import RequestCounts, Shard, ShardResult, ShardState
+from batchdrop.observability import count, logger
+from batchdrop.services import Services
+from batchdrop.timing import (
+    COLLECT_GIVE_UP_SLACK_SECONDS,
+    COLLECT_RETRY_SECONDS,
+    HANDOVER_RETRY_SECONDS,
+    NOTIFY_GIVE_UP_SECONDS,
+    NOTIFY_LEASE_SECONDS,
+)
+
+ACTIVE_STATUSES = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+_MAX_WAITING_READ = 1000  # beyond the free slots: shards of cancelled jobs and ones in transit
+_MAX_MESSAGE_CHARS = 500
+
+
+class Visit(StrEnum):
+    """What one look at a due shard did (each is a counter of PollSummary)."""
+
+    HANDED_OVER = "handed_over"
+    POLLED = "polled"
+    ENDED = "ended"
+    TIMED_OUT = "timed_out"
+    COLLECT_REQUESTS = "collect_requests"
+    FINALIZE_REQUESTS = "finalize_requests"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A shard that could not be moved on this run (the next run tries again)."""
+
+    shard: str
+    error: str
+
+
+@dataclass
+class PollSummary:
+    due: int = 0
+    handed_over: int = 0
+    polled: int = 0
+    ended: int = 0
+    timed_out: int = 0
+    collect_requests: int = 0
+    finalize_requests: int = 0
+    skipped: int = 0
+    out_of_time: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    def tally(self, outcome: Visit | Failed) -> None:
+        if isinstance(outcome, Failed):
+            if len(self.errors) < 100:
+                self.errors.append(f"{outcome.shard}: {outcome.error}")
+            else:
+                self.errors[-1] = f"... and more ({outcome.shard}: {outcome.error})"
+        else:
+            setattr(self, outcome.value, getattr(self, outcome.value) + 1)
+
+
+class _CancelledJobs:
+    """Whether a shard's job was cancelled, read once per job and run (the worker threads share it)."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._known: dict[str, bool] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, job_id: str) -> bool:
+        with self._lock:
+            if job_id in self._known:
+                return self._known[job_id]
+        job = self._services.store.get_job(job_id)
+        cancelled = job is not None and job.cancel_requested_at is not None
+        with self._lock:
+            self._known[job_id] = cancelled
+        return cancelled
+
+
+def poll_once(services: Services) -> PollSummary:
+    summary = PollSummary()
+    cancelled = _CancelledJobs(services)
+    # The bounded kinds of work first (at most the free slots, at most a page of jobs), so that however
+    # many running batches are due, the queue moves and lost announcements are found; then every due
+    # running batch for as long as the run has time; then the slots that this run freed.
+    _hand_over_waiting(services, summary, cancelled)
+    if services.time_left():
+        _sweep_finishing(services, summary)
+    if services.time_left():
+        _poll_active(services, summary, cancelled)
+    if services.time_left():
+        _hand_over_waiting(services, summary, cancelled)
+    summary.out_of_time = not services.time_left()
+    return summary
+
+
+def _poll_active(services: Services, summary: PollSummary, cancelled: _CancelledJobs) -> None:
+    """Every due ACTIVE shard, read from the index a page at a time (each page's shards are visited by a
+    bounded pool of threads before the next page is read), for as long as the run has time."""
+    with ThreadPoolExecutor(max_workers=services.settings.poll_concurrency) as pool:
+        for page in services.store.due_shard_pages(services.now()):
+            if not services.time_left():
+                summary.out_of_time = True
+                return
+            summary.due += len(page)
+            for outcome in pool.map(lambda shard: _visit(shard, services, cancelled), page):
+                summary.tally(outcome)
+
+
+def _failed(shard: Shard, error: Exception) -> Failed:
+    return Failed(f"{shard.job_id}/{shard.index}", type(error).__name__)
+
+
+def _visit(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Visit | Failed:
+    if not services.time_left():
+        return Visit.SKIPPED
+    try:
+        if shard.state == ShardState.SUBMITTED:
+            return _refresh(shard, services, cancelled)
+        if shard.state == ShardState.TERMINAL:
+            return _collect_again(shard, services)
+        if shard.state == ShardState.PENDING:
+            return _hand_over(shard, services)
+    except StaleRecord:
+        return Visit.SKIPPED
+    except (ZeroGPUError, ClientError) as error:
+        logger.warning("shard not moved on; retried next run", extra={"shard": shard.index, "error": repr(error)})
+        return _failed(shard, error)
+    except Exception as error:  # anything else (a missing secret, a bug): this shard waits, the run goes on
+        logger.exception("shard not moved on; tried again later", extra={"shard": shard.index})
+        _put_back(shard, services)
+        return _failed(shard, error)
+    return Visit.SKIPPED
+
+
+def _put_back(shard: Shard, services: Services) -> None:
+    """Due again a little later, so that a shard that fails for an unforeseen reason does not stay first
+    in line every run (best effort: if this write fails too, the next run tries both again)."""
+    try:
+        services.store.update_shard(shard, next_poll_at=services.now() + services.settings.poll_min_interval_seconds)
+    except Exception:  # the write is a courtesy; its failure changes nothing
+        logger.warning("could not move the failing shard back", extra={"shard": shard.index})
+
+
+def _hand_over(shard: Shard, services: Services) -> Visit:
+    """Sends a shard to the submit function, due again later in case the message is lost or no slot is
+    free by the time it arrives. Shards waiting for a slot keep their place in the queue."""
+    now = services.now()
+    if shard.lease_until is not None and shard.lease_until > now:
+        return Visit.SKIPPED  # an invocation is working on it
+    changes: dict[str, object] = {"handed_over_at": now}
+    if shard.holds_slot or shard.cancel_requested:
+        changes["next_poll_at"] = now + HANDOVER_RETRY_SECONDS
+    services.store.update_shard(shard, **changes)
+    services.queues.hand_over(shard.job_id, shard.index)
+    return Visit.HANDED_OVER
+
+
+def _hand_over_waiting(services: Services, summary: PollSummary, cancelled: _CancelledJobs) -> None:
+    """The queue of shards waiting for a slot: those past their bound end; then, oldest first, as many
+    are handed over as slots are free (counting those handed over recently and still in transit)."""
+    settings, store = services.settings, services.store
+    now = services.now()
+    limit = int(settings.shard_wait_limit_hours * 3600)
+    for shard in store.waiting_shards(until=now - limit, limit=_MAX_WAITING_READ, page_size=50):
+        if not services.time_left():
+            return
+        summary.tally(_end_waiting(shard, now, limit, services))
+    free = settings.max_batches_in_flight - store.slots_in_use()
+    if free <= 0:
+        return
+    # Read as far as needed only: a page a little longer than the free slots, then the next if need be.
+    for shard in store.waiting_shards(limit=free + _MAX_WAITING_READ, page_size=free + 25):
+        if free <= 0 or not services.time_left():
+            return
+        recently = shard.handed_over_at is not None and shard.handed_over_at > now - HANDOVER_RETRY_SECONDS
+        leased = shard.lease_until is not None and shard.lease_until > now
+        if not cancelled(shard.job_id):
+            free -= 1  # a slot this shard takes, or will take once its message arrives
+        summary.tally(
+            Visit.SKIPPED if recently or leased else _guarded(shard, functools.partial(_hand_over, shard, services))
+        )
+
+
+def _end_waiting(shard: Shard, now: int, limit: int, services: Services) -> Visit | Failed:
+    def end() -> Visit:
+        ended = services.store.end_shard(
+            shard,
+            batch_status="not_created",
+            failure_code="wait_timed_out",
+            failure_message=(
+                f"no in-flight slot came free within {limit // 3600} hours (SHARD_WAIT_LIMIT_HOURS); "
+                "raise MaxBatchesInFlight or ShardWaitLimitHours"
+            ),
+            next_poll_at=now + COLLECT_RETRY_SECONDS,
+        )
+        count("ShardsTimedOut")
+        logger.error("shard waited too long for a slot", extra={"shard": shard.index, "job_id": shard.job_id})
+        send_collect(ended, services)
+        return Visit.TIMED_OUT
+
+    return _guarded(shard, end)
+
+
+def _guarded(shard: Shard, action: Callable[[], Visit]) -> Visit | Failed:
+    """Runs one step on a shard: a lost race skips it, an API or AWS failure is left to the next run."""
+    try:
+        return action()
+    except StaleRecord:
+        return Visit.SKIPPED
+    except (ZeroGPUError, ClientError) as error:
+        return _failed(shard, error)
+    except Exception as error:  # as in _visit: the run goes on
+        logger.exception("shard not moved on; tried again later", extra={"shard": shard.index})
+        return _failed(shard, error)
+
+
+def _refresh(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Visit:
+    assert shard.batch_id is not None
+    now = services.now()
+    try:
+        batch = services.api.retrieve_batch(shard.batch_id)
+    except NotFoundError as error:
+        return _retrieve_failed(shard, error, services, not_found=True)
+    except ZeroGPUError as error:
+        return _retrieve_failed(shard, error, services, not_found=False)
+    status = str(batch.status)
+    past_deadline = now > _deadline(shard, services)
+    if status in ("validating", "in_progress") and (cancelled(shard.job_id) or past_deadline):
+        try:
+            batch = services.api.cancel_batch(shard.batch_id)
+        except ZeroGPUError:
+            if not past_deadline:
+                raise  # tried again next run
+            logger.warning("the batch could not be cancelled at its deadline; it is ended all the same")
+        status = str(batch.status)
+    counts = batch.request_counts
+    request_counts = (
+        RequestCounts(total=counts.total, completed=counts.completed, failed=counts.failed) if counts else None
+    )
+    if batch.is_terminal or past_deadline:
+        timed_out = not batch.is_terminal
+        shard = services.store.end_shard(
+            shard,
+            batch_status=status,
+            request_counts=request_counts,
+            output_file_id=batch.output_file_id,
+            error_file_id=batch.error_file_id,
+            next_poll_at=now + COLLECT_RETRY_SECONDS,
+            poll_failing_since=None,
+            not_found_since=None,
+            poll_error=None,
+            **_timed_out_failure(shard, services) if timed_out else {},
+        )
+        details = {"shard": shard.index, "batch_id": shard.batch_id, "status": status}
+        if timed_out:
+            count("BatchesTimedOut")
+            logger.error("batch past its deadline; cancelled and ended", extra=details)
+        else:
+            count("BatchesEnded")
+            logger.info("batch ended", extra=details)
+        send_collect(shard, services)
+        return Visit.TIMED_OUT if timed_out else Visit.ENDED
+    if status not in ACTIVE_STATUSES:
+        count("UnknownBatchStatus")
+        logger.warning("unknown batch status; still polling", extra={"status": status})
+    services.store.update_shard(
+        shard,
+        batch_status=status,
+        request_counts=request_counts,
+        next_poll_at=now + next_poll_interval(shard, request_counts, status, now, services),
+        poll_failing_since=None,
+        not_found_since=None,
+        poll_error=None,
+    )
+    return Visit.POLLED
+
+
+def _deadline(shard: Shard, services: Services) -> int:
+    created = shard.create_started_at or shard.first_attempt_at or services.now()
+    return created + int(services.settings.batch_deadline_hours * 3600)
+
+
+def _timed_out_failure(shard: Shard, services: Services) -> dict[str, str]:
+    hours = services.settings.batch_deadline_hours
+    return {
+        "failure_code": "batch_timed_out",
+        "failure_message": f"batch {shard.batch_id} had not ended {hours:g} hours after it was created "
+        "(BATCH_DEADLINE_HOURS); it was cancelled",
+    }
+
+
+def _retrieve_failed(shard: Shard, error: ZeroGPUError, services: Services, *, not_found: bool) -> Visit:
+    """A batch the API does not answer for: tried again each run, until its bound."""
+    now = services.now()
+    since = shard.poll_failing_since or now
+    # The 404 grace counts 404s only: an hour of 5xx replies then one 404 does not end a running batch.
+    not_found_since = (shard.not_found_since or now) if not_found else None
+    grace = int(services.settings.batch_not_found_grace_minutes * 60)
+    message = f"{type(error).__name__}: {error}"[:_MAX_MESSAGE_CHARS]
+    if not_found_since is not None and now - not_found_since >= grace:
+        ended = services.store.end_shard(
+            shard,
+            failure_code="batch_not_found",
+            failure_message=(
+                f"the API answered 404 for batch {shard.batch_id} for {grace // 60} minutes "
+                "(BATCH_NOT_FOUND_GRACE_MINUTES): deleted, lost, or the API key now belongs to another project"
+            ),
+            next_poll_at=now + COLLECT_RETRY_SECONDS,
+            poll_failing_since=since,
+            poll_error=message,
+        )
+        count("BatchesNotFound")
+        logger.error(
+            "batch not found at the API; shard ended", extra={"shard": shard.index, "batch_id": shard.batch_id}
+        )
+        send_collect(ended, services)
+        return Visit.TIMED_OUT
+    if now > _deadline(shard, services):
+        ended = services.store.end_shard(
+            shard,
+            next_poll_at=now + COLLECT_RETRY_SECONDS,
+            poll_failing_since=since,
+            poll_error=message,
+            **_timed_out_failure(shard, services),
+        )
+        count("BatchesTimedOut")
+        logger.error("batch unreachable past its deadline; shard ended", extra={"shard": shard.index})
+        send_collect(ended, services)
+        return Visit.TIMED_OUT
+    services.store.update_shard(
+        shard,
+        poll_failing_since=since,
+        not_found_since=not_found_since,
+        poll_error=message,
+        next_poll_at=now + services.settings.poll_min_interval_seconds,
+    )
+    logger.warning("batch retrieve failed; tried again", extra={"shard": shard.index, "error": message})
+    raise error
+
+
+def next_poll_interval(shard: Shard, counts: RequestCounts | None, status: str, now: int, services: Services) -> int:
+    """Soon when the end is near, rarely when a batch is long: a day-long batch costs a few hundred calls."""
+    low, high = services.settings.poll_min_interval_seconds, services.settings.poll_max_interval_seconds
+    if status in ("finalizing", "cancelling"):
+        return low
+    age = max(1, now - (shard.create_started_at or now))
+    done = (counts.completed + counts.failed) if counts else 0
+    total = counts.total if counts else 0
+    if done > 0 and total > done:
+        estimate = (total - done) * age / done  # seconds left at the rate seen so far
+        interval = estimate / 2
+    else:
+        interval = age / 10
+    deadline_in = _deadline(shard, services) - now
+    return int(max(low, min(high, interval, max(deadline_in, low))))
+
+
+def _collect_again(shard: Shard, services: Services) -> Visit:
+    """An ended shard collect has not taken: asked again; past its bound, ended here (its lines counted
+    as `collect_failed`) so that the job can end."""
+    now = services.now()
+    limit = int(services.settings.collect_retry_limit_hours * 3600) + COLLECT_GIVE_UP_SLACK_SECONDS
+    if shard.ended_at is not None and now - shard.ended_at > limit:
+        # The job's end is due now, and swept until announced: recorded before the shard leaves the index,
+        # so that no failure after this point can leave the job with nothing to move it on.
+        services.store.modify_job(shard.job_id, lambda job: {"sweep_at": now} if job.notified_at is None else None)
+        services.store.update_shard(
+            shard,
+            state=ShardState.COLLECTED,
+            result=ShardResult(
+                failed=shard.lines, errors_by_code={"collect_failed": shard.lines}, output_key="", errors_key=""
+            ),
+            collect_error=(shard.collect_error or "collect never completed")[:_MAX_MESSAGE_CHARS],
+        )
+        count("ShardsAbandoned")
+        logger.error(
+            "collect never completed for this shard; its lines end as collect_failed", extra={"shard": shard.index}
+        )
+        request_finalize(shard.job_id, services)
+        return Visit.TIMED_OUT
+    request_collect(shard, services)
+    return Visit.COLLECT_REQUESTS
+
+
+def request_collect(shard: Shard, services: Services) -> None:
+    """Hands a terminal shard to collect again. The shard is first set to come due again later, in case
+    the message is lost; if that write loses, another run (or collect itself) has moved it on already."""
+    try:
+        services.store.update_shard(shard, next_poll_at=services.now() + COLLECT_RETRY_SECONDS)
+    except StaleRecord:
+        return
+    send_collect(shard, services)
+
+
+def send_collect(shard: Shard, services: Services) -> None:
+    """Hands a shard that has just ended to collect (its end set it due again later, in case the message
+    is lost)."""
+    services.queues.collect(shard.job_id, shard.index)
+
+
+def request_finalize(job_id: str, services: Services) -> None:
+    services.queues.finalize(job_id)
+
+
+def _sweep_finishing(services: Services, summary: PollSummary) -> None:
+    """Jobs that ended but whose announcement was never recorded (its claimant died): collect finishes
+    them. A day after the job ended, the announcement is given up and an alarm says so."""
+    now = services.now()
+    for job in services.store.finishing_jobs(now, limit=_MAX_WAITING_READ):
+        if not services.time_left():
+            return
+        try:
+            if job.notified_at is not None or job.notify_abandoned_at is not None:
+                services.store.update_job(job, sweep_at=None)  # announced already
+                continue
+            if job.finished_at is not None and now - job.finished_at > NOTIFY_GIVE_UP_SECONDS:
+                services.store.update_job(job, notify_abandoned_at=now, sweep_at=None)
+                count("AnnouncementsAbandoned")
+                logger.error("the job's announcement kept failing; given up", extra={"job_id": job.job_id})
+                continue
+            services.store.update_job(job, sweep_at=now + NOTIFY_LEASE_SECONDS)
+            request_finalize(job.job_id, services)
+            summary.tally(Visit.FINALIZE_REQUESTS)
+        except StaleRecord:
+            summary.tally(Visit.SKIPPED)
+        except ClientError as error:
+            summary.tally(Failed(job.job_id, type(error).__name__))

@@ -1,0 +1,145 @@
+"""A terminal shard's results: the API's output and error files sorted into two files under the work
+prefix, so that every input line of the shard ends in exactly one of them.
+
+The shard's own custom_ids are read first (at most one batch's worth); lines the API reported twice are
+kept once, lines naming an id the shard does not have are dropped, and ids the API never reported (a
+batch that failed or could not be created, a cancelled job, an anomaly) get an error line of ours.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import IO, Any
+
+from batchdrop.integrations import s3io
+from batchdrop.integrations.shard_copies import ShardSourceMissing, local_shard_copy
+from batchdrop.integrations.zerogpu import ZeroGPUError, parse_result_line
+from batchdrop.models import Job, Shard, ShardResult, add_count
+from batchdrop.observability import count, logger
+from batchdrop.services import Services
+from batchdrop.validation import iter_physical_lines
+
+
+class ResultsUnavailable(Exception):
+    """A result file of the batch could not be downloaded (the API failed or answered 404)."""
+
+    def __init__(self, file_id: str, cause: ZeroGPUError) -> None:
+        super().__init__(f"result file {file_id}: {type(cause).__name__}: {cause}")
+        self.cause = cause
+
+
+UNREPORTED_MESSAGES = {
+    "results_unavailable": "The API did not hand over this batch's results ({detail}); the line's outcome is unknown.",
+    "batch_not_found": "{detail}",
+    "batch_timed_out": "{detail}",
+    "wait_timed_out": "The line was never submitted: {detail}",
+    "batch_create_failed": "The batch for this line could not be created: {detail}",
+    "batch_failed": "The batch for this line failed before the line ran: {detail}",
+    "missing_result": "The API reported no result for this line (batch status {detail}).",
+    "batch_cancelled": "The job was cancelled before this line ran.",
+    "input_missing": "{detail}",
+}
+
+
+def export_results(shard: Shard, job: Job, services: Services, *, skip_unavailable: bool = False) -> ShardResult:
+    """Raises ResultsUnavailable when a result file cannot be downloaded, unless `skip_unavailable`:
+    then the lines it would have reported end as `results_unavailable` errors."""
+    bucket = job.input.bucket
+    base = f"{services.settings.work_prefix}{shard.job_id}/results/{shard.index:05d}"
+    result = ShardResult(output_key=f"{base}.output.jsonl", errors_key=f"{base}.errors.jsonl")
+    with tempfile.TemporaryDirectory(dir=services.workdir) as directory:
+        try:
+            unreported = _shard_custom_ids(local_shard_copy(shard, job, directory, services.s3))
+        except ShardSourceMissing as error:
+            # Neither the work copy nor the input exists any more: the lines cannot be named, only counted.
+            logger.error("shard lines lost with their input", extra={"shard": shard.index, "reason": str(error)})
+            result.failed = shard.lines
+            result.errors_by_code = {"input_missing": shard.lines}
+            for key in (result.output_key, result.errors_key):
+                services.s3.put_object(Bucket=bucket, Key=key, Body=b"")
+            return result
+        output_path, errors_path = os.path.join(directory, "output.jsonl"), os.path.join(directory, "errors.jsonl")
+        with open(output_path, "wb") as output, open(errors_path, "wb") as errors:
+            unavailable: list[str] = []
+            for file_id in (shard.output_file_id, shard.error_file_id):
+                if not file_id:
+                    continue
+                try:
+                    _sort_api_file(file_id, directory, output, errors, unreported, result, services)
+                except ZeroGPUError as error:
+                    if not skip_unavailable:
+                        raise ResultsUnavailable(file_id, error) from None
+                    unavailable.append(f"{file_id}: {type(error).__name__}")
+            if unavailable:
+                code, detail = "results_unavailable", "; ".join(unavailable)
+            else:
+                code, detail = _unreported_reason(shard)
+            for custom_id in unreported:
+                errors.write(json.dumps(_error_line(custom_id, code, detail)).encode() + b"\n")
+                _count_failure(result, code)
+        s3io.upload_file(services.s3, output_path, bucket, result.output_key)
+        s3io.upload_file(services.s3, errors_path, bucket, result.errors_key)
+    logger.info("shard collected", extra={"shard": shard.index, "succeeded": result.succeeded, "failed": result.failed})
+    return result
+
+
+def _shard_custom_ids(path: str) -> dict[str, None]:
+    """The shard's custom_ids in input order (a dict as an ordered set)."""
+    with open(path, "rb") as lines:
+        return {json.loads(physical.content)["custom_id"]: None for physical in iter_physical_lines(lines)}
+
+
+def _sort_api_file(
+    file_id: str,
+    directory: str,
+    output: IO[bytes],
+    errors: IO[bytes],
+    unreported: dict[str, None],
+    result: ShardResult,
+    services: Services,
+) -> None:
+    """Downloads one result file (streamed to disk) and routes each line by what it says, not by file."""
+    path = os.path.join(directory, f"{file_id}.download")
+    with open(path, "w+b") as download:
+        services.api.download_file_content(file_id, download)
+        download.seek(0)
+        for physical in iter_physical_lines(download, max_line_bytes=64 * 1024 * 1024):
+            if physical.too_long or not physical.content.strip():
+                continue
+            line = parse_result_line(physical.content)
+            if line.custom_id is None or line.custom_id not in unreported:
+                count("UnexpectedResultLines")  # a repeat, or an id this shard never sent
+                continue
+            del unreported[line.custom_id]
+            if line.succeeded:
+                output.write(physical.content + b"\n")
+                result.succeeded += 1
+            else:
+                errors.write(physical.content + b"\n")
+                _count_failure(result, line.code or "unknown_error")
+    os.remove(path)
+
+
+def _unreported_reason(shard: Shard) -> tuple[str, str]:
+    if shard.failure_code:
+        return shard.failure_code, shard.failure_message or ""
+    if shard.batch_status == "failed":
+        return "batch_failed", shard.failure_message or "the API failed the batch"
+    return "missing_result", shard.batch_status or "unknown"
+
+
+def _error_line(custom_id: str, code: str, detail: str) -> dict[str, Any]:
+    message = UNREPORTED_MESSAGES.get(code, "{detail}").format(detail=detail)
+    return {
+        "id": None,
+        "custom_id": custom_id,
+        "response": None,
+        "error": {"code": code, "message": message, "param": None},
+    }
+
+
+def _count_failure(result: ShardResult, code: str) -> None:
+    result.failed += 1
+    add_count(result.errors_by_code, code)

@@ -1,0 +1,480 @@
+"""Jobs and shards in one DynamoDB table.
+
+Layout (keys `pk`/`sk`):
+- `JOB#<job_id>` / `JOB`            the job
+- `JOB#<job_id>` / `SHARD#<nnnnn>`  its shards; until a shard is collected it carries `active_pk` and
+                                    `next_poll_at`, which put it in the sparse `ActiveShards` index
+- `SLOTS` / `IN_FLIGHT`             the number of batches in flight, a counting semaphore
+- Powertools idempotency records under their own partition.
+
+The sparse index has three partitions (`active_pk`), so that no kind of work can starve another:
+- `ACTIVE`:    shards the poller looks at when due (`next_poll_at`): running batches, ended shards
+               waiting for collect, submissions being retried, shards of a cancelled job;
+- `WAITING`:   shards waiting for an in-flight slot, oldest first (`next_poll_at` is when they began
+               to wait): a queue the poller takes from as slots free up, however long it grows;
+- `FINISHING`: job items whose end is not announced yet, due when the announcement's claim lapses.
+
+Every state change is a conditional write on the item's `version`: of two racing writers exactly one
+wins, and the loser gets `StaleRecord` and decides again from a fresh read. TTL (`expires_at`) only
+tidies up; reads ignore expired items themselves because DynamoDB deletes them late.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+from pydantic_core import to_jsonable_python
+
+from batchdrop.models import Job, JobStatus, Shard, ShardState
+
+ACTIVE_INDEX = "ActiveShards"
+ACTIVE_PARTITION = "ACTIVE"
+WAITING_PARTITION = "WAITING"
+FINISHING_PARTITION = "FINISHING"
+_PAGE_SIZE = 500
+_ATTEMPTS = 8
+_SLOTS_KEY = {"pk": {"S": "SLOTS"}, "sk": {"S": "IN_FLIGHT"}}
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+class StaleRecord(Exception):
+    """A conditional write lost: the item changed since it was read."""
+
+
+class NoSlotAvailable(Exception):
+    """The in-flight limit is reached."""
+
+
+def _job_key(job_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": "JOB"}}
+
+
+def _shard_key_plain(job_id: str, index: int) -> dict[str, str]:
+    return {"pk": f"JOB#{job_id}", "sk": f"SHARD#{index:05d}"}
+
+
+def _shard_key(job_id: str, index: int) -> dict[str, Any]:
+    return _serialize(_shard_key_plain(job_id, index))
+
+
+def _serialize(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _serializer.serialize(value) for name, value in values.items()}
+
+
+def _deserialize(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _deserializer.deserialize(value) for name, value in item.items()}
+
+
+def _is_conditional_failure(error: ClientError) -> bool:
+    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+def shard_partition(shard: Shard) -> str | None:
+    """Which partition of the sparse index the shard belongs in (None: it has left the index)."""
+    if shard.state == ShardState.COLLECTED:
+        return None
+    if shard.state == ShardState.PENDING and not shard.holds_slot and not shard.cancel_requested:
+        return WAITING_PARTITION
+    return ACTIVE_PARTITION
+
+
+def _shard_item(shard: Shard) -> dict[str, Any]:
+    values = shard.model_dump(mode="json", exclude_none=True)
+    values.update(_shard_key_plain(shard.job_id, shard.index))
+    partition = shard_partition(shard)
+    if partition is not None:
+        values["active_pk"] = partition
+        values.setdefault("next_poll_at", shard.waiting_since or 0)
+    return _serialize(values)
+
+
+def _advanced(shard: Shard, changes: Mapping[str, Any]) -> Shard:
+    """The shard as a successful conditional update left it (attributes the model lacks, such as
+    `active_pk`, are the store's own)."""
+    fields = {name: value for name, value in changes.items() if name in Shard.model_fields}
+    return shard.model_copy(update=fields | {"version": shard.version + 1})
+
+
+class _Update:
+    """Builds one conditional UpdateItem: SET/REMOVE the given attributes and bump `version`."""
+
+    def __init__(self, expected_version: int, changes: Mapping[str, Any]) -> None:
+        self.names: dict[str, str] = {"#version": "version"}
+        self.values: dict[str, Any] = {":expected": expected_version, ":one": 1}
+        sets, removes = ["#version = #version + :one"], []
+        for position, (attribute, value) in enumerate(changes.items()):
+            placeholder = f"#a{position}"
+            self.names[placeholder] = attribute
+            if value is None:
+                removes.append(placeholder)
+            else:
+                self.values[f":v{position}"] = value
+                sets.append(f"{placeholder} = :v{position}")
+        self.expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+        self.condition = "#version = :expected"
+
+    def request(self, key: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "Key": key,
+            "UpdateExpression": self.expression,
+            "ConditionExpression": self.condition,
+            "ExpressionAttributeNames": self.names,
+            "ExpressionAttributeValues": _serialize(self.values),
+        }
+
+
+def _dump_changes(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Enums and nested models as the plain values DynamoDB stores; None means REMOVE."""
+    return {name: to_jsonable_python(value) for name, value in changes.items()}
+
+
+def _cancellation_codes(error: ClientError) -> list[str | None]:
+    return [reason.get("Code") for reason in error.response.get("CancellationReasons") or []]
+
+
+class JobStore:
+    def __init__(self, client: Any, table_name: str, *, clock: Any) -> None:
+        self._db = client
+        self._table = table_name
+        self._clock = clock
+
+    # jobs
+
+    def get_job(self, job_id: str) -> Job | None:
+        item = self._db.get_item(TableName=self._table, Key=_job_key(job_id), ConsistentRead=True).get("Item")
+        if not item:
+            return None
+        values = _deserialize(item)
+        expires_at = values.get("expires_at")
+        if expires_at is not None and int(expires_at) < self._clock():
+            return None
+        return Job.model_validate(values)
+
+    def create_job(self, job: Job) -> Job:
+        """Records a new job; if it already exists (a duplicate event), returns the stored one."""
+        values = job.model_dump(mode="json", exclude_none=True) | {"pk": f"JOB#{job.job_id}", "sk": "JOB"}
+        try:
+            self._db.put_item(
+                TableName=self._table,
+                Item=_serialize(values),
+                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
+                ExpressionAttributeValues={":now": {"N": str(int(self._clock()))}},
+            )
+            return job
+        except ClientError as error:
+            if not _is_conditional_failure(error):
+                raise
+        existing = self.get_job(job.job_id)
+        if existing is None:  # pragma: no cover - deleted between the two calls
+            raise StaleRecord(job.job_id)
+        return existing
+
+    def update_job(self, job: Job, *, sweep_at: int | bool | None = False, **changes: Any) -> Job:
+        """Conditional on the version read. `sweep_at` (epoch seconds) puts the job in the FINISHING
+        partition, due then; None takes it out; False (the default) leaves that as it is."""
+        plain = _dump_changes(changes)
+        if sweep_at is None:
+            plain |= {"active_pk": None, "next_poll_at": None}
+        elif sweep_at is not False:
+            plain |= {"active_pk": FINISHING_PARTITION, "next_poll_at": int(sweep_at)}
+        update = _Update(job.version, plain)
+        try:
+            self._db.update_item(TableName=self._table, **update.request(_job_key(job.job_id)))
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                raise StaleRecord(job.job_id) from None
+            raise
+        return job.model_copy(update=changes | {"version": job.version + 1})
+
+    def modify_job(self, job_id: str, change: Callable[[Job], dict[str, Any] | None]) -> Job | None:
+        """Reads the job, asks `change` what to write (None: nothing), writes it conditionally; on a lost
+        race reads again and asks again. Returns the job as written (or as read, if nothing was), or None
+        if there is no such job."""
+        for _ in range(_ATTEMPTS):
+            job = self.get_job(job_id)
+            if job is None:
+                return None
+            changes = change(job)
+            if changes is None:
+                return job
+            try:
+                return self.update_job(job, **changes)
+            except StaleRecord:
+                continue
+        raise StaleRecord(f"job {job_id} kept changing")
+
+    def modify_shard(self, job_id: str, index: int, change: Callable[[Shard], dict[str, Any] | None]) -> Shard | None:
+        """As modify_job, for a shard (plain updates only: no slot is taken or given back)."""
+        for _ in range(_ATTEMPTS):
+            shard = self.get_shard(job_id, index)
+            if shard is None:
+                return None
+            changes = change(shard)
+            if changes is None:
+                return shard
+            try:
+                return self.update_shard(shard, **changes)
+            except StaleRecord:
+                continue
+        raise StaleRecord(f"shard {job_id}/{index} kept changing")
+
+    def note_progress(self, shard: Shard) -> None:
+        """Records on the job that the shard has left PENDING, or has been collected (idempotent: a set
+        ADD, which no versioned writer of the job conflicts with). Each transition calls it right after
+        its own write; a redelivery that finds the transition made calls it again, so a crash between the
+        two loses nothing."""
+        attribute = {ShardState.PENDING: None, ShardState.COLLECTED: "collected_shards"}.get(
+            shard.state, "started_shards"
+        )
+        if attribute is None:
+            return
+        names = {"#set": attribute}
+        values = {":index": {"NS": [str(shard.index)]}}
+        if attribute == "collected_shards":  # a collected shard has started too
+            names["#started"] = "started_shards"
+            expression = "ADD #set :index, #started :index"
+        else:
+            expression = "ADD #set :index"
+        self._db.update_item(
+            TableName=self._table,
+            Key=_job_key(shard.job_id),
+            UpdateExpression=expression,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
+    def request_cancel(self, job_id: str) -> Job | None:
+        """Marks a job for cancellation; the poller cancels its batches and ends the shards that wait for
+        a slot (they leave the queue at once). None if it has ended already."""
+        now = int(self._clock())
+        job = self.modify_job(
+            job_id,
+            lambda job: (
+                None
+                if job.status in (JobStatus.FINISHED, JobStatus.REJECTED) or job.cancel_requested_at is not None
+                else {"cancel_requested_at": now}
+            ),
+        )
+        if job is None or job.status in (JobStatus.FINISHED, JobStatus.REJECTED):
+            return None
+        for shard in self.get_shards(job_id):
+            if shard.state == ShardState.PENDING and not shard.cancel_requested:
+                self.modify_shard(
+                    job_id,
+                    shard.index,
+                    lambda fresh: (
+                        {"cancel_requested": True, "next_poll_at": now} if fresh.state == ShardState.PENDING else None
+                    ),
+                )
+        return job
+
+    def iter_jobs(self, *, limit: int) -> Iterator[Job]:
+        """Jobs in no particular order, for the operator's listing (a Scan; never used by the functions)."""
+        paginator = self._db.get_paginator("scan")
+        pages = paginator.paginate(
+            TableName=self._table,
+            FilterExpression="sk = :job",
+            ExpressionAttributeValues={":job": {"S": "JOB"}},
+            PaginationConfig={"MaxItems": limit},
+        )
+        for page in pages:
+            for item in page.get("Items", []):
+                yield Job.model_validate(_deserialize(item))
+
+    # shards
+
+    def put_shards(self, shards: list[Shard]) -> None:
+        """Records shards that do not exist yet (a re-run after a crash finds some already there);
+        shards of an expired job (its TTL passed, DynamoDB has not deleted them yet) are replaced."""
+        now = {":now": {"N": str(int(self._clock()))}}
+        for shard in shards:
+            try:
+                self._db.put_item(
+                    TableName=self._table,
+                    Item=_shard_item(shard),
+                    ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
+                    ExpressionAttributeValues=now,
+                )
+            except ClientError as error:
+                if not _is_conditional_failure(error):
+                    raise
+
+    def get_shard(self, job_id: str, index: int) -> Shard | None:
+        item = self._db.get_item(TableName=self._table, Key=_shard_key(job_id, index), ConsistentRead=True).get("Item")
+        return Shard.model_validate(_deserialize(item)) if item else None
+
+    def get_shards(self, job_id: str) -> list[Shard]:
+        paginator = self._db.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues={":pk": {"S": f"JOB#{job_id}"}, ":prefix": {"S": "SHARD#"}},
+            ConsistentRead=True,
+        )
+        now = int(self._clock())
+        shards = [Shard.model_validate(_deserialize(item)) for page in pages for item in page.get("Items", [])]
+        return [shard for shard in shards if shard.expires_at is None or shard.expires_at >= now]
+
+    def update_shard(self, shard: Shard, **changes: Any) -> Shard:
+        """Conditional on the version read; the shard's place in the sparse index follows its state."""
+        update = _Update(shard.version, self._indexed_changes(shard, changes))
+        try:
+            self._db.update_item(TableName=self._table, **update.request(_shard_key(shard.job_id, shard.index)))
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                raise StaleRecord(f"{shard.job_id}/{shard.index}") from None
+            raise
+        return self._after_write(shard, changes)
+
+    def _after_write(self, shard: Shard, changes: Mapping[str, Any]) -> Shard:
+        after = _advanced(shard, changes)
+        if after.state != shard.state and (shard.state == ShardState.PENDING or after.state == ShardState.COLLECTED):
+            self.note_progress(after)
+        return after
+
+    def _indexed_changes(self, shard: Shard, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """The changes as stored, with the index partition the changed shard belongs in (a shard in the
+        index always has a `next_poll_at`: an item without one would silently leave the index)."""
+        current = shard.model_dump(mode="json")
+        # What already holds on the version read is left out: smaller writes (a poll mostly moves the time).
+        plain = {
+            name: value
+            for name, value in _dump_changes(changes).items()
+            if name not in Shard.model_fields or current.get(name) != value
+        }
+        after = _advanced(shard, changes)
+        partition = shard_partition(after)
+        if partition != shard_partition(shard):
+            plain["active_pk"] = partition
+        if partition is None:
+            plain["next_poll_at"] = None
+        elif after.next_poll_at is None:
+            plain["next_poll_at"] = int(self._clock())
+        return plain
+
+    def claim_shard(
+        self, shard: Shard, *, owner: str, lease_seconds: int, max_in_flight: int, also: Mapping[str, Any] | None = None
+    ) -> Shard:
+        """Takes the shard's submission lease, and an in-flight slot if it holds none, in one transaction
+        (with the changes `also` names: the claimant's first checkpoint, say).
+
+        Raises StaleRecord if someone else changed the shard, NoSlotAvailable if the limit is reached.
+        """
+        now = int(self._clock())
+        if shard.lease_until is not None and shard.lease_until > now and shard.lease_owner != owner:
+            raise StaleRecord(f"{shard.job_id}/{shard.index} is leased")
+        # Due again when the lease ends: if the invocation dies, the poller hands the shard over again.
+        changes: dict[str, Any] = {
+            "lease_owner": owner,
+            "lease_until": now + lease_seconds,
+            "holds_slot": True,
+            "next_poll_at": now + lease_seconds,
+            "first_attempt_at": shard.first_attempt_at or now,
+        } | dict(also or {})
+        if shard.holds_slot:
+            return self.update_shard(shard, **changes)
+        take_slot = {
+            "UpdateExpression": "SET in_use = if_not_exists(in_use, :zero) + :one",
+            "ConditionExpression": "attribute_not_exists(in_use) OR in_use < :max",
+            "ExpressionAttributeValues": _serialize({":zero": 0, ":one": 1, ":max": max_in_flight}),
+        }
+        claimed = self._update_shard_and_slots(shard, changes, take_slot)
+        if claimed is None:
+            raise NoSlotAvailable()
+        return claimed
+
+    def end_shard(self, shard: Shard, **changes: Any) -> Shard:
+        """Moves a shard to TERMINAL and gives back its in-flight slot, atomically."""
+        changes = {
+            "state": ShardState.TERMINAL,
+            "holds_slot": False,
+            "lease_owner": None,
+            "lease_until": None,
+            "ended_at": int(self._clock()),
+        } | changes
+        if not shard.holds_slot:
+            return self.update_shard(shard, **changes)
+        give_back = {
+            "UpdateExpression": "SET in_use = in_use - :one",
+            "ConditionExpression": "in_use > :zero",
+            "ExpressionAttributeValues": _serialize({":zero": 0, ":one": 1}),
+        }
+        # None: the counter was already zero (it never goes negative), so the shard ends alone.
+        return self._update_shard_and_slots(shard, changes, give_back) or self.update_shard(shard, **changes)
+
+    def _update_shard_and_slots(self, shard: Shard, changes: dict[str, Any], slots: dict[str, Any]) -> Shard | None:
+        """One transaction: the shard's conditional update and the slot counter's. StaleRecord if the shard
+        changed meanwhile; None if the counter's condition failed (nothing is written then)."""
+        update = _Update(shard.version, self._indexed_changes(shard, changes)).request(
+            _shard_key(shard.job_id, shard.index)
+        )
+        try:
+            self._db.transact_write_items(
+                TransactItems=[
+                    {"Update": {"TableName": self._table, **update}},
+                    {"Update": {"TableName": self._table, "Key": _SLOTS_KEY, **slots}},
+                ]
+            )
+        except ClientError as error:
+            codes = _cancellation_codes(error)
+            if codes[:1] == ["ConditionalCheckFailed"]:
+                raise StaleRecord(f"{shard.job_id}/{shard.index}") from None
+            if codes[1:2] == ["ConditionalCheckFailed"]:
+                return None
+            raise  # a conflict or throttling: nothing was written; the caller's retry decides again
+        return self._after_write(shard, changes)
+
+    def slots_in_use(self) -> int:
+        item = self._db.get_item(TableName=self._table, Key=_SLOTS_KEY, ConsistentRead=True).get("Item")
+        return int(_deserialize(item).get("in_use", 0)) if item else 0
+
+    def due_shards(self, now: int, *, limit: int | None = None) -> Iterator[Shard]:
+        """ACTIVE shards whose next poll time has come, oldest first, read page by page as consumed."""
+        for page in self.due_shard_pages(now, limit=limit):
+            yield from page
+
+    def due_shard_pages(self, now: int, *, limit: int | None = None) -> Iterator[list[Shard]]:
+        """The same, a page at a time: the next page is read only once the caller asks for it."""
+        for page in self._index_pages(ACTIVE_PARTITION, now, limit):
+            yield [Shard.model_validate(item) for item in page]
+
+    def waiting_shards(
+        self, *, until: int | None = None, limit: int | None = None, page_size: int | None = None
+    ) -> Iterator[Shard]:
+        """Shards waiting for an in-flight slot, longest waiting first (those waiting since `until` at most),
+        read a page (of `page_size`) at a time as consumed."""
+        for item in self._index_items(WAITING_PARTITION, until, limit, page_size):
+            yield Shard.model_validate(item)
+
+    def finishing_jobs(self, now: int, *, limit: int | None = None) -> Iterator[Job]:
+        """Jobs that ended but whose announcement is not recorded, due for another look."""
+        for item in self._index_items(FINISHING_PARTITION, now, limit):
+            yield Job.model_validate(item)
+
+    def _index_items(
+        self, partition: str, until: int | None, limit: int | None, page_size: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        for page in self._index_pages(partition, until, limit, page_size):
+            yield from page
+
+    def _index_pages(
+        self, partition: str, until: int | None, limit: int | None, page_size: int | None = None
+    ) -> Iterator[list[dict[str, Any]]]:
+        condition = "active_pk = :partition" + (" AND next_poll_at <= :until" if until is not None else "")
+        values: dict[str, Any] = {":partition": partition} | ({":until": until} if until is not None else {})
+        config: dict[str, int] = {"PageSize": min(page_size or limit or _PAGE_SIZE, _PAGE_SIZE)}
+        if limit is not None:
+            config["MaxItems"] = limit
+        pages = self._db.get_paginator("query").paginate(
+            TableName=self._table,
+            IndexName=ACTIVE_INDEX,
+            KeyConditionExpression=condition,
+            ExpressionAttributeValues=_serialize(values),
+            PaginationConfig=config,
+        )
+        for page in pages:
+            yield [_deserialize(item) for item in page.get("Items", [])]

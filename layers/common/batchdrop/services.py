@@ -1,0 +1,66 @@
+"""What the logic functions need from the outside world, built once per invocation by the handlers.
+
+Tests build the same object with moto clients, the in-process emulator and a fake clock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchdrop.integrations.notifier import Notifier
+from batchdrop.integrations.queues import Queues
+from batchdrop.integrations.store import JobStore
+from batchdrop.integrations.zerogpu import ZeroGPUClient
+from batchdrop.settings import Settings
+
+# Stop starting new work when less than this is left of the invocation.
+DEADLINE_MARGIN_SECONDS = 20.0
+
+
+@dataclass
+class Services:
+    settings: Settings
+    s3: Any
+    sqs: Any
+    store: JobStore
+    notifier: Notifier
+    api_factory: Callable[[], ZeroGPUClient]
+    """Creates the API client on first use: a rejected input never needs credentials."""
+    workdir: str
+    owner: str
+    """Who holds leases taken by this invocation (the Lambda request id)."""
+    remaining_time: Callable[[], float] = lambda: 900.0
+    clock: Callable[[], float] = time.time
+    _api: ZeroGPUClient | None = field(default=None, init=False, repr=False)
+    _api_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    @property
+    def api(self) -> ZeroGPUClient:
+        """One client per invocation, created on first use (the poller's threads share it)."""
+        with self._api_lock:
+            if self._api is None:
+                self._api = self.api_factory()
+            return self._api
+
+    @property
+    def queues(self) -> Queues:
+        return Queues(
+            self.sqs,
+            ingest_queue_url=self.settings.ingest_queue_url,
+            collect_queue_url=self.settings.collect_queue_url,
+        )
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def time_left(self) -> bool:
+        return self.remaining_time() > DEADLINE_MARGIN_SECONDS
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.close()
+            self._api = None

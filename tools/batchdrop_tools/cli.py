@@ -1,0 +1,78 @@
+"""The `batchdrop` command line: emulator, local, demo, jobs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="batchdrop", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    emulator = commands.add_parser("emulator", help="run the ZeroGPU Batch API emulator as an HTTP server")
+    from batchdrop_tools.emulator.server import add_arguments as add_emulator_arguments
+
+    add_emulator_arguments(emulator)
+
+    local = commands.add_parser("local", help="run the whole stack on this machine (moto + emulator)")
+    local.add_argument("--host", default="127.0.0.1")
+    local.add_argument("--aws-port", type=int, default=4566)
+    local.add_argument("--emulator-port", type=int, default=8400)
+    local.add_argument("--poll-seconds", type=float, default=1.0, help="how often the poll function runs")
+    local.add_argument(
+        "--lines-per-second",
+        type=_positive_float,
+        default=None,
+        help="the emulator's speed per batch, to watch progress (default: every line answered at once)",
+    )
+
+    demo = commands.add_parser("demo", help="one end-to-end run on the local stack")
+    demo.add_argument("file", nargs="?", help="a JSONL file of requests (the bundled sample if omitted)")
+    demo.add_argument("--api-url", help="use this ZeroGPU API (ZGPU_API_KEY, ZGPU_PROJECT_ID) instead of the emulator")
+    demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the job to finish")
+    demo.add_argument(
+        "--lines-per-second",
+        type=_positive_float,
+        default=None,
+        help="the emulator's speed per batch (default: every line answered at once)",
+    )
+    jobs = commands.add_parser("jobs", help="list, show or cancel jobs (operators)")
+    from batchdrop_tools.jobs import add_arguments as add_jobs_arguments
+
+    add_jobs_arguments(jobs)
+    return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    if args.command == "emulator":
+        from batchdrop_tools.emulator.server import serve
+
+        return serve(args)
+    if args.command == "jobs":
+        from batchdrop_tools.jobs import run
+
+        return run(args)
+    if args.command == "local":
+        from batchdrop_tools.local.stack import run_local
+
+        return run_local(args)
+    from batchdrop_tools.local.demo import run_demo
+
+    return run_demo(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""`batchdrop jobs`: the operator's view of jobs in the table, and cancellation.
+
+    batchdrop jobs list   [--table T] [--limit N]
+    batchdrop jobs show   JOB_ID [--table T]
+    batchdrop jobs cancel JOB_ID [--table T]
+
+The table defaults to $TABLE_NAME (the stack output `TableName`); `--endpoint-url` points at another
+endpoint (e.g. `batchdrop local`'s). Cancelling marks the job; the next poll cancels its running batches,
+shards not yet submitted never are, and the job ends `cancelled` with every result gathered so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import boto3
+
+from batchdrop.integrations.store import JobStore
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("list", "show", "cancel"))
+    parser.add_argument("job_id", nargs="?")
+    parser.add_argument("--table", default=os.environ.get("TABLE_NAME"), help="the jobs table (default $TABLE_NAME)")
+    parser.add_argument("--endpoint-url", help="an AWS endpoint other than the default (e.g. batchdrop local)")
+    parser.add_argument("--limit", type=int, default=50, help="most jobs to list")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.table:
+        print("batchdrop jobs: name the table with --table or $TABLE_NAME", file=sys.stderr)
+        return 2
+    if args.action in ("show", "cancel") and not args.job_id:
+        print(f"batchdrop jobs {args.action}: a JOB_ID is needed", file=sys.stderr)
+        return 2
+    client = boto3.client("dynamodb", endpoint_url=args.endpoint_url)
+    store = JobStore(client, args.table, clock=time.time)
+    if args.action == "list":
+        for job in sorted(store.iter_jobs(limit=args.limit), key=lambda job: job.received_at, reverse=True):
+            outcome = job.outcome.value if job.outcome else "-"
+            print(f"{job.job_id}  {job.status.value:<10} {outcome:<9} s3://{job.input.bucket}/{job.input.key}")
+        return 0
+    if args.action == "show":
+        found = store.get_job(args.job_id)
+        if found is None:
+            print(f"batchdrop jobs: no job {args.job_id}", file=sys.stderr)
+            return 1
+        document: dict[str, Any] = found.model_dump(mode="json")
+        document["shards"] = [shard.model_dump(mode="json") for shard in store.get_shards(args.job_id)]
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+        return 0
+    cancelled = store.request_cancel(args.job_id)
+    if cancelled is None:
+        print(f"batchdrop jobs: job {args.job_id} is unknown or has ended", file=sys.stderr)
+        return 1
+    print(f"cancellation requested for {args.job_id}; the next poll cancels its batches")
+    return 0
