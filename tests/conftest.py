@@ -21,7 +21,7 @@ os.environ.update(
 for leaked in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
     os.environ.pop(leaked, None)
 
-# moto's transactions copy the whole table (see batchdrop/local/moto_fixes.py): at the sizes the burst
+# moto's transactions copy the whole table (see tools/batchdrop_tools/local/moto_fixes.py): at the sizes the burst
 # tests reach that alone would take most of the suite's time.
 from batchdrop_tools.local.moto_fixes import install as _install_moto_fixes  # noqa: E402
 

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from batchdrop.flow.polling import poll_once
-from batchdrop.observability import count, logger, metrics, tracer
+from batchdrop.observability import Metric, count, logger, metrics, tracer
 from batchdrop.runtime import build_services
 from batchdrop.settings import load_settings
 
@@ -21,7 +21,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     finally:
         services.close()
     logger.info("poll run", extra=dataclasses.asdict(summary))
-    count("PollErrors", len(summary.errors))
+    count(Metric.POLL_ERRORS, len(summary.errors))
     return {
         "due": summary.due,
         "polled": summary.polled,

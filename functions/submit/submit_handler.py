@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from batchdrop.flow.intake import reject_request, submit_job, submit_object
 from batchdrop.flow.submission import submit_held_shard
 from batchdrop.messages import RejectedRequest, ShardRequest, SubmitResult, parse_ingest_message
-from batchdrop.observability import count, logger, metrics, tracer
+from batchdrop.observability import Metric, count, logger, metrics, tracer
 from batchdrop.runtime import build_services, once_per_object
 from batchdrop.services import Services
 from batchdrop.settings import load_settings
@@ -52,4 +52,4 @@ def handle_record(record: SQSRecord, services: Services, once: Any = None) -> No
             extra={"result": outcome.result, "job_id": outcome.job_id, "reason": outcome.reason},
         )
         if outcome.result == SubmitResult.IGNORED:
-            count("ObjectsIgnored")
+            count(Metric.OBJECTS_IGNORED)

@@ -4,6 +4,7 @@ reliability and least-privilege properties: failure sinks everywhere, scoped IAM
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Iterator
 from fnmatch import fnmatchcase
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from cfnlint.api import lint_file
 
+from batchdrop.observability import Metric
 from batchdrop.settings import Settings
 from batchdrop_tools.local.template import IntrinsicResolver, find_template, load_template
 
@@ -498,3 +500,44 @@ def test_work_ended_by_a_bound_raises_an_alarm(cfn: dict[str, Any], metric: str,
     # the metric is emitted by its literal name somewhere in the layer
     layer = TEMPLATE_PATH.parent / "layers" / "common" / "batchdrop"
     assert any(f'"{metric}"' in path.read_text() for path in layer.rglob("*.py")), metric
+
+
+def test_every_alarm_on_a_batchdrop_metric_names_one_the_functions_emit(cfn: dict[str, Any]) -> None:
+    watched = {
+        resource["Properties"]["MetricName"]
+        for resource in cfn["Resources"].values()
+        if resource["Type"] == "AWS::CloudWatch::Alarm" and resource["Properties"].get("Namespace") == "batchdrop"
+    }
+    assert watched, "no alarm on the pipeline's own metrics?"
+    assert watched <= {metric.value for metric in Metric}, watched - {metric.value for metric in Metric}
+
+
+def test_env_json_gives_each_function_exactly_the_variables_the_template_does(cfn: dict[str, Any]) -> None:
+    # env.json feeds `sam local invoke --env-vars`: "Parameters" goes to every function, a function's own
+    # section on top. A variable the template adds or drops must be added or dropped there too.
+    env = json.loads((TEMPLATE_PATH.parent / "env.json").read_text())
+    functions = {
+        logical_id: resource
+        for logical_id, resource in cfn["Resources"].items()
+        if resource["Type"] == "AWS::Lambda::Function"
+    }
+    assert set(env) - {"Parameters"} <= set(functions), set(env) - {"Parameters"} - set(functions)
+    for logical_id, resource in functions.items():
+        declared = set(resource["Properties"]["Environment"]["Variables"])
+        given = set(env["Parameters"]) | set(env.get(logical_id, {}))
+        assert given - {"POWERTOOLS_LOG_LEVEL"} == declared - {"POWERTOOLS_LOG_LEVEL"}, (
+            logical_id,
+            "missing from env.json:",
+            sorted(declared - given),
+            "not in the template:",
+            sorted(given - declared),
+        )
+
+
+@pytest.mark.parametrize(
+    ("logical_id", "function"), [("SubmitFunction", "submit"), ("PollFunction", "poll"), ("CollectFunction", "collect")]
+)
+def test_env_json_is_a_valid_configuration_of_each_function(logical_id: str, function: str) -> None:
+    env = json.loads((TEMPLATE_PATH.parent / "env.json").read_text())
+    variables = env["Parameters"] | env.get(logical_id, {})
+    Settings.from_environ(variables).require(function)  # type: ignore[arg-type]

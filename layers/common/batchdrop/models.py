@@ -33,6 +33,37 @@ class Outcome(StrEnum):
     CANCELLED = "cancelled"
 
 
+class FailureCode(StrEnum):
+    """The pipeline's own codes, for lines that never ran or whose results were lost (errors.jsonl,
+    errors_by_code) and for why a shard ended without a batch; the API's codes are kept as it sends them."""
+
+    BATCH_CREATE_FAILED = "batch_create_failed"
+    BATCH_CANCELLED = "batch_cancelled"
+    BATCH_FAILED = "batch_failed"
+    BATCH_TIMED_OUT = "batch_timed_out"
+    BATCH_NOT_FOUND = "batch_not_found"
+    WAIT_TIMED_OUT = "wait_timed_out"
+    RESULTS_UNAVAILABLE = "results_unavailable"
+    MISSING_RESULT = "missing_result"
+    INPUT_MISSING = "input_missing"
+    COLLECT_FAILED = "collect_failed"
+
+
+class DeferralCode(StrEnum):
+    """Why a submission was put off (recorded on the shard until it is tried again), where the API's reply
+    has no code of its own."""
+
+    AWS_ERROR = "aws_error"
+    API_UNREACHABLE = "api_unreachable"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    AMBIGUOUS_REPLY = "ambiguous_reply"
+    API_ERROR = "api_error"
+
+
+NOT_CREATED = "not_created"
+"""The batch status recorded for a shard that ended without a batch."""
+
+
 INPUT_SUFFIXES = (".jsonl", ".jsonl.gz")
 
 

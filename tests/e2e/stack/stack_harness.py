@@ -8,9 +8,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import boto3
 
 BIN = Path(sys.executable).parent
 BUCKET = "batchdrop-local"
@@ -71,6 +74,28 @@ class RunningStack:
                 return json.loads(body)
             time.sleep(0.5)
         raise AssertionError(f"no report for {name} after {timeout} s; stack output:\n" + "".join(self.output[-50:]))
+
+    def wait_until(self, condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+        """Waits for a condition, never for a fixed time: the negative checks after it are then exact."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: not after {timeout} s; stack output:\n" + "".join(self.output[-50:]))
+            time.sleep(0.2)
+
+    def pipeline_idle(self) -> bool:
+        """No message waits or is being handled on any of the stack's queues (observers' aside)."""
+        sqs = boto3.client("sqs", endpoint_url=self.endpoint, region_name="us-east-1")
+        for url in sqs.list_queues().get("QueueUrls", []):
+            if url.rsplit("/", 1)[-1].startswith("observer"):
+                continue
+            attributes = sqs.get_queue_attributes(
+                QueueUrl=url,
+                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            )["Attributes"]
+            if any(int(value) for value in attributes.values()):
+                return False
+        return True
 
     def api_calls(self, method: str, path: str) -> int:
         import httpx

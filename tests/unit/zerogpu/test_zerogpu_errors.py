@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 from zerogpu_fakes import API_KEY, PROJECT_ID, Harness, Script, reply
 
 from batchdrop.integrations.zerogpu import (
     AmbiguousRequestError,
+    APIConnectionError,
     APIStatusError,
+    APITimeoutError,
     AuthenticationError,
     BadRequestError,
     DeadlineExceededError,
+    ErrorKind,
     InsufficientQuotaError,
     NotFoundError,
     PermissionDeniedError,
@@ -138,3 +143,35 @@ def test_error_repr_and_str_never_show_the_key(harness: Harness) -> None:
 )
 def test_parse_retry_after(header, expected) -> None:
     assert parse_retry_after(header, now=lambda: 1_767_225_600.0) == expected
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind"),
+    [
+        (400, {"error": {"message": "bad", "code": "invalid_request"}}, ErrorKind.PERMANENT),
+        (404, {"error": {"message": "no such file"}}, ErrorKind.PERMANENT),
+        (413, {"error": {"message": "too large"}}, ErrorKind.PERMANENT),
+        (420, {"error": {"message": "context length"}}, ErrorKind.PERMANENT),
+        (401, {"error": {"message": "no key"}}, ErrorKind.OPERATIONAL),
+        (403, {"error": {"message": "bad key"}}, ErrorKind.OPERATIONAL),
+        (429, {"error": {"message": "top up", "code": "insufficient_quota"}}, ErrorKind.OPERATIONAL),
+        (429, {"error": {"message": "slow down", "code": "rate_limit_exceeded"}}, ErrorKind.RETRYABLE),
+        (408, {}, ErrorKind.RETRYABLE),
+        (409, {}, ErrorKind.RETRYABLE),
+        (422, {}, ErrorKind.RETRYABLE),
+        (500, {}, ErrorKind.RETRYABLE),
+        (503, {}, ErrorKind.RETRYABLE),
+    ],
+)
+def test_each_error_says_what_it_means_for_the_work(status: int, body: dict[str, Any], kind: ErrorKind) -> None:
+    # Given a reply with this status, When it becomes an error, Then its kind decides for submit
+    error = error_from_response(httpx.Response(status, json=body))
+    assert error.kind is kind
+    # and an ambiguous wrapper keeps the kind of what it wraps
+    assert AmbiguousRequestError("lost reply", cause=error).kind is kind
+
+
+def test_transport_failures_and_deadlines_are_retryable() -> None:
+    assert APIConnectionError("reset").kind is ErrorKind.RETRYABLE
+    assert APITimeoutError("read timeout").kind is ErrorKind.RETRYABLE
+    assert DeadlineExceededError("out of time").kind is ErrorKind.RETRYABLE

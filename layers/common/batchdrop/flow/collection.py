@@ -11,16 +11,16 @@ collected without it and the lines it would have reported end as `results_unavai
 
 from __future__ import annotations
 
+from typing import Any
+
 from batchdrop.flow.completion import finalize_job
 from batchdrop.flow.results import ResultsUnavailable, export_results
 from batchdrop.flow.submission import announce_submitted
-from batchdrop.integrations.store import StaleRecord
 from batchdrop.integrations.zerogpu import NotFoundError
 from batchdrop.models import Job, Shard, ShardResult, ShardState
-from batchdrop.observability import count, logger
+from batchdrop.observability import Metric, count, logger
 from batchdrop.services import Services
 
-_ATTEMPTS = 5
 _MAX_MESSAGE_CHARS = 500
 
 
@@ -29,30 +29,28 @@ def collect_shard(job_id: str, index: int, services: Services) -> None:
     if job is None:
         logger.warning("collect request for an unknown job", extra={"job_id": job_id, "shard": index})
         return
-    result: ShardResult | None = None
-    for _ in range(_ATTEMPTS):
-        shard = services.store.get_shard(job_id, index)
-        if shard is None:
-            break
-        if shard.state == ShardState.COLLECTED:
-            if index not in (job.collected_shards or ()):
-                services.store.note_progress(shard)  # an earlier attempt died between the two writes
-            break
-        if shard.state != ShardState.TERMINAL:
-            logger.warning("collect request for a shard still running", extra={"shard": index, "state": shard.state})
-            return
+    shard = services.store.get_shard(job_id, index)
+    if shard is not None and shard.state == ShardState.TERMINAL:
+        result = _export(shard, job, services)
         if result is None:
-            result = _export(shard, job, services)
-            if result is None:
-                return  # recorded; the poller asks again
-        try:
-            services.store.update_shard(shard, state=ShardState.COLLECTED, result=result)
-            count("ShardsCollected")
-            break
-        except StaleRecord:
-            continue  # e.g. the poller moved its next look; the exported results stay valid
-    else:
-        raise StaleRecord(f"shard {job_id}/{index} kept changing while it was being collected")
+            return  # recorded; the poller asks again
+        written = False
+
+        def collected(fresh: Shard) -> dict[str, Any] | None:
+            # e.g. the poller moved its next look meanwhile: the exported results stay valid
+            nonlocal written
+            written = fresh.state == ShardState.TERMINAL
+            return {"state": ShardState.COLLECTED, "result": result} if written else None
+
+        shard = services.store.modify_shard(job_id, index, collected, current=shard)
+        if written:
+            count(Metric.SHARDS_COLLECTED)
+    if shard is not None and shard.state == ShardState.COLLECTED:
+        if index not in (job.collected_shards or ()):
+            services.store.note_progress(shard)  # an earlier attempt died between the two writes
+    elif shard is not None:
+        logger.warning("collect request for a shard still running", extra={"shard": index, "state": shard.state})
+        return
     # The poller may have moved the job's last shard out of the queue (a bound): submit never learnt of it.
     announce_submitted(job_id, services)
     finalize_job(job_id, services)
@@ -75,7 +73,7 @@ def _export(shard: Shard, job: Job, services: Services) -> ShardResult | None:
             expired = now - since >= settings.collect_retry_limit_hours * 3600
         if expired:
             logger.error("result file unavailable past its bound; collected without it", extra={"error": reason})
-            count("ResultsUnavailable")
+            count(Metric.RESULTS_UNAVAILABLE)
             return export_results(shard, job, services, skip_unavailable=True)
         logger.warning("result file unavailable; tried again later", extra={"error": reason})
         services.store.modify_shard(

@@ -22,7 +22,7 @@ from batchdrop.flow.split import SplitResult
 from batchdrop.integrations import s3io
 from batchdrop.integrations.store import StaleRecord
 from batchdrop.models import Job, JobStatus, Outcome, Shard, ShardState, add_count
-from batchdrop.observability import count, logger
+from batchdrop.observability import Metric, count, logger
 from batchdrop.services import Services
 from batchdrop.timing import NOTIFY_LEASE_SECONDS
 
@@ -30,7 +30,6 @@ REPORT_SCHEMA_VERSION = 1
 MAX_REPORTED_BATCHES = 1000
 RESULT_FILES = ("output.jsonl", "errors.jsonl", "results.csv", "status.json")
 """Everything a job writes beside report.json: a rejected re-upload removes the previous version's."""
-_ATTEMPTS = 5
 
 
 def _iso(epoch: int | None) -> str | None:
@@ -130,52 +129,56 @@ def finalize_job(job_id: str, services: Services, *, repair: bool = False) -> Jo
     writes, or was dead-lettered there, is made good."""
     if repair:
         _repair_progress(job_id, services)
-    claimed: Job | None = None
-    for _ in range(_ATTEMPTS):
-        job = services.store.get_job(job_id)
-        if job is None or job.notified_at is not None or job.notify_abandoned_at is not None:
-            return job
-        if job.status == JobStatus.REJECTED:
-            announce_rejection(job, services)
-            return services.store.get_job(job_id)
+    ready: list[Shard] = []  # the job's shards, once every one is collected
+    finished_here = False
+
+    def finish(job: Job) -> dict[str, Any] | None:
+        nonlocal finished_here
+        finished_here = False
+        ready.clear()
+        if job.notified_at is not None or job.notify_abandoned_at is not None or job.status == JobStatus.REJECTED:
+            return None
         if job.status != JobStatus.FINISHED and not job.all_collected:
-            return job  # the job's record says so: its shards need not be read
+            return None  # the job's record says so: its shards need not be read
         shards = sorted(services.store.get_shards(job_id), key=lambda shard: shard.index)
         if job.shard_count is None or len(shards) < job.shard_count:
-            return job
+            return None
         if any(shard.state != ShardState.COLLECTED or shard.result is None for shard in shards):
-            return job
+            return None
+        ready.extend(shards)
         if job.status == JobStatus.FINISHED:
-            claimed = None
-            break
+            return None
         counts, _ = _totals(shards)
         now = services.now()
-        try:
-            # Whoever marks the job finished also claims its announcement (in the same write).
-            job = services.store.update_job(
-                job,
-                status=JobStatus.FINISHED,
-                outcome=_outcome(job, counts["succeeded"], counts["failed"]),
-                finished_at=now,
-                expires_at=now + services.settings.job_retention_days * 86400,
-                notify_claimed_at=now,
-                sweep_at=now + NOTIFY_LEASE_SECONDS,
-            )
-            claimed = job
-        except StaleRecord:
-            continue  # changed meanwhile (a cancel, a claim): decide again from a fresh read
-        count("JobsFinished")
+        finished_here = True
+        # Whoever marks the job finished also claims its announcement (in the same write).
+        return {
+            "status": JobStatus.FINISHED,
+            "outcome": _outcome(job, counts["succeeded"], counts["failed"]),
+            "finished_at": now,
+            "expires_at": now + services.settings.job_retention_days * 86400,
+            "notify_claimed_at": now,
+            "sweep_at": now + NOTIFY_LEASE_SECONDS,
+        }
+
+    job = services.store.modify_job(job_id, finish)
+    if job is None or job.notified_at is not None or job.notify_abandoned_at is not None:
+        return job
+    if job.status == JobStatus.REJECTED:
+        announce_rejection(job, services)
+        return services.store.get_job(job_id)
+    if not ready:
+        return job  # not every shard is in yet
+    if finished_here:
+        count(Metric.JOBS_FINISHED)
         _count_outcome(job.outcome or Outcome.FAILED)
-        break
-    else:
-        raise StaleRecord(f"job {job_id} kept changing while it was being finished")
-    for shard in shards:  # the shards go with the job when its records expire (on every pass: idempotent)
+    for shard in ready:  # the shards go with the job when its records expire (on every pass: idempotent)
         if shard.expires_at != job.expires_at:
             _expire_with_job(shard, job, services)
-    claimed = claimed or _claim_notification(job, services)
+    claimed = job if finished_here else _claim_notification(job, services)
     if claimed is None:
         return job  # someone else is announcing it; if they die, the poller's sweep hands it back
-    _released_on_failure(job_id, services, lambda: _write_results(claimed, shards, services))
+    _released_on_failure(job_id, services, lambda: _write_results(claimed, ready, services))
     return claimed
 
 
@@ -195,24 +198,22 @@ def _repair_progress(job_id: str, services: Services) -> None:
 
 
 def _expire_with_job(shard: Shard, job: Job, services: Services) -> None:
-    try:
-        services.store.update_shard(shard, expires_at=job.expires_at)
-    except StaleRecord:
-        services.store.modify_shard(
-            shard.job_id,
-            shard.index,
-            lambda fresh: None if fresh.expires_at == job.expires_at else {"expires_at": job.expires_at},
-        )
+    services.store.modify_shard(
+        shard.job_id,
+        shard.index,
+        lambda fresh: None if fresh.expires_at == job.expires_at else {"expires_at": job.expires_at},
+        current=shard,
+    )
 
 
 def _count_outcome(outcome: Outcome) -> None:
     """One metric per outcome, by name (the JobsFailed alarm depends on it)."""
     names = {
-        Outcome.SUCCEEDED: "JobsSucceeded",
-        Outcome.PARTIAL: "JobsPartial",
-        Outcome.FAILED: "JobsFailed",
-        Outcome.REJECTED: "JobsRejected",
-        Outcome.CANCELLED: "JobsCancelled",
+        Outcome.SUCCEEDED: Metric.JOBS_SUCCEEDED,
+        Outcome.PARTIAL: Metric.JOBS_PARTIAL,
+        Outcome.FAILED: Metric.JOBS_FAILED,
+        Outcome.REJECTED: Metric.JOBS_REJECTED,
+        Outcome.CANCELLED: Metric.JOBS_CANCELLED,
     }
     count(names[outcome])
 
@@ -311,15 +312,14 @@ def _finished_detail(job: Job, counts: dict[str, int], errors_by_code: dict[str,
 
 def _claim_notification(job: Job, services: Services) -> Job | None:
     """The job as claimed by this invocation, or None if it is someone else's (or done)."""
-    now = services.now()
     if job.notified_at is not None or job.notify_abandoned_at is not None:
         return None
-    if job.notify_claimed_at is not None and job.notify_claimed_at > now - NOTIFY_LEASE_SECONDS:
-        return None
-    try:
-        return services.store.update_job(job, notify_claimed_at=now, sweep_at=now + NOTIFY_LEASE_SECONDS)
-    except StaleRecord:
-        return None
+    return services.store.claim_job(
+        job,
+        "notify_claimed_at",
+        lease_seconds=NOTIFY_LEASE_SECONDS,
+        also={"sweep_at": services.now() + NOTIFY_LEASE_SECONDS},
+    )
 
 
 def _released_on_failure(job_id: str, services: Services, work: Any) -> None:
@@ -341,25 +341,9 @@ def _released_on_failure(job_id: str, services: Services, work: Any) -> None:
 
 
 def _publish(job: Job, detail: dict[str, Any], services: Services) -> None:
-    """Sends what has not been sent yet, marking each as soon as it is sent, then marks the job notified."""
-    if job.finished_event_sent_at is None:
-        services.notifier.finished_event(detail)
-        job = _mark(job, services, finished_event_sent_at=services.now())
-    done: dict[str, Any] = {"notified_at": services.now(), "sweep_at": None}
-    if job.finished_message_sent_at is None:
-        services.notifier.finished_message(detail)
-        done["finished_message_sent_at"] = services.now()
-    _mark(job, services, **done)
+    """Sends what has not been sent yet, each marked as soon as it is sent, then marks the job notified."""
+    store = services.store
+    job = store.send_once(job, "finished_event_sent_at", lambda: services.notifier.finished_event(detail))
+    job = store.send_once(job, "finished_message_sent_at", lambda: services.notifier.finished_message(detail))
+    store.mark_job(job, notified_at=services.now(), sweep_at=None)
     logger.info("job finished", extra={"outcome": detail["outcome"], "counts": detail["counts"]})
-
-
-def _mark(job: Job, services: Services, **changes: Any) -> Job:
-    """Writes the changes on the job as this invocation last saw it, or, if it changed meanwhile (an
-    unrelated field), on a fresh read."""
-    try:
-        return services.store.update_job(job, **changes)
-    except StaleRecord:
-        fresh = services.store.modify_job(job.job_id, lambda _: changes)
-        if fresh is None:
-            raise StaleRecord(f"job {job.job_id} is gone") from None
-        return fresh

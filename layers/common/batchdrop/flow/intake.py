@@ -32,7 +32,7 @@ from batchdrop.messages import (
     SubmitResult,
 )
 from batchdrop.models import InputInfo, InputKey, Job, JobStatus, ObjectRef, classify_key
-from batchdrop.observability import count, logger
+from batchdrop.observability import Metric, count, logger
 from batchdrop.services import Services
 from batchdrop.validation import Problem, ProblemCode
 
@@ -90,7 +90,7 @@ def submit_object(
         # Another delivery for this object is running now; if it dies, its own message comes back. (Safe
         # because the ingest queue's visibility timeout outlasts the function's: a redelivery of the *same*
         # message finds the in-progress record expired. tests/unit/test_template.py holds that ratio.)
-        count("DuplicateEvents")
+        count(Metric.DUPLICATE_EVENTS)
         return SubmitOutcome(SubmitResult.DUPLICATE, ref.job_id, "another delivery of this object is being processed")
     return SubmitOutcome(SubmitResult(reply["result"]), reply.get("job_id"), reply.get("reason", ""))
 
@@ -117,7 +117,7 @@ def reject_request(rejected: RejectedRequest, services: Services) -> SubmitOutco
             "rejected_at": datetime.fromtimestamp(services.now(), UTC).isoformat().replace("+00:00", "Z"),
         }
     )
-    count("SubmitRequestsRejected")
+    count(Metric.SUBMIT_REQUESTS_REJECTED)
     logger.warning("submit request rejected", extra={"reason": rejected.reason})
     return SubmitOutcome(SubmitResult.REJECTED, reason=rejected.reason)
 
@@ -149,11 +149,11 @@ def submit_job(job: dict[str, Any], services: Services) -> dict[str, str]:
     elif record.notified_at is None and record.submitted_at is not None:
         finalize_job(record.job_id, services)  # idem, if this delivery was the one to finish the job
     if record.status in (JobStatus.FINISHED, JobStatus.REJECTED) or record.submitted_at is not None:
-        count("DuplicateEvents")
+        count(Metric.DUPLICATE_EVENTS)
         return {"result": SubmitResult.DUPLICATE, "job_id": record.job_id, "reason": f"job already {record.status}"}
     if record.status == JobStatus.RECEIVED and key.problem is not None:
         logger.info("input rejected: its key cannot be run", extra={"code": key.problem.code})
-        count("JobsRejected")
+        count(Metric.JOBS_REJECTED)
         split = SplitResult()
         split.note(key.problem)
         publish_rejection(record, split, services)

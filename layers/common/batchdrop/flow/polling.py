@@ -29,9 +29,15 @@ from enum import StrEnum
 from botocore.exceptions import ClientError
 
 from batchdrop.integrations.store import StaleRecord
-from batchdrop.integrations.zerogpu import NotFoundError, ZeroGPUError
-from batchdrop.models import RequestCounts, Shard, ShardResult, ShardState
-from batchdrop.observability import count, logger
+from batchdrop.integrations.zerogpu import (
+    CANCELLABLE_STATUSES,
+    ENDING_STATUSES,
+    RUNNING_STATUSES,
+    NotFoundError,
+    ZeroGPUError,
+)
+from batchdrop.models import NOT_CREATED, FailureCode, RequestCounts, Shard, ShardResult, ShardState
+from batchdrop.observability import Metric, count, logger
 from batchdrop.services import Services
 from batchdrop.timing import (
     COLLECT_GIVE_UP_SLACK_SECONDS,
@@ -41,7 +47,6 @@ from batchdrop.timing import (
     NOTIFY_LEASE_SECONDS,
 )
 
-ACTIVE_STATUSES = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
 _MAX_WAITING_READ = 1000  # beyond the free slots: shards of cancelled jobs and ones in transit
 _MAX_MESSAGE_CHARS = 500
 
@@ -217,15 +222,15 @@ def _end_waiting(shard: Shard, now: int, limit: int, services: Services) -> Visi
     def end() -> Visit:
         ended = services.store.end_shard(
             shard,
-            batch_status="not_created",
-            failure_code="wait_timed_out",
+            batch_status=NOT_CREATED,
+            failure_code=FailureCode.WAIT_TIMED_OUT,
             failure_message=(
                 f"no in-flight slot came free within {limit // 3600} hours (SHARD_WAIT_LIMIT_HOURS); "
                 "raise MaxBatchesInFlight or ShardWaitLimitHours"
             ),
             next_poll_at=now + COLLECT_RETRY_SECONDS,
         )
-        count("ShardsTimedOut")
+        count(Metric.SHARDS_TIMED_OUT)
         logger.error("shard waited too long for a slot", extra={"shard": shard.index, "job_id": shard.job_id})
         send_collect(ended, services)
         return Visit.TIMED_OUT
@@ -257,7 +262,7 @@ def _refresh(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Vis
         return _retrieve_failed(shard, error, services, not_found=False)
     status = str(batch.status)
     past_deadline = now > _deadline(shard, services)
-    if status in ("validating", "in_progress") and (cancelled(shard.job_id) or past_deadline):
+    if status in CANCELLABLE_STATUSES and (cancelled(shard.job_id) or past_deadline):
         try:
             batch = services.api.cancel_batch(shard.batch_id)
         except ZeroGPUError:
@@ -285,15 +290,15 @@ def _refresh(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Vis
         )
         details = {"shard": shard.index, "batch_id": shard.batch_id, "status": status}
         if timed_out:
-            count("BatchesTimedOut")
+            count(Metric.BATCHES_TIMED_OUT)
             logger.error("batch past its deadline; cancelled and ended", extra=details)
         else:
-            count("BatchesEnded")
+            count(Metric.BATCHES_ENDED)
             logger.info("batch ended", extra=details)
         send_collect(shard, services)
         return Visit.TIMED_OUT if timed_out else Visit.ENDED
-    if status not in ACTIVE_STATUSES:
-        count("UnknownBatchStatus")
+    if status not in RUNNING_STATUSES:
+        count(Metric.UNKNOWN_BATCH_STATUS)
         logger.warning("unknown batch status; still polling", extra={"status": status})
     services.store.update_shard(
         shard,
@@ -315,7 +320,7 @@ def _deadline(shard: Shard, services: Services) -> int:
 def _timed_out_failure(shard: Shard, services: Services) -> dict[str, str]:
     hours = services.settings.batch_deadline_hours
     return {
-        "failure_code": "batch_timed_out",
+        "failure_code": FailureCode.BATCH_TIMED_OUT,
         "failure_message": f"batch {shard.batch_id} had not ended {hours:g} hours after it was created "
         "(BATCH_DEADLINE_HOURS); it was cancelled",
     }
@@ -332,7 +337,7 @@ def _retrieve_failed(shard: Shard, error: ZeroGPUError, services: Services, *, n
     if not_found_since is not None and now - not_found_since >= grace:
         ended = services.store.end_shard(
             shard,
-            failure_code="batch_not_found",
+            failure_code=FailureCode.BATCH_NOT_FOUND,
             failure_message=(
                 f"the API answered 404 for batch {shard.batch_id} for {grace // 60} minutes "
                 "(BATCH_NOT_FOUND_GRACE_MINUTES): deleted, lost, or the API key now belongs to another project"
@@ -341,7 +346,7 @@ def _retrieve_failed(shard: Shard, error: ZeroGPUError, services: Services, *, n
             poll_failing_since=since,
             poll_error=message,
         )
-        count("BatchesNotFound")
+        count(Metric.BATCHES_NOT_FOUND)
         logger.error(
             "batch not found at the API; shard ended", extra={"shard": shard.index, "batch_id": shard.batch_id}
         )
@@ -355,7 +360,7 @@ def _retrieve_failed(shard: Shard, error: ZeroGPUError, services: Services, *, n
             poll_error=message,
             **_timed_out_failure(shard, services),
         )
-        count("BatchesTimedOut")
+        count(Metric.BATCHES_TIMED_OUT)
         logger.error("batch unreachable past its deadline; shard ended", extra={"shard": shard.index})
         send_collect(ended, services)
         return Visit.TIMED_OUT
@@ -373,7 +378,7 @@ def _retrieve_failed(shard: Shard, error: ZeroGPUError, services: Services, *, n
 def next_poll_interval(shard: Shard, counts: RequestCounts | None, status: str, now: int, services: Services) -> int:
     """Soon when the end is near, rarely when a batch is long: a day-long batch costs a few hundred calls."""
     low, high = services.settings.poll_min_interval_seconds, services.settings.poll_max_interval_seconds
-    if status in ("finalizing", "cancelling"):
+    if status in ENDING_STATUSES:
         return low
     age = max(1, now - (shard.create_started_at or now))
     done = (counts.completed + counts.failed) if counts else 0
@@ -400,11 +405,14 @@ def _collect_again(shard: Shard, services: Services) -> Visit:
             shard,
             state=ShardState.COLLECTED,
             result=ShardResult(
-                failed=shard.lines, errors_by_code={"collect_failed": shard.lines}, output_key="", errors_key=""
+                failed=shard.lines,
+                errors_by_code={FailureCode.COLLECT_FAILED: shard.lines},
+                output_key="",
+                errors_key="",
             ),
             collect_error=(shard.collect_error or "collect never completed")[:_MAX_MESSAGE_CHARS],
         )
-        count("ShardsAbandoned")
+        count(Metric.SHARDS_ABANDONED)
         logger.error(
             "collect never completed for this shard; its lines end as collect_failed", extra={"shard": shard.index}
         )
@@ -447,7 +455,7 @@ def _sweep_finishing(services: Services, summary: PollSummary) -> None:
                 continue
             if job.finished_at is not None and now - job.finished_at > NOTIFY_GIVE_UP_SECONDS:
                 services.store.update_job(job, notify_abandoned_at=now, sweep_at=None)
-                count("AnnouncementsAbandoned")
+                count(Metric.ANNOUNCEMENTS_ABANDONED)
                 logger.error("the job's announcement kept failing; given up", extra={"job_id": job.job_id})
                 continue
             services.store.update_job(job, sweep_at=now + NOTIFY_LEASE_SECONDS)

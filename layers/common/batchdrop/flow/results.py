@@ -15,9 +15,9 @@ from typing import IO, Any
 
 from batchdrop.integrations import s3io
 from batchdrop.integrations.shard_copies import ShardSourceMissing, local_shard_copy
-from batchdrop.integrations.zerogpu import ZeroGPUError, parse_result_line
-from batchdrop.models import Job, Shard, ShardResult, add_count
-from batchdrop.observability import count, logger
+from batchdrop.integrations.zerogpu import BatchStatus, ZeroGPUError, parse_result_line
+from batchdrop.models import FailureCode, Job, Shard, ShardResult, add_count
+from batchdrop.observability import Metric, count, logger
 from batchdrop.services import Services
 from batchdrop.validation import iter_physical_lines
 
@@ -30,16 +30,18 @@ class ResultsUnavailable(Exception):
         self.cause = cause
 
 
-UNREPORTED_MESSAGES = {
-    "results_unavailable": "The API did not hand over this batch's results ({detail}); the line's outcome is unknown.",
-    "batch_not_found": "{detail}",
-    "batch_timed_out": "{detail}",
-    "wait_timed_out": "The line was never submitted: {detail}",
-    "batch_create_failed": "The batch for this line could not be created: {detail}",
-    "batch_failed": "The batch for this line failed before the line ran: {detail}",
-    "missing_result": "The API reported no result for this line (batch status {detail}).",
-    "batch_cancelled": "The job was cancelled before this line ran.",
-    "input_missing": "{detail}",
+UNREPORTED_MESSAGES: dict[str, str] = {
+    FailureCode.RESULTS_UNAVAILABLE: (
+        "The API did not hand over this batch's results ({detail}); the line's outcome is unknown."
+    ),
+    FailureCode.BATCH_NOT_FOUND: "{detail}",
+    FailureCode.BATCH_TIMED_OUT: "{detail}",
+    FailureCode.WAIT_TIMED_OUT: "The line was never submitted: {detail}",
+    FailureCode.BATCH_CREATE_FAILED: "The batch for this line could not be created: {detail}",
+    FailureCode.BATCH_FAILED: "The batch for this line failed before the line ran: {detail}",
+    FailureCode.MISSING_RESULT: "The API reported no result for this line (batch status {detail}).",
+    FailureCode.BATCH_CANCELLED: "The job was cancelled before this line ran.",
+    FailureCode.INPUT_MISSING: "{detail}",
 }
 
 
@@ -56,7 +58,7 @@ def export_results(shard: Shard, job: Job, services: Services, *, skip_unavailab
             # Neither the work copy nor the input exists any more: the lines cannot be named, only counted.
             logger.error("shard lines lost with their input", extra={"shard": shard.index, "reason": str(error)})
             result.failed = shard.lines
-            result.errors_by_code = {"input_missing": shard.lines}
+            result.errors_by_code = {FailureCode.INPUT_MISSING: shard.lines}
             for key in (result.output_key, result.errors_key):
                 services.s3.put_object(Bucket=bucket, Key=key, Body=b"")
             return result
@@ -72,8 +74,9 @@ def export_results(shard: Shard, job: Job, services: Services, *, skip_unavailab
                     if not skip_unavailable:
                         raise ResultsUnavailable(file_id, error) from None
                     unavailable.append(f"{file_id}: {type(error).__name__}")
+            code: str
             if unavailable:
-                code, detail = "results_unavailable", "; ".join(unavailable)
+                code, detail = FailureCode.RESULTS_UNAVAILABLE, "; ".join(unavailable)
             else:
                 code, detail = _unreported_reason(shard)
             for custom_id in unreported:
@@ -110,7 +113,7 @@ def _sort_api_file(
                 continue
             line = parse_result_line(physical.content)
             if line.custom_id is None or line.custom_id not in unreported:
-                count("UnexpectedResultLines")  # a repeat, or an id this shard never sent
+                count(Metric.UNEXPECTED_RESULT_LINES)  # a repeat, or an id this shard never sent
                 continue
             del unreported[line.custom_id]
             if line.succeeded:
@@ -125,9 +128,9 @@ def _sort_api_file(
 def _unreported_reason(shard: Shard) -> tuple[str, str]:
     if shard.failure_code:
         return shard.failure_code, shard.failure_message or ""
-    if shard.batch_status == "failed":
-        return "batch_failed", shard.failure_message or "the API failed the batch"
-    return "missing_result", shard.batch_status or "unknown"
+    if shard.batch_status == BatchStatus.FAILED:
+        return FailureCode.BATCH_FAILED, shard.failure_message or "the API failed the batch"
+    return FailureCode.MISSING_RESULT, shard.batch_status or "unknown"
 
 
 def _error_line(custom_id: str, code: str, detail: str) -> dict[str, Any]:

@@ -23,9 +23,8 @@ from typing import IO, Any
 
 from batchdrop.custom_ids import DigestIdSet
 from batchdrop.integrations import s3io
-from batchdrop.integrations.store import StaleRecord
 from batchdrop.models import Job, JobStatus, ObjectRef, Shard, ShardState
-from batchdrop.observability import count, logger
+from batchdrop.observability import Metric, count, logger
 from batchdrop.services import Services
 from batchdrop.validation import LineValidator, PhysicalLine, Problem, ProblemCode, ValidLine, iter_physical_lines
 
@@ -81,6 +80,15 @@ class SplitResult:
             if len(problem.message) > MAX_MESSAGE_CHARS:
                 problem = Problem(problem.code, problem.message[: MAX_MESSAGE_CHARS - 1] + "…", problem.line)
             self.problems.append(problem)
+
+
+class SplitRetryLater(Exception):
+    """The split cannot be decided in this attempt; the message's redelivery tries again."""
+
+
+class SplitConflict(Exception):
+    """An earlier attempt split the input with other limits: the limits must be restored, or the file
+    uploaded again (the message is retried, then dead-lettered, where an operator sees it)."""
 
 
 class _InputTooLarge(Exception):
@@ -317,34 +325,31 @@ def split_input(job: Job, ref: ObjectRef, services: Services) -> tuple[Job, Spli
     if not split.valid and timed_out and services.store.get_shards(job.job_id):
         # An earlier attempt validated the file and recorded some shards: too slow now is no reason to
         # reject it (its shards may run); the redelivery tries again.
-        raise RuntimeError(f"job {job.job_id}: validation ran out of time on a retry; it is retried")
+        raise SplitRetryLater(f"job {job.job_id}: validation ran out of time on a retry; it is retried")
     if not split.valid:
         # Shards stored before a later line turned out bad are left to the work prefix's expiry.
         logger.info("input rejected", extra={"problems": split.problem_count, "lines": split.lines})
-        count("JobsRejected")
+        count(Metric.JOBS_REJECTED)
         return job.model_copy(update={"input": job_input}), split
     shards = [shard.model_copy(update={"of": len(shards)}) for shard in shards]
     services.store.put_shards(shards)
     recorded = [(shard.first_line, shard.lines, shard.bytes) for shard in services.store.get_shards(job.job_id)]
     if recorded != [(shard.first_line, shard.lines, shard.bytes) for shard in shards]:
         # An earlier attempt recorded other shards (the limits changed in between): never mix the two.
-        raise RuntimeError(
+        raise SplitConflict(
             f"job {job.job_id} was split with other limits by an earlier attempt: restore "
             "MAX_LINES_PER_BATCH / MAX_BYTES_PER_BATCH, or upload the file again"
         )
     accepted: dict[str, Any] = {"status": JobStatus.SUBMITTING, "shard_count": len(shards), "input": job_input}
-    try:
-        job = services.store.update_job(job, **accepted)
-    except StaleRecord:
-        # A cancel may have come in meanwhile: the change is decided again on the fresh record.
-        job = (
-            services.store.modify_job(
-                job.job_id, lambda fresh: accepted if fresh.status == JobStatus.RECEIVED else None
-            )
-            or job
+    # A cancel may come in meanwhile: the change is then decided again on the fresh record.
+    job = (
+        services.store.modify_job(
+            job.job_id, lambda fresh: accepted if fresh.status == JobStatus.RECEIVED else None, current=job
         )
+        or job
+    )
     logger.info("input accepted", extra={"lines": split.lines, "shards": len(shards)})
-    count("JobsAccepted")
+    count(Metric.JOBS_ACCEPTED)
     return job, split
 
 

@@ -10,7 +10,6 @@ batch. Shards that get no slot wait in the queue the poller hands over in turn (
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.utilities import parameters
@@ -22,6 +21,7 @@ from batchdrop.integrations.zerogpu import (
     AmbiguousRequestError,
     APIConnectionError,
     DeadlineExceededError,
+    ErrorKind,
     ZeroGPUError,
 )
 from batchdrop.messages import (
@@ -29,8 +29,8 @@ from batchdrop.messages import (
     SubmitOutcome,
     SubmitResult,
 )
-from batchdrop.models import Job, JobStatus, Shard, ShardState
-from batchdrop.observability import count, logger
+from batchdrop.models import NOT_CREATED, DeferralCode, FailureCode, Job, JobStatus, Shard, ShardState
+from batchdrop.observability import Metric, count, logger
 from batchdrop.services import Services
 from batchdrop.timing import (
     CREATE_LOOKBACK_SECONDS,
@@ -39,10 +39,6 @@ from batchdrop.timing import (
     SUBMIT_LEASE_MARGIN_SECONDS,
     SUBMIT_TIMEOUT_SECONDS,
 )
-
-# API failures that no retry can mend for this shard: its lines end as errors.
-PERMANENT_STATUSES = frozenset({400, 404, 413, 420})
-
 
 _MAX_MESSAGE_CHARS = 500
 
@@ -154,20 +150,21 @@ def submit_shard(shard: Shard, services: Services, *, job: Job | None = None) ->
             created_after=progress.shard.create_started_at - CREATE_LOOKBACK_SECONDS,
         )
     except ZeroGPUError as error:
-        if error.status in (401, 403):
-            parameters.clear_caches()  # type: ignore[no-untyped-call]  # Powertools leaves it untyped  # the key may have been rotated: read the secret afresh next time
+        if error.kind is ErrorKind.OPERATIONAL:
+            # The key may have been rotated (or the account fixed): read the secret afresh next time.
+            parameters.clear_caches()  # type: ignore[no-untyped-call]  # Powertools leaves it untyped
         return _record_submit_failure(
             progress,
             failure_code(error),
             f"{type(error).__name__}: {error}",
-            error.status in PERMANENT_STATUSES,
+            error.kind is ErrorKind.PERMANENT,
             services,
         )
     except ShardSourceMissing as error:
-        return _record_submit_failure(progress, "input_missing", str(error), True, services)
+        return _record_submit_failure(progress, FailureCode.INPUT_MISSING, str(error), True, services)
     except ClientError as error:  # S3 or DynamoDB: the next attempt decides again
-        return _record_submit_failure(progress, "aws_error", repr(error), False, services)
-    count("BatchesCreated")
+        return _record_submit_failure(progress, DeferralCode.AWS_ERROR, repr(error), False, services)
+    count(Metric.BATCHES_CREATED)
     logger.info("batch created", extra={"shard": shard.index, "batch_id": batch.id})
     return progress.write(
         state=ShardState.SUBMITTED,
@@ -193,9 +190,13 @@ def _give_up(shard: Shard, limit: int, services: Services) -> Shard:
         f"{shard.failure_message or shard.failure_code or 'the submission never completed'}"
     )[:_MAX_MESSAGE_CHARS]
     logger.error("batch cannot be created: retries exhausted", extra={"shard": shard.index, "reason": message})
-    count("BatchesRefused")
+    count(Metric.BATCHES_REFUSED)
     return services.store.end_shard(
-        shard, batch_status="not_created", failure_code="batch_create_failed", failure_message=message, next_poll_at=now
+        shard,
+        batch_status=NOT_CREATED,
+        failure_code=FailureCode.BATCH_CREATE_FAILED,
+        failure_message=message,
+        next_poll_at=now,
     )
 
 
@@ -213,35 +214,37 @@ class _Checkpoints:
         """This invocation marked the upload as started: no earlier attempt's file to look for."""
 
     def write(self, **changes: Any) -> Shard:
-        return self.apply(lambda shard: self._services.store.update_shard(shard, **changes))
+        return self._apply(changes, ending=False)
 
     def end(self, **changes: Any) -> Shard:
-        return self.apply(lambda shard: self._services.store.end_shard(shard, **changes))
+        return self._apply(changes, ending=True)
 
-    def apply(self, operation: Callable[[Shard], Shard]) -> Shard:
-        for _ in range(5):
-            try:
-                self.shard = operation(self.shard)
-                return self.shard
-            except StaleRecord:
-                fresh = self._services.store.get_shard(self.shard.job_id, self.shard.index)
-                if fresh is None or fresh.lease_owner != self._services.owner or fresh.state != self.shard.state:
-                    raise
-                self.shard = fresh
-        raise StaleRecord(f"{self.shard.job_id}/{self.shard.index} kept changing")
+    def _apply(self, changes: dict[str, Any], *, ending: bool) -> Shard:
+        def while_ours(fresh: Shard) -> dict[str, Any]:
+            if fresh.lease_owner != self._services.owner or fresh.state != self.shard.state:
+                raise StaleRecord(f"{fresh.job_id}/{fresh.index} is no longer this invocation's")
+            return changes
+
+        written = self._services.store.modify_shard(
+            self.shard.job_id, self.shard.index, while_ours, current=self.shard, ending=ending
+        )
+        if written is None:
+            raise StaleRecord(f"{self.shard.job_id}/{self.shard.index} is gone")
+        self.shard = written
+        return written
 
 
 def failure_code(error: ZeroGPUError) -> str:
     """A code that says what went wrong, for the shard's record and its lines' errors."""
     if isinstance(error, AmbiguousRequestError):
-        return failure_code(error.cause) if error.cause is not None else "ambiguous_reply"
+        return failure_code(error.cause) if error.cause is not None else DeferralCode.AMBIGUOUS_REPLY
     if isinstance(error, DeadlineExceededError):
-        return "deadline_exceeded"
+        return DeferralCode.DEADLINE_EXCEEDED
     if isinstance(error, APIConnectionError):
-        return "api_unreachable"
+        return DeferralCode.API_UNREACHABLE
     if error.code or error.type:
         return str(error.code or error.type)[:64]
-    return f"http_{error.status}" if error.status is not None else "api_error"
+    return f"http_{error.status}" if error.status is not None else DeferralCode.API_ERROR
 
 
 def _end_cancelled(shard: Shard, services: Services) -> Shard:
@@ -264,8 +267,8 @@ def _end_cancelled(shard: Shard, services: Services) -> Shard:
     logger.info("job cancelled; shard not submitted", extra={"shard": shard.index})
     return services.store.end_shard(
         shard,
-        batch_status="not_created",
-        failure_code="batch_cancelled",
+        batch_status=NOT_CREATED,
+        failure_code=FailureCode.BATCH_CANCELLED,
         failure_message="the job was cancelled before this shard was submitted",
         next_poll_at=services.now(),
     )
@@ -308,15 +311,17 @@ def _record_submit_failure(
     shard = progress.shard
     if permanent:
         logger.error("batch cannot be created", extra={"shard": shard.index, "code": code, "reason": message})
-        count("BatchesRefused")
+        count(Metric.BATCHES_REFUSED)
         return progress.end(
-            batch_status="not_created",
-            failure_code="input_missing" if code == "input_missing" else "batch_create_failed",
+            batch_status=NOT_CREATED,
+            failure_code=FailureCode.INPUT_MISSING
+            if code == FailureCode.INPUT_MISSING
+            else FailureCode.BATCH_CREATE_FAILED,
             failure_message=message,
             next_poll_at=now,
         )
     logger.warning("submission deferred", extra={"shard": shard.index, "code": code, "reason": message})
-    count("SubmitsDeferred")
+    count(Metric.SUBMITS_DEFERRED)
     return progress.write(
         lease_owner=None,
         lease_until=None,
@@ -333,33 +338,21 @@ def announce_submitted(job_id: str, services: Services) -> None:
     job = services.store.get_job(job_id)
     if job is None or job.status != JobStatus.SUBMITTING or job.submitted_at is not None or not job.all_started:
         return
-    now = services.now()
-    if (
-        job.submit_announce_claimed_at is not None
-        and job.submit_announce_claimed_at > now - SUBMIT_ANNOUNCE_LEASE_SECONDS
-    ):
-        return
-    try:
-        job = services.store.update_job(job, submit_announce_claimed_at=now)
-    except StaleRecord:
+    claimed = services.store.claim_job(job, "submit_announce_claimed_at", lease_seconds=SUBMIT_ANNOUNCE_LEASE_SECONDS)
+    if claimed is None:
         return
     shards = services.store.get_shards(job_id)
     batch_ids = [shard.batch_id for shard in shards if shard.batch_id]
-    services.notifier.put_event(
-        "Batch Job Submitted",
-        {
-            "schema_version": 1,
-            "event_id": f"{job.job_id}:submitted",
-            "job_id": job.job_id,
-            "input": job.input.model_dump(mode="json"),
-            "batch_count": len(batch_ids),
-            "batch_ids": batch_ids,
-            "shard_count": len(shards),
-        },
+    detail = {
+        "schema_version": 1,
+        "event_id": f"{job.job_id}:submitted",
+        "job_id": job.job_id,
+        "input": job.input.model_dump(mode="json"),
+        "batch_count": len(batch_ids),
+        "batch_ids": batch_ids,
+        "shard_count": len(shards),
+    }
+    services.store.send_once(
+        claimed, "submitted_at", lambda: services.notifier.put_event("Batch Job Submitted", detail)
     )
-    # The claim above makes this ours; only unrelated fields may have changed meanwhile.
-    try:
-        services.store.update_job(job, submitted_at=now)
-    except StaleRecord:
-        services.store.modify_job(job_id, lambda fresh: {"submitted_at": now} if fresh.submitted_at is None else None)
-    count("JobsSubmitted")
+    count(Metric.JOBS_SUBMITTED)

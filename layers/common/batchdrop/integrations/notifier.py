@@ -11,6 +11,10 @@ FINISHED = "Batch Job Finished"
 REJECTED_REQUEST = "Batch Job Rejected"
 
 
+class AnnouncementRefused(Exception):
+    """EventBridge took the call but refused the event (the caller's retry sends it again)."""
+
+
 class Notifier:
     def __init__(self, *, events: Any, sns: Any, bus_name: str, topic_arn: str) -> None:
         self._events = events
@@ -32,9 +36,12 @@ class Notifier:
         )
         if reply.get("FailedEntryCount"):
             failure = reply["Entries"][0]
-            raise RuntimeError(
+            raise AnnouncementRefused(
                 f"EventBridge refused {detail_type}: {failure.get('ErrorCode')} {failure.get('ErrorMessage')}"
             )
+
+    def submitted_event(self, detail: dict[str, Any]) -> None:
+        self.put_event(SUBMITTED, detail)
 
     def finished_event(self, detail: dict[str, Any]) -> None:
         self.put_event(FINISHED, detail)

@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from batchdrop.integrations import s3io
 from batchdrop.models import Job, ObjectRef, Shard
-from batchdrop.observability import count, logger
+from batchdrop.observability import Metric, count, logger
 from batchdrop.validation import iter_physical_lines
 
 
@@ -33,7 +33,7 @@ def local_shard_copy(shard: Shard, job: Job, directory: str, s3: Any) -> str:
         if not s3io.is_missing(error):
             raise
     logger.warning("the shard's work copy is gone; rebuilding it from the input", extra={"shard": shard.index})
-    count("ShardsRebuilt")
+    count(Metric.SHARDS_REBUILT)
     ref = ObjectRef(job.input.bucket, job.input.key, job.input.version_id, job.input.etag)
     taken = 0
     try:

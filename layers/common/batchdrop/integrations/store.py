@@ -22,7 +22,7 @@ tidies up; reads ignore expired items themselves because DynamoDB deletes them l
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
@@ -39,6 +39,12 @@ _ATTEMPTS = 8
 _SLOTS_KEY = {"pk": {"S": "SLOTS"}, "sk": {"S": "IN_FLIGHT"}}
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
+
+
+JobClaim = Literal["notify_claimed_at", "submit_announce_claimed_at"]
+"""The job's leases: on its end's announcement, and on `Batch Job Submitted`."""
+JobMark = Literal["finished_event_sent_at", "finished_message_sent_at", "submitted_at"]
+"""What the job records as sent (the outbox)."""
 
 
 class StaleRecord(Exception):
@@ -190,37 +196,87 @@ class JobStore:
             raise
         return job.model_copy(update=changes | {"version": job.version + 1})
 
-    def modify_job(self, job_id: str, change: Callable[[Job], dict[str, Any] | None]) -> Job | None:
-        """Reads the job, asks `change` what to write (None: nothing), writes it conditionally; on a lost
-        race reads again and asks again. Returns the job as written (or as read, if nothing was), or None
-        if there is no such job."""
+    # The write-once protocol: every change of a record is conditional on the version read. The three
+    # ways below are the only retry loops over records (StaleRecord: someone else wrote first).
+
+    def modify_job(
+        self, job_id: str, change: Callable[[Job], dict[str, Any] | None], *, current: Job | None = None
+    ) -> Job | None:
+        """Asks `change` what to write on the job (None: nothing) and writes it conditionally; on a lost
+        race reads again and asks again. `current`, the job as the caller last saw it, is tried first (one
+        read fewer). Returns the job as written (or as read, if nothing was), or None if there is no job."""
+        job = current
         for _ in range(_ATTEMPTS):
-            job = self.get_job(job_id)
             if job is None:
-                return None
+                job = self.get_job(job_id)
+                if job is None:
+                    return None
             changes = change(job)
             if changes is None:
                 return job
             try:
                 return self.update_job(job, **changes)
             except StaleRecord:
-                continue
+                job = None
         raise StaleRecord(f"job {job_id} kept changing")
 
-    def modify_shard(self, job_id: str, index: int, change: Callable[[Shard], dict[str, Any] | None]) -> Shard | None:
-        """As modify_job, for a shard (plain updates only: no slot is taken or given back)."""
+    def modify_shard(
+        self,
+        job_id: str,
+        index: int,
+        change: Callable[[Shard], dict[str, Any] | None],
+        *,
+        current: Shard | None = None,
+        ending: bool = False,
+    ) -> Shard | None:
+        """As modify_job, for a shard; with `ending`, the write also ends it (end_shard: its slot is given
+        back). `change` may raise StaleRecord itself, to give up (the shard is no longer the caller's)."""
+        shard = current
         for _ in range(_ATTEMPTS):
-            shard = self.get_shard(job_id, index)
             if shard is None:
-                return None
+                shard = self.get_shard(job_id, index)
+                if shard is None:
+                    return None
             changes = change(shard)
             if changes is None:
                 return shard
             try:
-                return self.update_shard(shard, **changes)
+                return self.end_shard(shard, **changes) if ending else self.update_shard(shard, **changes)
             except StaleRecord:
-                continue
+                shard = None
         raise StaleRecord(f"shard {job_id}/{index} kept changing")
+
+    def mark_job(self, job: Job, **changes: Any) -> Job:
+        """Writes `changes` on the job as the caller last saw it, or, if it changed meanwhile, on a fresh
+        read: for changes that hold whatever else changed (a sent mark, a claim given back)."""
+        marked = self.modify_job(job.job_id, lambda _: changes, current=job)
+        if marked is None:
+            raise StaleRecord(f"job {job.job_id} is gone")
+        return marked
+
+    def claim_job(
+        self, job: Job, claim: JobClaim, *, lease_seconds: int, also: Mapping[str, Any] | None = None
+    ) -> Job | None:
+        """Takes the job's lease named `claim` (the time it was taken) unless someone holds it (taken less
+        than `lease_seconds` ago): the job as claimed, or None if it is held or someone else wrote first.
+        A holder that dies loses the lease when it runs out."""
+        now = int(self._clock())
+        taken = getattr(job, claim)
+        if taken is not None and taken > now - lease_seconds:
+            return None
+        try:
+            return self.update_job(job, **({claim: now} | dict(also or {})))
+        except StaleRecord:
+            return None
+
+    def send_once(self, job: Job, sent: JobMark, send: Callable[[], None]) -> Job:
+        """The outbox: unless the job records `sent`, runs `send` and records its time at once. Call it
+        while holding the job's claim; a crash between the send and the mark sends again (at least once:
+        each announcement carries a stable event id to deduplicate on)."""
+        if getattr(job, sent) is not None:
+            return job
+        send()
+        return self.mark_job(job, **{sent: int(self._clock())})
 
     def note_progress(self, shard: Shard) -> None:
         """Records on the job that the shard has left PENDING, or has been collected (idempotent: a set

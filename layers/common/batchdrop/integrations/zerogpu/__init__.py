@@ -17,6 +17,7 @@ from batchdrop.integrations.zerogpu.errors import (
     ConflictError,
     ContextLengthError,
     DeadlineExceededError,
+    ErrorKind,
     FileTooLargeError,
     InsufficientQuotaError,
     NotFoundError,
@@ -38,6 +39,9 @@ from batchdrop.integrations.zerogpu.lines import (
     parse_result_line,
 )
 from batchdrop.integrations.zerogpu.models import (
+    CANCELLABLE_STATUSES,
+    ENDING_STATUSES,
+    RUNNING_STATUSES,
     TERMINAL_STATUSES,
     Batch,
     BatchError,
@@ -51,9 +55,12 @@ from batchdrop.integrations.zerogpu.retry import RetryPolicy, parse_retry_after
 
 __all__ = [
     "BASE_URLS",
+    "CANCELLABLE_STATUSES",
     "CHAT_COMPLETIONS_ENDPOINT",
     "CODE_CATEGORIES",
     "DEFAULT_TIMEOUT",
+    "ENDING_STATUSES",
+    "RUNNING_STATUSES",
     "TERMINAL_STATUSES",
     "UNPARSEABLE_LINE",
     "APIConnectionError",
@@ -70,6 +77,7 @@ __all__ = [
     "ConflictError",
     "ContextLengthError",
     "DeadlineExceededError",
+    "ErrorKind",
     "FileDeleted",
     "FileObject",
     "FileTooLargeError",

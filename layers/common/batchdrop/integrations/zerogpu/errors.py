@@ -8,6 +8,7 @@ the HTTP status, the ``x-request-id`` of the reply and whether retrying the *sam
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from typing import Any
 
 import httpx
@@ -16,10 +17,26 @@ REQUEST_ID_HEADER = "x-request-id"
 _MAX_MESSAGE_CHARS = 500
 
 
+class ErrorKind(StrEnum):
+    """What a failure means for the work that made the call (the pipeline decides by this alone)."""
+
+    PERMANENT = "permanent"
+    """The request itself is wrong (invalid, too large, unknown): no retry can mend it."""
+    RETRYABLE = "retryable"
+    """The same work may succeed later: an outage, a rate limit, a timeout, an ambiguous reply."""
+    OPERATIONAL = "operational"
+    """The account or the key needs a person (authentication, quota): retried later, never ended for it."""
+
+
 class ZeroGPUError(Exception):
-    """Base class of every error the client raises."""
+    """Base class of every error the client raises.
+
+    ``retryable`` is the client's own decision about repeating the *same call* at once; ``kind`` is what
+    the failure means for the work behind the call.
+    """
 
     default_retryable = False
+    kind: ErrorKind = ErrorKind.RETRYABLE
 
     def __init__(
         self,
@@ -67,17 +84,25 @@ class APIStatusError(ZeroGPUError):
 class BadRequestError(APIStatusError):
     """400: the request is invalid (including synchronous batch validation, see ``line``)."""
 
+    kind = ErrorKind.PERMANENT
+
 
 class AuthenticationError(APIStatusError):
     """401: authentication headers are missing."""
+
+    kind = ErrorKind.OPERATIONAL
 
 
 class PermissionDeniedError(APIStatusError):
     """403: the key is invalid, inactive or not in the project."""
 
+    kind = ErrorKind.OPERATIONAL
+
 
 class NotFoundError(APIStatusError):
     """404: unknown, deleted, or another project's resource."""
+
+    kind = ErrorKind.PERMANENT
 
 
 class RequestTimeoutError(APIStatusError):
@@ -95,9 +120,13 @@ class ConflictError(APIStatusError):
 class FileTooLargeError(APIStatusError):
     """413: the upload is over the 100 MB cap."""
 
+    kind = ErrorKind.PERMANENT
+
 
 class ContextLengthError(APIStatusError):
     """420: the input is over the token limit."""
+
+    kind = ErrorKind.PERMANENT
 
 
 class RateLimitError(APIStatusError):
@@ -107,7 +136,9 @@ class RateLimitError(APIStatusError):
 
 
 class InsufficientQuotaError(APIStatusError):
-    """429 ``insufficient_quota``: the organisation has no balance; retrying cannot help."""
+    """429 ``insufficient_quota``: the organisation has no balance; retrying cannot help until it is topped up."""
+
+    kind = ErrorKind.OPERATIONAL
 
 
 class ServerError(APIStatusError):
@@ -136,6 +167,7 @@ class AmbiguousRequestError(ZeroGPUError):
     def __init__(self, message: str, *, cause: ZeroGPUError) -> None:
         super().__init__(message, status=cause.status, type=cause.type, code=cause.code, request_id=cause.request_id)
         self.cause = cause
+        self.kind = cause.kind
 
 
 class DeadlineExceededError(ZeroGPUError):

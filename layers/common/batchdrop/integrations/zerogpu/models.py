@@ -26,6 +26,12 @@ class BatchStatus(StrEnum):
 
 
 TERMINAL_STATUSES = frozenset({BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.EXPIRED, BatchStatus.CANCELLED})
+RUNNING_STATUSES = frozenset(
+    {BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, BatchStatus.FINALIZING, BatchStatus.CANCELLING}
+)
+CANCELLABLE_STATUSES = frozenset({BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS})
+"""A cancel still saves work (later, the batch is about to end anyway)."""
+ENDING_STATUSES = frozenset({BatchStatus.FINALIZING, BatchStatus.CANCELLING})
 
 
 class _WireModel(BaseModel):
