@@ -98,9 +98,11 @@ def test_table_definition_comes_from_the_template(local: LocalResources) -> None
         {"AttributeName": "pk", "KeyType": "HASH"},
         {"AttributeName": "sk", "KeyType": "RANGE"},
     ]
-    (index,) = kwargs["GlobalSecondaryIndexes"]
-    assert index["IndexName"] == "ActiveShards"
-    assert [key["AttributeName"] for key in index["KeySchema"]] == ["active_pk", "next_poll_at"]
+    active, by_day = kwargs["GlobalSecondaryIndexes"]
+    assert active["IndexName"] == "ActiveShards"
+    assert [key["AttributeName"] for key in active["KeySchema"]] == ["active_pk", "next_poll_at"]
+    assert by_day["IndexName"] == "JobsByDay"
+    assert [key["AttributeName"] for key in by_day["KeySchema"]] == ["listed_day", "received_at"]
     assert local.table.ttl_attribute == "expires_at"
     assert (local.bucket.name, local.bucket.versioning, local.bucket.eventbridge) == (BUCKET, True, True)
 

@@ -323,15 +323,22 @@ def test_jobs_table_keys_sparse_index_ttl_and_recovery(cfn: dict[str, Any]) -> N
         {"AttributeName": "pk", "KeyType": "HASH"},
         {"AttributeName": "sk", "KeyType": "RANGE"},
     ]
-    (index,) = properties["GlobalSecondaryIndexes"]
-    assert index["IndexName"] == "ActiveShards"
-    assert index["KeySchema"] == [
+    active, by_day = properties["GlobalSecondaryIndexes"]
+    assert active["IndexName"] == "ActiveShards"
+    assert active["KeySchema"] == [
         {"AttributeName": "active_pk", "KeyType": "HASH"},
         {"AttributeName": "next_poll_at", "KeyType": "RANGE"},
     ]
-    assert index["Projection"] == {"ProjectionType": "ALL"}
+    assert active["Projection"] == {"ProjectionType": "ALL"}
+    # the operator's listing: keys only, so that a job's later writes never touch it
+    assert by_day["IndexName"] == "JobsByDay"
+    assert by_day["KeySchema"] == [
+        {"AttributeName": "listed_day", "KeyType": "HASH"},
+        {"AttributeName": "received_at", "KeyType": "RANGE"},
+    ]
+    assert by_day["Projection"] == {"ProjectionType": "KEYS_ONLY"}
     types = {d["AttributeName"]: d["AttributeType"] for d in properties["AttributeDefinitions"]}
-    assert types == {"pk": "S", "sk": "S", "active_pk": "S", "next_poll_at": "N"}
+    assert types == {"pk": "S", "sk": "S", "active_pk": "S", "next_poll_at": "N", "listed_day": "S", "received_at": "N"}
     assert properties["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
     assert properties["SSESpecification"] == {"SSEEnabled": True}

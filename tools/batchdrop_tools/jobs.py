@@ -1,6 +1,6 @@
 """`batchdrop jobs`: the operator's view of jobs in the table, and cancellation.
 
-    batchdrop jobs list   [--table T] [--limit N]
+    batchdrop jobs list   [--table T] [--limit N] [--days D]   newest first
     batchdrop jobs show   JOB_ID [--table T]
     batchdrop jobs cancel JOB_ID [--table T]
 
@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job_id", nargs="?")
     parser.add_argument("--table", default=os.environ.get("TABLE_NAME"), help="the jobs table (default $TABLE_NAME)")
     parser.add_argument("--endpoint-url", help="an AWS endpoint other than the default (e.g. batchdrop local)")
-    parser.add_argument("--limit", type=int, default=50, help="most jobs to list")
+    parser.add_argument("--limit", type=int, default=50, help="most jobs to list (newest first)")
+    parser.add_argument("--days", type=int, default=31, help="how many days back to list (default 31)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     client = boto3.client("dynamodb", endpoint_url=args.endpoint_url)
     store = JobStore(client, args.table, clock=time.time)
     if args.action == "list":
-        for job in sorted(store.iter_jobs(limit=args.limit), key=lambda job: job.received_at, reverse=True):
+        for job in store.recent_jobs(limit=args.limit, days=args.days):
             outcome = job.outcome.value if job.outcome else "-"
             print(f"{job.job_id}  {job.status.value:<10} {outcome:<9} s3://{job.input.bucket}/{job.input.key}")
         return 0

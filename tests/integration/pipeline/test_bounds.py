@@ -20,7 +20,7 @@ def lines_for(n: int, prefix: str = "b") -> bytes:
 
 
 def only_shard(pipeline: Pipeline) -> Any:
-    (job,) = list(pipeline.services.store.iter_jobs(limit=5))
+    (job,) = list(pipeline.services.store.recent_jobs(limit=5))
     (shard,) = pipeline.services.store.get_shards(job.job_id)
     return shard
 
@@ -268,7 +268,7 @@ def test_the_poller_polls_a_queue_of_jobs_it_found_whatever_came_first(pipeline:
     # A stale FINISHING entry of a job already notified is taken out by the sweep, not looped on
     pipeline.drop("inbox/done.jsonl", lines_for(1))
     pipeline.run()
-    job = next(pipeline.services.store.iter_jobs(limit=5))
+    job = next(pipeline.services.store.recent_jobs(limit=5))
     pipeline.services.store.update_job(job, sweep_at=pipeline.clock.now())
     pipeline.run(rounds=5)
     assert pipeline.idle()
@@ -281,7 +281,7 @@ def test_a_job_s_cancel_takes_its_waiting_shards_out_of_the_queue(make_pipeline:
     )
     pipeline.drop("inbox/first.jsonl", lines_for(3, "f"))
     store = pipeline.services.store
-    job = next(store.iter_jobs(limit=5))
+    job = next(store.recent_jobs(limit=5))
     assert sum(1 for _ in store.waiting_shards()) == 2
 
     store.request_cancel(job.job_id)

@@ -21,7 +21,7 @@ def lines_for(n: int, prefix: str = "h") -> bytes:
 
 
 def job_of(pipeline: Pipeline, key: str) -> Any:
-    return next(job for job in pipeline.services.store.iter_jobs(limit=50) if job.input.key == key)
+    return next(job for job in pipeline.services.store.recent_jobs(limit=50) if job.input.key == key)
 
 
 # -- bad input ends in a report ------------------------------------------------------------------------
@@ -111,7 +111,7 @@ def test_the_pipeline_never_treats_its_own_writes_as_inputs(pipeline: Pipeline, 
     pipeline.run()
     assert pipeline.emulator.calls == []
     assert pipeline.finished_events == []
-    assert list(pipeline.services.store.iter_jobs(limit=5)) == []
+    assert list(pipeline.services.store.recent_jobs(limit=5)) == []
 
 
 def test_a_rejected_reupload_leaves_only_its_own_report_in_the_outbox(pipeline: Pipeline) -> None:
@@ -186,7 +186,7 @@ def test_a_submit_request_that_cannot_be_taken_is_answered_at_once(
     assert rejected["detail"]["event_id"]
     assert_matches_schema(rejected["detail"], "batch-job-rejected.schema.json")
     assert pipeline.emulator.calls == []
-    assert list(pipeline.services.store.iter_jobs(limit=5)) == []
+    assert list(pipeline.services.store.recent_jobs(limit=5)) == []
 
 
 def test_a_huge_rejected_request_is_echoed_in_part(pipeline: Pipeline) -> None:
@@ -208,7 +208,7 @@ def test_a_permanent_upload_failure_is_recorded_at_once_and_frees_its_slot(make_
     pipeline.drop("inbox/big.jsonl", lines_for(2))
 
     # Then the shard ended at once (no lease left behind, no second upload), its slot back
-    (job,) = list(pipeline.services.store.iter_jobs(limit=5))
+    (job,) = list(pipeline.services.store.recent_jobs(limit=5))
     (shard,) = pipeline.services.store.get_shards(job.job_id)
     assert shard.failure_code == "batch_create_failed" and "413" in (shard.failure_message or "")
     assert shard.lease_until is None and not shard.holds_slot
@@ -226,7 +226,7 @@ def test_a_cancel_during_validation_never_crashes_submit(pipeline: Pipeline) -> 
 
     def validate_then_cancel(*args: Any, **kwargs: Any) -> Any:
         result = original(*args, **kwargs)
-        job = next(pipeline.services.store.iter_jobs(limit=5))
+        job = next(pipeline.services.store.recent_jobs(limit=5))
         pipeline.services.store.request_cancel(job.job_id)
         return result
 

@@ -42,7 +42,7 @@ def test_an_sns_failure_after_the_event_went_out_resends_only_the_sns_message(pi
     pipeline.clock.advance(6000)
     pipeline.services.sqs.send_message(
         QueueUrl=pipeline.collect_queue_url,
-        MessageBody=json.dumps({"job_id": next(pipeline.services.store.iter_jobs(limit=5)).job_id, "shard": 0}),
+        MessageBody=json.dumps({"job_id": next(pipeline.services.store.recent_jobs(limit=5)).job_id, "shard": 0}),
     )
     pipeline.run()
 
@@ -84,7 +84,7 @@ def test_a_transaction_conflict_on_the_slot_counter_never_leaks_a_slot(make_pipe
 def test_a_held_shard_whose_work_copy_expired_is_rebuilt_from_the_input(make_pipeline: Any) -> None:
     pipeline: Pipeline = make_pipeline(MAX_LINES_PER_BATCH=2, MAX_BATCHES_IN_FLIGHT=1)
     pipeline.drop("inbox/w.jsonl", b"\xef\xbb\xbf" + lines_for(2) + b"\r\n\n" + lines_for(3, "late"))
-    job_id = next(pipeline.services.store.iter_jobs(limit=5)).job_id
+    job_id = next(pipeline.services.store.recent_jobs(limit=5)).job_id
     held = pipeline.services.store.get_shards(job_id)[1]
     original = pipeline.read(held.work_key)
     pipeline.s3.delete_object(Bucket=BUCKET, Key=held.work_key)  # the work prefix's lifecycle expiry
@@ -127,7 +127,7 @@ def test_a_cancelled_job_does_not_wait_for_a_slot(make_pipeline: Any) -> None:
     pipeline: Pipeline = make_pipeline(emulator_settings={"lines_per_second": 1 / 600}, MAX_BATCHES_IN_FLIGHT=1)
     pipeline.drop("inbox/long.jsonl", lines_for(20))
     pipeline.drop("inbox/held.jsonl", lines_for(2, "h"))
-    jobs = {job.input.key: job for job in pipeline.services.store.iter_jobs(limit=5)}
+    jobs = {job.input.key: job for job in pipeline.services.store.recent_jobs(limit=5)}
 
     # When the held job is cancelled
     pipeline.services.store.request_cancel(jobs["inbox/held.jsonl"].job_id)
@@ -221,7 +221,7 @@ def test_a_rebuilt_shard_equals_its_work_copy_byte_for_byte(make_pipeline: Any, 
     if gz:
         body, key = gzip.compress(body), "inbox/v.jsonl.gz"
     pipeline.drop(key, body)
-    job = next(pipeline.services.store.iter_jobs(limit=5))
+    job = next(pipeline.services.store.recent_jobs(limit=5))
     for shard in pipeline.services.store.get_shards(job.job_id):
         original = pipeline.read(shard.work_key)
         pipeline.s3.delete_object(Bucket=BUCKET, Key=shard.work_key)
@@ -238,7 +238,7 @@ def test_a_rebuild_never_reads_a_replaced_unversioned_input(make_pipeline: Any) 
     pipeline.s3.create_bucket(Bucket="plain-bucket")  # no versioning
     obj = pipeline.put_input("inbox/u.jsonl", lines_for(4, "old"), bucket="plain-bucket")
     pipeline.deliver(pipeline.object_created_body(obj))
-    job = next(pipeline.services.store.iter_jobs(limit=5))
+    job = next(pipeline.services.store.recent_jobs(limit=5))
     held = pipeline.services.store.get_shards(job.job_id)[1]
     pipeline.s3.put_object(Bucket="plain-bucket", Key="inbox/u.jsonl", Body=lines_for(4, "new"))
     pipeline.s3.delete_object(Bucket="plain-bucket", Key=held.work_key)
@@ -284,7 +284,7 @@ def test_cancelling_after_an_ambiguous_create_cancels_that_batch(make_pipeline: 
     obj = pipeline.put_input("inbox/c.jsonl", lines_for(2))
     with pytest.raises(Crash):
         pipeline.deliver(pipeline.object_created_body(obj))
-    store.request_cancel(next(store.iter_jobs(limit=5)).job_id)
+    store.request_cancel(next(store.recent_jobs(limit=5)).job_id)
 
     pipeline.run(rounds=30, step=60)
 
@@ -299,7 +299,7 @@ def test_cancelling_after_an_ambiguous_create_cancels_that_batch(make_pipeline: 
 def test_result_files_that_expired_before_the_job_ended_are_exported_again(make_pipeline: Any) -> None:
     pipeline: Pipeline = make_pipeline(MAX_LINES_PER_BATCH=2, MAX_BATCHES_IN_FLIGHT=1)
     pipeline.drop("inbox/r.jsonl", lines_for(4))
-    job = next(pipeline.services.store.iter_jobs(limit=5))
+    job = next(pipeline.services.store.recent_jobs(limit=5))
     for _ in range(10):
         pipeline.step(60)
         first = pipeline.services.store.get_shard(job.job_id, 0)
@@ -322,7 +322,7 @@ def test_a_crash_before_the_shards_expiry_is_mended_by_the_next_pass(pipeline: P
     with pytest.raises(Crash):
         pipeline.run()
     pipeline.clock.advance(6000)
-    job_id = next(store.iter_jobs(limit=5)).job_id
+    job_id = next(store.recent_jobs(limit=5)).job_id
     pipeline.services.sqs.send_message(
         QueueUrl=pipeline.collect_queue_url, MessageBody=json.dumps({"job_id": job_id, "shard": 0})
     )
@@ -362,7 +362,7 @@ def test_a_submit_event_naming_a_version_runs_it_even_after_the_key_was_deleted(
 def test_a_held_shard_whose_sources_are_both_gone_ends_and_frees_its_slot(make_pipeline: Any) -> None:
     pipeline: Pipeline = make_pipeline(MAX_LINES_PER_BATCH=2, MAX_BATCHES_IN_FLIGHT=1)
     obj = pipeline.drop("inbox/g.jsonl", lines_for(4))
-    held = pipeline.services.store.get_shards(next(pipeline.services.store.iter_jobs(limit=5)).job_id)[1]
+    held = pipeline.services.store.get_shards(next(pipeline.services.store.recent_jobs(limit=5)).job_id)[1]
     pipeline.s3.delete_object(Bucket=BUCKET, Key=held.work_key)
     pipeline.s3.delete_object(Bucket=BUCKET, Key=obj["key"], VersionId=obj["version_id"])
 

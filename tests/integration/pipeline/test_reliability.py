@@ -308,7 +308,7 @@ def test_an_operator_cancels_a_job_and_keeps_what_already_ran(make_pipeline: Any
     pipeline.drop("inbox/cancel me.jsonl", lines_for(10))
     pipeline.clock.advance(150)  # two lines of the first batch have run
     pipeline.emulator.process()
-    job_id = next(pipeline.services.store.iter_jobs(limit=5)).job_id
+    job_id = next(pipeline.services.store.recent_jobs(limit=5)).job_id
 
     # When the operator cancels it
     assert pipeline.services.store.request_cancel(job_id) is not None

@@ -5,6 +5,8 @@ Layout (keys `pk`/`sk`):
 - `JOB#<job_id>` / `SHARD#<nnnnn>`  its shards; until a shard is collected it carries `active_pk` and
                                     `next_poll_at`, which put it in the sparse `ActiveShards` index
 - `SLOTS` / `IN_FLIGHT`             the number of batches in flight, a counting semaphore
+  (job items also carry `listed_day`, the UTC day they arrived: the `JobsByDay` index lists them newest
+  first, for the operator)
 - Powertools idempotency records under their own partition.
 
 The sparse index has three partitions (`active_pk`), so that no kind of work can starve another:
@@ -21,6 +23,7 @@ tidies up; reads ignore expired items themselves because DynamoDB deletes them l
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
 
@@ -31,6 +34,7 @@ from pydantic_core import to_jsonable_python
 from batchdrop.models import Job, JobStatus, Shard, ShardState
 
 ACTIVE_INDEX = "ActiveShards"
+JOBS_BY_DAY_INDEX = "JobsByDay"
 ACTIVE_PARTITION = "ACTIVE"
 WAITING_PARTITION = "WAITING"
 FINISHING_PARTITION = "FINISHING"
@@ -53,6 +57,10 @@ class StaleRecord(Exception):
 
 class NoSlotAvailable(Exception):
     """The in-flight limit is reached."""
+
+
+def _day(epoch: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(epoch))
 
 
 def _job_key(job_id: str) -> dict[str, Any]:
@@ -162,7 +170,11 @@ class JobStore:
 
     def create_job(self, job: Job) -> Job:
         """Records a new job; if it already exists (a duplicate event), returns the stored one."""
-        values = job.model_dump(mode="json", exclude_none=True) | {"pk": f"JOB#{job.job_id}", "sk": "JOB"}
+        values = job.model_dump(mode="json", exclude_none=True) | {
+            "pk": f"JOB#{job.job_id}",
+            "sk": "JOB",
+            "listed_day": _day(job.received_at),
+        }
         try:
             self._db.put_item(
                 TableName=self._table,
@@ -328,18 +340,28 @@ class JobStore:
                 )
         return job
 
-    def iter_jobs(self, *, limit: int) -> Iterator[Job]:
-        """Jobs in no particular order, for the operator's listing (a Scan; never used by the functions)."""
-        paginator = self._db.get_paginator("scan")
-        pages = paginator.paginate(
-            TableName=self._table,
-            FilterExpression="sk = :job",
-            ExpressionAttributeValues={":job": {"S": "JOB"}},
-            PaginationConfig={"MaxItems": limit},
-        )
-        for page in pages:
-            for item in page.get("Items", []):
-                yield Job.model_validate(_deserialize(item))
+    def recent_jobs(self, *, limit: int, days: int = 31) -> Iterator[Job]:
+        """Newest first, from the JobsByDay index: today's jobs, then yesterday's, back `days` days (the
+        operator's listing; never used by the functions)."""
+        today = int(self._clock()) // 86_400
+        found = 0
+        for day in range(today, today - days - 1, -1):
+            pages = self._db.get_paginator("query").paginate(
+                TableName=self._table,
+                IndexName=JOBS_BY_DAY_INDEX,
+                KeyConditionExpression="listed_day = :day",
+                ExpressionAttributeValues={":day": {"S": _day(day * 86_400)}},
+                ScanIndexForward=False,
+            )
+            for page in pages:
+                for item in page.get("Items", []):
+                    job = self.get_job(item["pk"]["S"].removeprefix("JOB#"))
+                    if job is None:
+                        continue  # expired
+                    yield job
+                    found += 1
+                    if found >= limit:
+                        return
 
     # shards
 
