@@ -12,11 +12,11 @@ a crash: announcements are delivered at least once, each with a stable `event_id
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from batchdrop import contracts
 from batchdrop.flow.results import export_results
 from batchdrop.flow.split import SplitResult
 from batchdrop.integrations import s3io
@@ -26,32 +26,8 @@ from batchdrop.observability import Metric, count, logger
 from batchdrop.services import Services
 from batchdrop.timing import NOTIFY_LEASE_SECONDS
 
-REPORT_SCHEMA_VERSION = 1
-MAX_REPORTED_BATCHES = 1000
 RESULT_FILES = ("output.jsonl", "errors.jsonl", "results.csv", "status.json")
 """Everything a job writes beside report.json: a rejected re-upload removes the previous version's."""
-
-
-def _iso(epoch: int | None) -> str | None:
-    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z") if epoch is not None else None
-
-
-def _outputs(job: Job) -> dict[str, str]:
-    base = f"s3://{job.input.bucket}/{job.output_prefix}"
-    return {"output": f"{base}output.jsonl", "errors": f"{base}errors.jsonl", "report": f"{base}report.json"}
-
-
-def _timestamps(job: Job) -> dict[str, str | None]:
-    return {
-        "received_at": _iso(job.received_at),
-        "submitted_at": _iso(job.submitted_at),
-        "finished_at": _iso(job.finished_at),
-    }
-
-
-def finished_event_id(job_id: str) -> str:
-    """Stable across redeliveries: consumers deduplicate `Batch Job Finished` on it."""
-    return f"{job_id}:finished"
 
 
 def publish_rejection(job: Job, split: SplitResult, services: Services) -> Job:
@@ -63,28 +39,20 @@ def publish_rejection(job: Job, split: SplitResult, services: Services) -> Job:
         return current
     now = services.now()
     errors_by_code = dict(sorted(split.problem_codes.items()))
-    report = {
-        "schema_version": REPORT_SCHEMA_VERSION,
-        "job_id": job.job_id,
-        "outcome": Outcome.REJECTED.value,
-        "input": job.input.model_dump(mode="json"),
-        "counts": {"total": split.lines, "succeeded": 0, "failed": 0},
-        "errors_by_code": errors_by_code,
-        "batches": [],
-        "validation_errors": [
-            {"line": problem.line, "code": problem.code.value, "message": problem.message} for problem in split.problems
-        ],
-        "validation_error_count": split.problem_count,
-        "validation_errors_truncated": split.problem_count > len(split.problems),
-        "outputs": {"report": _outputs(job)["report"]},
-        "timestamps": _timestamps(job) | {"finished_at": _iso(now)},
-    }
+    report = contracts.rejection_report(
+        job,
+        lines=split.lines,
+        problems=split.problems,
+        problem_count=split.problem_count,
+        errors_by_code=errors_by_code,
+        now=now,
+    )
     # outbox/<name>/ holds one version's files: the previous version's results go.
     services.s3.delete_objects(
         Bucket=job.input.bucket,
         Delete={"Objects": [{"Key": f"{job.output_prefix}{name}"} for name in RESULT_FILES], "Quiet": True},
     )
-    s3io.put_json(services.s3, job.input.bucket, f"{job.output_prefix}report.json", report)
+    s3io.put_json(services.s3, job.input.bucket, f"{job.output_prefix}report.json", report.document())
     retention = services.settings.job_retention_days * 86400
     job = (
         services.store.modify_job(
@@ -112,11 +80,7 @@ def publish_rejection(job: Job, split: SplitResult, services: Services) -> Job:
 
 def announce_rejection(job: Job, services: Services) -> None:
     """The rejection's announcement, from what the job recorded (also when a retry finishes it)."""
-    counts = {"total": job.input.lines or 0, "succeeded": 0, "failed": 0}
-    detail = _finished_detail(job, counts, job.errors_by_code or {}) | {
-        "outputs": {"report": _outputs(job)["report"]},
-        "validation_error_count": job.validation_error_count or 0,
-    }
+    detail = contracts.rejection_detail(job).document()
     claimed = _claim_notification(job, services)
     if claimed is not None:
         _released_on_failure(job.job_id, services, lambda: _publish(claimed, detail, services))
@@ -154,7 +118,7 @@ def finalize_job(job_id: str, services: Services, *, repair: bool = False) -> Jo
         # Whoever marks the job finished also claims its announcement (in the same write).
         return {
             "status": JobStatus.FINISHED,
-            "outcome": _outcome(job, counts["succeeded"], counts["failed"]),
+            "outcome": _outcome(job, counts.succeeded, counts.failed),
             "finished_at": now,
             "expires_at": now + services.settings.job_retention_days * 86400,
             "notify_claimed_at": now,
@@ -218,7 +182,7 @@ def _count_outcome(outcome: Outcome) -> None:
     count(names[outcome])
 
 
-def _totals(shards: list[Shard]) -> tuple[dict[str, int], dict[str, int]]:
+def _totals(shards: list[Shard]) -> tuple[contracts.Counts, dict[str, int]]:
     """The job's counts and its failures by code, summed over its collected shards."""
     succeeded = sum(shard.result.succeeded for shard in shards if shard.result)
     failed = sum(shard.result.failed for shard in shards if shard.result)
@@ -226,7 +190,9 @@ def _totals(shards: list[Shard]) -> tuple[dict[str, int], dict[str, int]]:
     for shard in shards:
         for code, n in (shard.result.errors_by_code if shard.result else {}).items():
             add_count(errors_by_code, code, n)
-    return {"total": succeeded + failed, "succeeded": succeeded, "failed": failed}, dict(sorted(errors_by_code.items()))
+    return contracts.Counts(total=succeeded + failed, succeeded=succeeded, failed=failed), dict(
+        sorted(errors_by_code.items())
+    )
 
 
 def _write_results(job: Job, shards: list[Shard], services: Services) -> None:
@@ -237,22 +203,9 @@ def _write_results(job: Job, shards: list[Shard], services: Services) -> None:
     except s3io.SourceMissing:
         _restore_expired_results(job, shards, services)
         _merge(job, shards, services)
-    report = {
-        "schema_version": REPORT_SCHEMA_VERSION,
-        "job_id": job.job_id,
-        "outcome": (job.outcome or Outcome.FAILED).value,
-        "input": job.input.model_dump(mode="json"),
-        "counts": counts,
-        "errors_by_code": errors_by_code,
-        "batches": [_batch_entry(shard) for shard in shards[:MAX_REPORTED_BATCHES]],
-        "batch_count": len(shards),
-        "batches_truncated": len(shards) > MAX_REPORTED_BATCHES,
-        "validation_errors": [],
-        "outputs": _outputs(job),
-        "timestamps": _timestamps(job),
-    }
-    s3io.put_json(services.s3, bucket, f"{job.output_prefix}report.json", report)
-    _publish(job, _finished_detail(job, counts, errors_by_code), services)
+    report = contracts.finished_report(job, shards, counts, errors_by_code)
+    s3io.put_json(services.s3, bucket, f"{job.output_prefix}report.json", report.document())
+    _publish(job, contracts.finished_detail(job, counts, errors_by_code).document(), services)
 
 
 def _merge(job: Job, shards: list[Shard], services: Services) -> None:
@@ -271,21 +224,6 @@ def _restore_expired_results(job: Job, shards: list[Shard], services: Services) 
             export_results(shard, job, services, skip_unavailable=True)
 
 
-def _batch_entry(shard: Shard) -> dict[str, Any]:
-    return {
-        "batch_id": shard.batch_id,
-        "status": shard.batch_status,
-        "request_counts": shard.request_counts.model_dump() if shard.request_counts else None,
-        "input_file_id": shard.input_file_id,
-        "output_file_id": shard.output_file_id,
-        "error_file_id": shard.error_file_id,
-        "shard": shard.index,
-        "lines": shard.lines,
-        "first_line": shard.first_line,
-        "failure": {"code": shard.failure_code, "message": shard.failure_message} if shard.failure_code else None,
-    }
-
-
 def _outcome(job: Job, succeeded: int, failed: int) -> Outcome:
     if job.cancel_requested_at is not None:
         return Outcome.CANCELLED
@@ -294,20 +232,6 @@ def _outcome(job: Job, succeeded: int, failed: int) -> Outcome:
     if succeeded == 0:
         return Outcome.FAILED
     return Outcome.PARTIAL
-
-
-def _finished_detail(job: Job, counts: dict[str, int], errors_by_code: dict[str, int]) -> dict[str, Any]:
-    return {
-        "schema_version": 1,
-        "event_id": finished_event_id(job.job_id),
-        "job_id": job.job_id,
-        "outcome": (job.outcome or Outcome.FAILED).value,
-        "counts": counts,
-        "errors_by_code": errors_by_code,
-        "input": job.input.model_dump(mode="json"),
-        "outputs": _outputs(job),
-        "finished_at": _iso(job.finished_at),
-    }
 
 
 def _claim_notification(job: Job, services: Services) -> Job | None:

@@ -8,14 +8,12 @@ Duplicate deliveries and lost races end quietly (counted as DuplicateEvents).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
+from batchdrop import contracts
 from batchdrop.flow.completion import announce_rejection, finalize_job, publish_rejection
 from batchdrop.flow.split import (
     SplitResult,
@@ -35,8 +33,6 @@ from batchdrop.models import InputInfo, InputKey, Job, JobStatus, ObjectRef, cla
 from batchdrop.observability import Metric, count, logger
 from batchdrop.services import Services
 from batchdrop.validation import Problem, ProblemCode
-
-_MAX_ECHOED_REQUEST_CHARS = 8192
 
 
 def submit_object(
@@ -106,27 +102,11 @@ def _not_an_input(key: str, services: Services) -> str:
 
 def reject_request(rejected: RejectedRequest, services: Services) -> SubmitOutcome:
     """Answers a `Submit Batch Job` request that cannot be taken with `Batch Job Rejected`."""
-    request = _bounded(rejected.detail)
-    event_id = hashlib.sha256(json.dumps([request, rejected.reason], sort_keys=True).encode()).hexdigest()[:32]
-    services.notifier.request_rejected(
-        {
-            "schema_version": 1,
-            "event_id": event_id,
-            "request": request,
-            "reason": rejected.reason,
-            "rejected_at": datetime.fromtimestamp(services.now(), UTC).isoformat().replace("+00:00", "Z"),
-        }
-    )
+    detail = contracts.rejected_detail(rejected.detail, rejected.reason, services.now())
+    services.notifier.request_rejected(detail.document())
     count(Metric.SUBMIT_REQUESTS_REJECTED)
     logger.warning("submit request rejected", extra={"reason": rejected.reason})
     return SubmitOutcome(SubmitResult.REJECTED, reason=rejected.reason)
-
-
-def _bounded(detail: Any) -> Any:
-    text = json.dumps(detail, default=str)
-    if len(text) <= _MAX_ECHOED_REQUEST_CHARS:
-        return detail
-    return {"truncated": True, "preview": text[:1024]}
 
 
 def submit_job(job: dict[str, Any], services: Services) -> dict[str, str]:

@@ -15,6 +15,7 @@ from typing import Any
 from aws_lambda_powertools.utilities import parameters
 from botocore.exceptions import ClientError
 
+from batchdrop import contracts
 from batchdrop.integrations.shard_copies import ShardSourceMissing, local_shard_copy
 from batchdrop.integrations.store import NoSlotAvailable, StaleRecord
 from batchdrop.integrations.zerogpu import (
@@ -341,18 +342,6 @@ def announce_submitted(job_id: str, services: Services) -> None:
     claimed = services.store.claim_job(job, "submit_announce_claimed_at", lease_seconds=SUBMIT_ANNOUNCE_LEASE_SECONDS)
     if claimed is None:
         return
-    shards = services.store.get_shards(job_id)
-    batch_ids = [shard.batch_id for shard in shards if shard.batch_id]
-    detail = {
-        "schema_version": 1,
-        "event_id": f"{job.job_id}:submitted",
-        "job_id": job.job_id,
-        "input": job.input.model_dump(mode="json"),
-        "batch_count": len(batch_ids),
-        "batch_ids": batch_ids,
-        "shard_count": len(shards),
-    }
-    services.store.send_once(
-        claimed, "submitted_at", lambda: services.notifier.put_event("Batch Job Submitted", detail)
-    )
+    detail = contracts.submitted_detail(job, services.store.get_shards(job_id)).document()
+    services.store.send_once(claimed, "submitted_at", lambda: services.notifier.submitted_event(detail))
     count(Metric.JOBS_SUBMITTED)

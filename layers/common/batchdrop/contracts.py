@@ -1,0 +1,275 @@
+"""What users and other services read: report.json and the event details, each built here and only here.
+
+The JSON Schemas published in events/schemas/ describe the same documents; tests/unit/test_contracts.py
+holds each model against its schema (every field named there, every required one always written). Fields
+are added, never renamed (`schema_version` 1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+
+from batchdrop.models import InputInfo, Job, Outcome, RequestCounts, Shard
+from batchdrop.validation import Problem
+
+SCHEMA_VERSION: Literal[1] = 1
+MAX_REPORTED_BATCHES = 1000
+_MAX_ECHOED_REQUEST_CHARS = 8192
+
+
+def iso(epoch: int | None) -> str | None:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z") if epoch is not None else None
+
+
+class _Document(BaseModel):
+    """A published document: no field but the declared ones; the optional ones in OMITTED_WHEN_NONE are
+    left out when they have no value (the rest are written, null or not)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    OMITTED_WHEN_NONE: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _leave_out_absent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for name in self.OMITTED_WHEN_NONE:
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
+
+    def document(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class Counts(_Document):
+    total: int
+    succeeded: int
+    failed: int
+
+
+class Outputs(_Document):
+    OMITTED_WHEN_NONE = frozenset({"output", "errors"})
+
+    output: str | None = None
+    errors: str | None = None
+    report: str
+
+
+class Timestamps(_Document):
+    received_at: str | None
+    submitted_at: str | None
+    finished_at: str | None
+
+
+class BatchFailure(_Document):
+    code: str
+    message: str | None
+
+
+class BatchEntry(_Document):
+    batch_id: str | None
+    status: str | None
+    request_counts: RequestCounts | None
+    input_file_id: str | None
+    output_file_id: str | None
+    error_file_id: str | None
+    shard: int
+    lines: int
+    first_line: int
+    failure: BatchFailure | None
+
+
+class ValidationError(_Document):
+    line: int | None
+    code: str
+    message: str
+
+
+class Report(_Document):
+    """outbox/<name>/report.json"""
+
+    OMITTED_WHEN_NONE = frozenset(
+        {"batch_count", "batches_truncated", "validation_error_count", "validation_errors_truncated"}
+    )
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    job_id: str
+    outcome: Outcome
+    input: InputInfo
+    counts: Counts
+    errors_by_code: dict[str, int]
+    batches: list[BatchEntry]
+    batch_count: int | None = None
+    batches_truncated: bool | None = None
+    validation_errors: list[ValidationError]
+    validation_error_count: int | None = None
+    validation_errors_truncated: bool | None = None
+    outputs: Outputs
+    timestamps: Timestamps
+
+
+class FinishedDetail(_Document):
+    """`Batch Job Finished` (also the SNS message's source)."""
+
+    OMITTED_WHEN_NONE = frozenset({"validation_error_count"})
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str
+    job_id: str
+    outcome: Outcome
+    counts: Counts
+    errors_by_code: dict[str, int]
+    input: InputInfo
+    outputs: Outputs
+    finished_at: str | None
+    validation_error_count: int | None = None
+
+
+class SubmittedDetail(_Document):
+    """`Batch Job Submitted`"""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str
+    job_id: str
+    input: InputInfo
+    batch_count: int
+    batch_ids: list[str]
+    shard_count: int
+
+
+class RejectedDetail(_Document):
+    """`Batch Job Rejected`: a `Submit Batch Job` request that could not be taken."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str
+    request: Any
+    reason: str
+    rejected_at: str
+
+
+# builders: one per document
+
+
+def finished_event_id(job_id: str) -> str:
+    """Stable across redeliveries: consumers deduplicate `Batch Job Finished` on it."""
+    return f"{job_id}:finished"
+
+
+def outputs(job: Job, *, report_only: bool = False) -> Outputs:
+    base = f"s3://{job.input.bucket}/{job.output_prefix}"
+    if report_only:
+        return Outputs(report=f"{base}report.json")
+    return Outputs(output=f"{base}output.jsonl", errors=f"{base}errors.jsonl", report=f"{base}report.json")
+
+
+def timestamps(job: Job, *, finished_at: int | None = None) -> Timestamps:
+    return Timestamps(
+        received_at=iso(job.received_at),
+        submitted_at=iso(job.submitted_at),
+        finished_at=iso(job.finished_at if finished_at is None else finished_at),
+    )
+
+
+def _batch_entry(shard: Shard) -> BatchEntry:
+    return BatchEntry(
+        batch_id=shard.batch_id,
+        status=shard.batch_status,
+        request_counts=shard.request_counts,
+        input_file_id=shard.input_file_id,
+        output_file_id=shard.output_file_id,
+        error_file_id=shard.error_file_id,
+        shard=shard.index,
+        lines=shard.lines,
+        first_line=shard.first_line,
+        failure=BatchFailure(code=shard.failure_code, message=shard.failure_message) if shard.failure_code else None,
+    )
+
+
+def finished_report(job: Job, shards: Sequence[Shard], counts: Counts, errors_by_code: dict[str, int]) -> Report:
+    return Report(
+        job_id=job.job_id,
+        outcome=job.outcome or Outcome.FAILED,
+        input=job.input,
+        counts=counts,
+        errors_by_code=errors_by_code,
+        batches=[_batch_entry(shard) for shard in shards[:MAX_REPORTED_BATCHES]],
+        batch_count=len(shards),
+        batches_truncated=len(shards) > MAX_REPORTED_BATCHES,
+        validation_errors=[],
+        outputs=outputs(job),
+        timestamps=timestamps(job),
+    )
+
+
+def rejection_report(
+    job: Job, *, lines: int, problems: Sequence[Problem], problem_count: int, errors_by_code: dict[str, int], now: int
+) -> Report:
+    return Report(
+        job_id=job.job_id,
+        outcome=Outcome.REJECTED,
+        input=job.input,
+        counts=Counts(total=lines, succeeded=0, failed=0),
+        errors_by_code=errors_by_code,
+        batches=[],
+        validation_errors=[
+            ValidationError(line=problem.line, code=problem.code.value, message=problem.message) for problem in problems
+        ],
+        validation_error_count=problem_count,
+        validation_errors_truncated=problem_count > len(problems),
+        outputs=outputs(job, report_only=True),
+        timestamps=timestamps(job, finished_at=now),
+    )
+
+
+def finished_detail(job: Job, counts: Counts, errors_by_code: dict[str, int]) -> FinishedDetail:
+    return FinishedDetail(
+        event_id=finished_event_id(job.job_id),
+        job_id=job.job_id,
+        outcome=job.outcome or Outcome.FAILED,
+        counts=counts,
+        errors_by_code=errors_by_code,
+        input=job.input,
+        outputs=outputs(job),
+        finished_at=iso(job.finished_at),
+    )
+
+
+def rejection_detail(job: Job) -> FinishedDetail:
+    """The `Batch Job Finished` of a rejected input, from what the job recorded."""
+    return FinishedDetail(
+        event_id=finished_event_id(job.job_id),
+        job_id=job.job_id,
+        outcome=job.outcome or Outcome.REJECTED,
+        counts=Counts(total=job.input.lines or 0, succeeded=0, failed=0),
+        errors_by_code=job.errors_by_code or {},
+        input=job.input,
+        outputs=outputs(job, report_only=True),
+        finished_at=iso(job.finished_at),
+        validation_error_count=job.validation_error_count or 0,
+    )
+
+
+def submitted_detail(job: Job, shards: Sequence[Shard]) -> SubmittedDetail:
+    batch_ids = [shard.batch_id for shard in shards if shard.batch_id]
+    return SubmittedDetail(
+        event_id=f"{job.job_id}:submitted",
+        job_id=job.job_id,
+        input=job.input,
+        batch_count=len(batch_ids),
+        batch_ids=batch_ids,
+        shard_count=len(shards),
+    )
+
+
+def rejected_detail(request: Any, reason: str, now: int) -> RejectedDetail:
+    """The request is echoed as received, or, over 8 KB, as a preview; the event id is the same for the
+    same request and reason."""
+    text = json.dumps(request, default=str)
+    echoed = request if len(text) <= _MAX_ECHOED_REQUEST_CHARS else {"truncated": True, "preview": text[:1024]}
+    event_id = hashlib.sha256(json.dumps([echoed, reason], sort_keys=True, default=str).encode()).hexdigest()[:32]
+    return RejectedDetail(event_id=event_id, request=echoed, reason=reason, rejected_at=iso(now) or "")
