@@ -7,8 +7,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from batchdrop.validation import CHAT_COMPLETIONS_URL, MESSAGE_ROLES
 from batchdrop_tools.emulator.ids import stable_hex
+from batchdrop_tools.emulator.rules import CHAT_COMPLETIONS_URL, MESSAGE_ROLES
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from batchdrop.validation import (
-    MAX_BATCH_BYTES,
-    MAX_LINES_PER_BATCH,
-    LineValidator,
-    Problem,
-    ProblemCode,
-    iter_physical_lines,
-)
-from batchdrop_tools.emulator import errors
+from batchdrop_tools.emulator import errors, rules
 from batchdrop_tools.emulator.backends import Backend, BackendReply
 from batchdrop_tools.emulator.clock import Clock
 from batchdrop_tools.emulator.errors import ApiError
@@ -181,7 +173,7 @@ class Engine:
                 batch.failed_at = now
                 batch.errors = [
                     {
-                        "code": problem.code.value,
+                        "code": problem.code,
                         "message": problem.message,
                         "line": problem.line,
                         "param": None,
@@ -428,21 +420,11 @@ class _AppendOnDemand:
             self._handle.close()
 
 
-def _validate_into(source: BinaryIO, endpoint: str, destination: Path) -> tuple[Problem | None, int]:
-    """Stream `source` through the shared validator, copying the valid lines to `destination`.
-    Returns the first problem (ZeroGPU stops there) or None, and the number of lines."""
-    if os.fstat(source.fileno()).st_size > MAX_BATCH_BYTES:
-        return Problem(ProblemCode.FILE_TOO_LARGE, f"Input file exceeds maximum size of {MAX_BATCH_BYTES} bytes"), 0
-    validator = LineValidator(endpoint, max_lines=MAX_LINES_PER_BATCH, strict=False)
+def _validate_into(source: BinaryIO, endpoint: str, destination: Path) -> tuple[rules.Refusal | None, int]:
+    """Streams `source` through the API's rules (rules.py), copying the accepted lines to `destination`.
+    Returns the first refusal (ZeroGPU stops there) or None, and the number of lines."""
     with destination.open("wb") as copy:
-        for physical in iter_physical_lines(source):
-            result = validator.check(physical)
-            if result is None:
-                continue
-            if isinstance(result, Problem):
-                return result, 0
-            copy.write(result.content + b"\n")
-    return validator.finish(), validator.lines
+        return rules.check_file(source, endpoint, size=os.fstat(source.fileno()).st_size, copy=copy)
 
 
 def _create_error(message: str, line: int | None = None) -> ApiError:

@@ -12,10 +12,13 @@ import json
 from dataclasses import dataclass
 from typing import IO, Any
 
+CHAT_COMPLETIONS_URL = "/v1/chat/completions"
+MESSAGE_ROLES = ("user", "assistant", "system", "tool", "developer")
+MAX_UPLOAD_BYTES = 104_857_600
 MAX_FILE_BYTES = 209_715_200
 MAX_LINES = 50_000
 MAX_LINE_BYTES = 1_048_576
-ALLOWED_URLS = frozenset({"/v1/chat/completions"})
+ALLOWED_URLS = frozenset({CHAT_COMPLETIONS_URL})
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,9 @@ def check_file(source: IO[bytes], endpoint: str, *, size: int, copy: IO[bytes]) 
     if requests == 0:
         return Refusal("empty_file", "Input file contains no JSONL lines"), 0
     if endpoint not in ALLOWED_URLS and first_url is not None:
-        return Refusal("endpoint_mismatch", f'endpoint "{endpoint}" does not match the url "{first_url}" used by the input file'), 0
+        return Refusal(
+            "endpoint_mismatch", f'endpoint "{endpoint}" does not match the url "{first_url}" used by the input file'
+        ), 0
     return None, requests
 
 
@@ -111,5 +116,7 @@ def _check_line(number: int, line: bytes, endpoint: str, seen: set[str]) -> tupl
     if not isinstance(body, dict) or not body:
         return Refusal("missing_body", f"Line {n} is missing body", n), None
     if body.get("stream") is True:
-        return Refusal("stream_not_supported", f"Line {n} has stream=true; streaming is not supported in batch mode", n), None
+        return Refusal(
+            "stream_not_supported", f"Line {n} has stream=true; streaming is not supported in batch mode", n
+        ), None
     return None, url

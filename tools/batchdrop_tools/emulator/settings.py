@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from batchdrop.validation import MAX_UPLOAD_BYTES
+from batchdrop_tools.emulator.rules import MAX_UPLOAD_BYTES
 
 LineFormat = Literal["zerogpu", "openai"]
 
