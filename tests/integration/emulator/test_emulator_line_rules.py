@@ -6,7 +6,6 @@ import pytest
 from emulator_testkit import Api
 from line_rule_cases import CASES, Case
 
-
 # An empty upload never reaches create: the Files API refuses it first ("File is empty", tested there).
 UPLOADABLE = [case for case in CASES if case.content]
 

@@ -18,6 +18,7 @@ from batchdrop.integrations.zerogpu import (
     iter_result_lines,
 )
 from batchdrop_tools.emulator import Emulator, EmulatorSettings, Fault
+from batchdrop_tools.emulator.client_kit import FullClient
 
 
 def _download_lines(client: ZeroGPUClient, file_id: str):
@@ -274,7 +275,7 @@ def test_wrong_key_is_permission_denied_once(emu: Emulator, sleeps: Sleeps) -> N
     from batchdrop.integrations.zerogpu import PermissionDeniedError
 
     with (
-        ZeroGPUClient("zgpu-wrong", transport=emu.transport(), base_url="http://emulator", sleep=sleeps) as bad,
+        FullClient("zgpu-wrong", transport=emu.transport(), base_url="http://emulator", sleep=sleeps) as bad,
         pytest.raises(PermissionDeniedError),
     ):
         bad.retrieve_file("file-x")

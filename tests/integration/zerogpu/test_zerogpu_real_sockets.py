@@ -11,6 +11,7 @@ from zerogpu_emulator_helpers import API_KEY, PROJECT_ID, Sleeps, input_file
 
 from batchdrop.integrations.zerogpu import APITimeoutError, RetryPolicy, ZeroGPUClient
 from batchdrop_tools.emulator import Emulator, EmulatorSettings, Fault, ManualClock
+from batchdrop_tools.emulator.client_kit import FullClient
 from batchdrop_tools.emulator.server import EmulatorServer
 
 SHORT = httpx.Timeout(connect=2.0, read=0.3, write=2.0, pool=2.0)
@@ -58,7 +59,7 @@ def test_remaining_time_clips_the_read_timeout(served: tuple[Emulator, str]) -> 
     sleeps = Sleeps()
     deadline = time.monotonic() + 1.4
     long_read = httpx.Timeout(connect=2.0, read=30.0, write=2.0, pool=2.0)
-    with ZeroGPUClient(
+    with FullClient(
         API_KEY,
         PROJECT_ID,
         url,

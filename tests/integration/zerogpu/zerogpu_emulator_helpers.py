@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchdrop.integrations.zerogpu import ZeroGPUClient
 from batchdrop_tools.emulator import Emulator
+from batchdrop_tools.emulator.client_kit import FullClient
 
 API_KEY = "zgpu-api-INTEGRATION-KEY"
 PROJECT_ID = "5f0c8a52-6a8e-4a0e-b0a8-1c1f2f3e4d5c"
@@ -24,8 +24,8 @@ class Sleeps:
         self.delays.append(seconds)
 
 
-def make_client(emu: Emulator, sleeps: Sleeps, **kwargs: Any) -> ZeroGPUClient:
-    return ZeroGPUClient(
+def make_client(emu: Emulator, sleeps: Sleeps, **kwargs: Any) -> FullClient:
+    return FullClient(
         API_KEY,
         PROJECT_ID,
         "http://emulator/v1",

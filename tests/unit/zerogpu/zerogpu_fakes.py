@@ -9,7 +9,8 @@ from typing import Any
 
 import httpx
 
-from batchdrop.integrations.zerogpu import RetryPolicy, ZeroGPUClient
+from batchdrop.integrations.zerogpu import RetryPolicy
+from batchdrop_tools.emulator.client_kit import FullClient
 
 API_KEY = "zgpu-api-SECRET-KEY-123"
 PROJECT_ID = "0b6f3c1e-7d1a-4c59-9f0e-PROJECT"
@@ -92,9 +93,10 @@ class Harness:
         self.sleeps.append(seconds)
         self.clock += seconds
 
-    def client(self, script: Script | Callable[[httpx.Request], httpx.Response], **kwargs: Any) -> ZeroGPUClient:
+    def client(self, script: Script | Callable[[httpx.Request], httpx.Response], **kwargs: Any) -> FullClient:
+        """The pipeline's client, with the test kit's extra calls (retrieve and delete a file)."""
         kwargs.setdefault("retry", RetryPolicy())
-        return ZeroGPUClient(
+        return FullClient(
             API_KEY,
             PROJECT_ID,
             BASE,

@@ -30,7 +30,7 @@ from batchdrop.integrations.zerogpu.errors import (
     PartialDownloadError,
     UnexpectedResponseError,
 )
-from batchdrop.integrations.zerogpu.models import Batch, FileDeleted, FileObject
+from batchdrop.integrations.zerogpu.models import Batch, FileObject
 from batchdrop.integrations.zerogpu.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def _check_timeout(timeout: httpx.Timeout) -> httpx.Timeout:
     return timeout
 
 
-def _path_id(value: str) -> str:
+def path_id(value: str) -> str:
     if not value:
         raise ValueError("an id is required")
     return quote(value, safe="")
@@ -175,10 +175,6 @@ class ZeroGPUClient:
             handle=json_handler(FileObject),
         )
 
-    def retrieve_file(self, file_id: str) -> FileObject:
-        """Fetch one file object."""
-        return self._calls.call("GET", f"/v1/files/{_path_id(file_id)}", handle=json_handler(FileObject))
-
     def list_files(
         self, purpose: str | None = None, order: str | None = None, page_size: int | None = None
     ) -> Iterator[FileObject]:
@@ -219,19 +215,10 @@ class ZeroGPUClient:
 
         return self._calls.call(
             "GET",
-            f"/v1/files/{_path_id(file_id)}/content",
+            f"/v1/files/{path_id(file_id)}/content",
             headers={"accept": "application/jsonl, application/octet-stream, */*"},
             handle=handle,
             before_retry=rewind,
-        )
-
-    def delete_file(self, file_id: str) -> FileDeleted:
-        """Delete a file. A 404 on a retry after a lost reply counts as deleted."""
-        return self._calls.call(
-            "DELETE",
-            f"/v1/files/{_path_id(file_id)}",
-            handle=json_handler(FileDeleted),
-            gone_after_retry=lambda: FileDeleted(id=file_id, deleted=True),
         )
 
     def find_file(
@@ -319,7 +306,7 @@ class ZeroGPUClient:
 
     def retrieve_batch(self, batch_id: str) -> Batch:
         """Fetch one batch with live request counts."""
-        return self._calls.call("GET", f"/v1/batches/{_path_id(batch_id)}", handle=json_handler(Batch))
+        return self._calls.call("GET", f"/v1/batches/{path_id(batch_id)}", handle=json_handler(Batch))
 
     def list_batches(self, page_size: int | None = None) -> Iterator[Batch]:
         """Iterate over all batches, newest first, fetching pages lazily."""
@@ -331,7 +318,7 @@ class ZeroGPUClient:
         try:
             return self._calls.call(
                 "POST",
-                f"/v1/batches/{_path_id(batch_id)}/cancel",
+                f"/v1/batches/{path_id(batch_id)}/cancel",
                 handle=json_handler(Batch),
                 no_retry_statuses=frozenset({409}),
             )
