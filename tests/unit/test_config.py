@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchdrop.settings import ConfigurationError, Settings
+from batchdrop.settings import SETTINGS_OF, ConfigurationError, Settings
 
 BASE = {
     "TABLE_NAME": "t",
@@ -94,5 +94,7 @@ def test_each_function_fails_closed_without_what_it_uses(function: str, needed: 
     ):
         # Then the function refuses to start, naming it
         with pytest.raises(ConfigurationError, match=needed):
-            Settings.from_environ(environment).require(function)  # type: ignore[arg-type]
-    assert Settings.from_environ(EVERYTHING).require(function)  # type: ignore[arg-type]
+            SETTINGS_OF[function].from_environ(environment, function=function)  # type: ignore[index]
+    assert SETTINGS_OF[function].from_environ(EVERYTHING)  # type: ignore[index]
+    # and the steps' own view, the base settings, leaves it to the function
+    assert Settings.from_environ({key: value for key, value in EVERYTHING.items() if key != needed})

@@ -14,7 +14,7 @@ import pytest
 from cfnlint.api import lint_file
 
 from batchdrop.observability import Metric
-from batchdrop.settings import Settings
+from batchdrop.settings import SETTINGS_OF, Settings
 from batchdrop_tools.local.template import IntrinsicResolver, find_template, load_template
 
 TEMPLATE_PATH = find_template()
@@ -547,4 +547,4 @@ def test_env_json_gives_each_function_exactly_the_variables_the_template_does(cf
 def test_env_json_is_a_valid_configuration_of_each_function(logical_id: str, function: str) -> None:
     env = json.loads((TEMPLATE_PATH.parent / "env.json").read_text())
     variables = env["Parameters"] | env.get(logical_id, {})
-    Settings.from_environ(variables).require(function)  # type: ignore[arg-type]
+    SETTINGS_OF[function].from_environ(variables, function=function)  # type: ignore[index]

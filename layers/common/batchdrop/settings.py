@@ -1,10 +1,11 @@
-"""One validated settings object, read from the environment at handler entry (never at import).
+"""Each function's validated settings, read from the environment at handler entry (never at import).
 
 The environment holds names and limits only; the API key and project id live in Secrets Manager
 (`SECRET_ID` names the secret) and are read through Powertools Parameters with caching.
 
-Fail closed: what decides who may submit, or where work and results go, has no default and is required
-by each function that uses it (`load_settings("submit")`); an empty value is refused like a missing one.
+Fail closed: what decides who may submit, or where work and results go, has no default in the settings
+of the function that uses it (SubmitSettings, PollSettings, CollectSettings; `load_settings("submit")`);
+an empty value is refused like a missing one. The base, Settings, is what the steps read.
 The three prefixes may not contain one another, or the pipeline's own writes would come back as inputs.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -22,21 +23,13 @@ from batchdrop.validation import MAX_LINES_PER_BATCH, MAX_UPLOAD_BYTES
 
 Function = Literal["submit", "poll", "collect"]
 
-REQUIRED: dict[Function, tuple[str, ...]] = {
-    # who may submit (BUCKET_NAME), where results and rejections are announced (TOPIC_ARN)
-    "submit": ("BUCKET_NAME", "TOPIC_ARN"),
-    # where ended shards and held shards are handed over
-    "poll": ("COLLECT_QUEUE_URL", "INGEST_QUEUE_URL"),
-    "collect": ("TOPIC_ARN",),
-}
-
 
 class ConfigurationError(Exception):
     """The function's environment is incomplete or invalid."""
 
 
 class Settings(BaseModel):
-    """Every function reads the same settings; each uses (and requires) the part it needs."""
+    """What the steps read. A function loads its own subclass below, which requires what it decides by."""
 
     model_config = ConfigDict(frozen=True, populate_by_name=True)
 
@@ -116,23 +109,44 @@ class Settings(BaseModel):
         """Where the pipeline writes: never an input."""
         return (self.output_prefix, self.work_prefix)
 
-    def require(self, function: Function) -> Settings:
-        missing = [name for name in REQUIRED[function] if not getattr(self, _FIELD_BY_ALIAS[name])]
-        if missing:
-            raise ConfigurationError(
-                f"invalid {function} function configuration: {', '.join(missing)} must be set (template.yaml sets them)"
-            )
-        return self
-
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
+    def from_environ(cls, environ: Mapping[str, str] | None = None, *, function: str | None = None) -> Self:
         source = os.environ if environ is None else environ
         try:
             return cls.model_validate({key: value for key, value in source.items() if key in _FIELD_BY_ALIAS})
         except ValidationError as error:
             problems = "; ".join(_describe(item) for item in error.errors())
-            raise ConfigurationError(f"invalid function configuration: {problems}") from None
+            what = f"{function} function" if function else "function"
+            raise ConfigurationError(
+                f"invalid {what} configuration: {problems} (template.yaml sets every one of them)"
+            ) from None
 
+
+class SubmitSettings(Settings):
+    """Who may submit (the stack's bucket) and where results and rejections are announced."""
+
+    bucket_name: str = Field(alias="BUCKET_NAME", min_length=1)
+    topic_arn: str = Field(alias="TOPIC_ARN", min_length=1)
+
+
+class PollSettings(Settings):
+    """Where ended shards (collect) and held shards (submit) are handed over."""
+
+    collect_queue_url: str = Field(alias="COLLECT_QUEUE_URL", min_length=1)
+    ingest_queue_url: str = Field(alias="INGEST_QUEUE_URL", min_length=1)
+
+
+class CollectSettings(Settings):
+    """Where results are announced."""
+
+    topic_arn: str = Field(alias="TOPIC_ARN", min_length=1)
+
+
+SETTINGS_OF: dict[Function, type[Settings]] = {
+    "submit": SubmitSettings,
+    "poll": PollSettings,
+    "collect": CollectSettings,
+}
 
 _FIELD_BY_ALIAS = {field.alias: name for name, field in Settings.model_fields.items() if field.alias}
 
@@ -145,11 +159,11 @@ def _describe(item: Mapping[str, object]) -> str:
 
 @lru_cache(maxsize=8)
 def _cached_settings(items: frozenset[tuple[str, str]], function: Function | None) -> Settings:
-    settings = Settings.from_environ(dict(items))
-    return settings.require(function) if function else settings
+    settings_class = SETTINGS_OF[function] if function else Settings
+    return settings_class.from_environ(dict(items), function=function)
 
 
 def load_settings(function: Function | None = None) -> Settings:
-    """The settings for this invocation, with what `function` requires checked; parsed once per distinct
-    environment (warm starts reuse it)."""
+    """The function's settings for this invocation, parsed once per distinct environment (warm starts
+    reuse it)."""
     return _cached_settings(frozenset((k, v) for k, v in os.environ.items() if k in _FIELD_BY_ALIAS), function)
