@@ -548,3 +548,33 @@ def test_env_json_is_a_valid_configuration_of_each_function(logical_id: str, fun
     env = json.loads((TEMPLATE_PATH.parent / "env.json").read_text())
     variables = env["Parameters"] | env.get(logical_id, {})
     SETTINGS_OF[function].from_environ(variables, function=function)  # type: ignore[index]
+
+
+def test_the_timing_policy_fits_the_functions_timeouts(cfn: dict[str, Any]) -> None:
+    # The leases must outlast the function that holds them: a lease that ends while its holder still
+    # runs lets a second worker in (two announcements, two uploads of one shard).
+    from batchdrop import timing
+
+    timeouts = {
+        logical_id: cfn["Resources"][logical_id]["Properties"]["Timeout"]
+        for logical_id in ("SubmitFunction", "PollFunction", "CollectFunction")
+    }
+    assert timeouts == {
+        "SubmitFunction": timing.SUBMIT_TIMEOUT_SECONDS,
+        "PollFunction": timing.POLL_TIMEOUT_SECONDS,
+        "CollectFunction": timing.COLLECT_TIMEOUT_SECONDS,
+    }
+    # the end's announcement is claimed by collect or by submit (a rejection), and runs within one invocation
+    assert timing.NOTIFY_LEASE_SECONDS > max(timing.COLLECT_TIMEOUT_SECONDS, timing.SUBMIT_TIMEOUT_SECONDS)
+    # `Batch Job Submitted` is one EventBridge call under its claim: the lease outlasts that call's worst
+    # case with the functions' botocore settings (every attempt connecting and reading to its timeout)
+    from batchdrop.runtime import _BOTO_CONFIG as boto
+
+    worst_call = (boto.connect_timeout + boto.read_timeout) * boto.retries["max_attempts"]
+    assert timing.SUBMIT_ANNOUNCE_LEASE_SECONDS > worst_call
+    # a submission's lease is its invocation's remaining time plus a margin: never shorter than the call
+    assert timing.SUBMIT_LEASE_MARGIN_SECONDS > 0
+    # a handed-over shard is not handed again while its message may still be waiting for the submit function
+    assert timing.HANDOVER_RETRY_SECONDS > timing.POLL_TIMEOUT_SECONDS
+    # collect is asked again only after an invocation that took the message could have finished
+    assert timing.COLLECT_RETRY_SECONDS >= timing.COLLECT_TIMEOUT_SECONDS

@@ -14,8 +14,8 @@ SUBMIT_LEASE_MARGIN_SECONDS = 60
 """A shard's submission lease is the submit invocation's remaining time plus this."""
 NOTIFY_LEASE_SECONDS = 960
 """Whoever claims a job's announcement holds it this long (longer than a collect or submit run)."""
-SUBMIT_ANNOUNCE_LEASE_SECONDS = 300
-"""The claim on sending `Batch Job Submitted`."""
+SUBMIT_ANNOUNCE_LEASE_SECONDS = 600
+"""The claim on sending `Batch Job Submitted`: longer than one EventBridge call can take, retries included."""
 HANDOVER_RETRY_SECONDS = 120
 """A shard handed to the submit function is handed again after this long if it has not moved."""
 RETRY_LATER_SECONDS = 120
