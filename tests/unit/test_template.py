@@ -565,13 +565,13 @@ def test_the_timing_policy_fits_the_functions_timeouts(cfn: dict[str, Any]) -> N
         "CollectFunction": timing.COLLECT_TIMEOUT_SECONDS,
     }
     # the end's announcement is claimed by collect or by submit (a rejection), and runs within one invocation
-    assert timing.NOTIFY_LEASE_SECONDS > max(timing.COLLECT_TIMEOUT_SECONDS, timing.SUBMIT_TIMEOUT_SECONDS)
+    assert max(timing.COLLECT_TIMEOUT_SECONDS, timing.SUBMIT_TIMEOUT_SECONDS) < timing.NOTIFY_LEASE_SECONDS
     # `Batch Job Submitted` is one EventBridge call under its claim: the lease outlasts that call's worst
     # case with the functions' botocore settings (every attempt connecting and reading to its timeout)
     from batchdrop.runtime import _BOTO_CONFIG as boto
 
     worst_call = (boto.connect_timeout + boto.read_timeout) * boto.retries["max_attempts"]
-    assert timing.SUBMIT_ANNOUNCE_LEASE_SECONDS > worst_call
+    assert worst_call < timing.SUBMIT_ANNOUNCE_LEASE_SECONDS
     # a submission's lease is its invocation's remaining time plus a margin: never shorter than the call
     assert timing.SUBMIT_LEASE_MARGIN_SECONDS > 0
     # a handed-over shard is not handed again while its message may still be waiting for the submit function
