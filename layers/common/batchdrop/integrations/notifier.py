@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_sns import SNSClient
 
 EVENT_SOURCE = "batchdrop"
 SUBMITTED = "Batch Job Submitted"
@@ -16,7 +20,7 @@ class AnnouncementRefused(Exception):
 
 
 class Notifier:
-    def __init__(self, *, events: Any, sns: Any, bus_name: str, topic_arn: str) -> None:
+    def __init__(self, *, events: EventBridgeClient, sns: SNSClient, bus_name: str, topic_arn: str) -> None:
         self._events = events
         self._sns = sns
         self._bus_name = bus_name

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from batchdrop.messages import collect_body, finalize_body, shard_handover_body
 
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
 
 class Queues:
-    def __init__(self, sqs: Any, *, ingest_queue_url: str, collect_queue_url: str) -> None:
+    def __init__(self, sqs: SQSClient, *, ingest_queue_url: str, collect_queue_url: str) -> None:
         self._sqs = sqs
         self._ingest_queue_url = ingest_queue_url
         self._collect_queue_url = collect_queue_url

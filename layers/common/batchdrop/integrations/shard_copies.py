@@ -9,7 +9,7 @@ versioned), and a shard is a run of the input's lines: `lines` non-blank lines f
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
@@ -18,12 +18,15 @@ from batchdrop.models import Job, ObjectRef, Shard
 from batchdrop.observability import Metric, count, logger
 from batchdrop.validation import iter_physical_lines
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 
 class ShardSourceMissing(Exception):
     """Neither the shard's work copy nor the input object it came from can be read any more."""
 
 
-def local_shard_copy(shard: Shard, job: Job, directory: str, s3: Any) -> str:
+def local_shard_copy(shard: Shard, job: Job, directory: str, s3: S3Client) -> str:
     """The path of a local file holding exactly the shard's lines."""
     path = os.path.join(directory, shard.upload_filename)
     try:
