@@ -570,7 +570,9 @@ def test_the_timing_policy_fits_the_functions_timeouts(cfn: dict[str, Any]) -> N
     # case with the functions' botocore settings (every attempt connecting and reading to its timeout)
     from batchdrop.runtime import _BOTO_CONFIG as boto
 
-    worst_call = (boto.connect_timeout + boto.read_timeout) * boto.retries["max_attempts"]
+    # botocore rewrites `max_attempts` (retries) as `total_max_attempts` (the first try too) once a client uses it
+    attempts = boto.retries.get("total_max_attempts") or boto.retries["max_attempts"] + 1
+    worst_call = (boto.connect_timeout + boto.read_timeout) * attempts
     assert worst_call < timing.SUBMIT_ANNOUNCE_LEASE_SECONDS
     # a submission's lease is its invocation's remaining time plus a margin: never shorter than the call
     assert timing.SUBMIT_LEASE_MARGIN_SECONDS > 0

@@ -4,6 +4,7 @@ on top of them is the real one), S3, the notifier and a scripted ZeroGPU client.
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -43,9 +44,12 @@ class FakeStore(JobStore):
         self.shards: dict[tuple[str, int], Shard] = {}
         self.in_use = 0
         self.job_writes = 0
+        self.slot_reads = 0
+        self.job_reads = 0
 
     # jobs
     def get_job(self, job_id: str) -> Job | None:
+        self.job_reads += 1
         return self.jobs.get(job_id)
 
     def create_job(self, job: Job) -> Job:
@@ -102,11 +106,26 @@ class FakeStore(JobStore):
         return self._after_write(shard, changes)
 
     def slots_in_use(self) -> int:
+        self.slot_reads += 1
         return self.in_use
 
-    def waiting_shards(self, *, limit: int | None = None, page_size: int | None = None) -> Iterator[Shard]:
-        waiting = [s for s in self.shards.values() if shard_partition(s) == "WAITING"]
+    def waiting_shards(
+        self, *, until: int | None = None, limit: int | None = None, page_size: int | None = None
+    ) -> Iterator[Shard]:
+        waiting = [
+            s
+            for s in self.shards.values()
+            if shard_partition(s) == "WAITING" and (until is None or (s.next_poll_at or 0) <= until)
+        ]
         yield from sorted(waiting, key=lambda s: s.next_poll_at or 0)[:limit]
+
+    def due_shard_pages(self, now: int, *, limit: int | None = None) -> Iterator[list[Shard]]:
+        due = [s for s in self.shards.values() if shard_partition(s) == "ACTIVE" and (s.next_poll_at or 0) <= now]
+        if due:
+            yield sorted(due, key=lambda s: s.next_poll_at or 0)[:limit]
+
+    def finishing_jobs(self, now: int, *, limit: int | None = None) -> Iterator[Job]:
+        return iter(())
 
     def _check(self, shard: Shard) -> None:
         stored = self.shards.get((shard.job_id, shard.index))
@@ -157,6 +176,15 @@ class FakeS3:
     def delete_objects(self, Bucket: str, Delete: Mapping[str, Any]) -> dict[str, Any]:
         for entry in Delete["Objects"]:
             self.objects.pop(entry["Key"], None)
+        return {}
+
+
+@dataclass
+class FakeSqs:
+    sent: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def send_message(self, QueueUrl: str, MessageBody: str) -> dict[str, Any]:
+        self.sent.append((QueueUrl, json.loads(MessageBody)))
         return {}
 
 
@@ -253,6 +281,7 @@ class Machine:
     api: FakeApi = field(default_factory=FakeApi)
     s3: FakeS3 = field(default_factory=FakeS3)
     notifier: FakeNotifier = field(default_factory=FakeNotifier)
+    sqs: FakeSqs = field(default_factory=FakeSqs)
     credentials_readable: bool = True
 
     def __post_init__(self) -> None:
@@ -268,7 +297,7 @@ class Machine:
         return Services(
             settings=SETTINGS,
             s3=self.s3,
-            sqs=None,
+            sqs=self.sqs,
             store=self.store,
             notifier=self.notifier,  # type: ignore[arg-type]
             api_factory=api_factory,

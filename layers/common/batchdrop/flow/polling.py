@@ -20,9 +20,10 @@ Two overlapping runs are safe: every write is conditional, so at most one of the
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -95,22 +96,29 @@ class PollSummary:
 
 
 class _CancelledJobs:
-    """Whether a shard's job was cancelled, read once per job and run (the worker threads share it)."""
+    """Whether a shard's job was cancelled, read once per job and run: the worker threads share it, and
+    threads that ask for the same job at once wait for the one read instead of making their own."""
 
     def __init__(self, services: Services) -> None:
         self._services = services
-        self._known: dict[str, bool] = {}
+        self._known: dict[str, Future[bool]] = {}
         self._lock = threading.Lock()
 
     def __call__(self, job_id: str) -> bool:
         with self._lock:
-            if job_id in self._known:
-                return self._known[job_id]
-        job = self._services.store.get_job(job_id)
-        cancelled = job is not None and job.cancel_requested_at is not None
-        with self._lock:
-            self._known[job_id] = cancelled
-        return cancelled
+            known = self._known.get(job_id)
+            reader = known is None
+            if known is None:
+                known = self._known[job_id] = Future()
+        if reader:
+            try:
+                job = self._services.store.get_job(job_id)
+                known.set_result(job is not None and job.cancel_requested_at is not None)
+            except BaseException as error:
+                known.set_exception(error)
+                with self._lock:
+                    del self._known[job_id]  # the next shard of the job asks again
+        return known.result()
 
 
 def poll_once(services: Services) -> PollSummary:
@@ -202,11 +210,15 @@ def _hand_over_waiting(services: Services, summary: PollSummary, cancelled: _Can
         if not services.time_left():
             return
         summary.tally(_end_waiting(shard, now, limit, services))
+    # The queue first: with nobody waiting, the slot counter need not be read.
+    queue = iter(store.waiting_shards(limit=settings.max_batches_in_flight + _MAX_WAITING_READ, page_size=50))
+    first = next(queue, None)
+    if first is None:
+        return
     free = settings.max_batches_in_flight - store.slots_in_use()
     if free <= 0:
         return
-    # Read as far as needed only: a page a little longer than the free slots, then the next if need be.
-    for shard in store.waiting_shards(limit=free + _MAX_WAITING_READ, page_size=free + 25):
+    for shard in itertools.chain([first], queue):
         if free <= 0 or not services.time_left():
             return
         recently = shard.handed_over_at is not None and shard.handed_over_at > now - HANDOVER_RETRY_SECONDS

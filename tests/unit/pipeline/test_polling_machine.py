@@ -1,0 +1,68 @@
+"""The poller's economies on small fakes: what a run does not read."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from machine_fakes import NOW, Machine
+
+from batchdrop.flow.polling import _CancelledJobs, poll_once
+
+
+def test_with_nobody_waiting_a_run_never_reads_the_slot_counter() -> None:
+    # Given a stack with no shard queued for a slot
+    machine = Machine()
+    machine.job()
+
+    # When the poller runs
+    summary = poll_once(machine.services())
+
+    # Then it asked the queue, found it empty, and left the counter alone
+    assert machine.store.slot_reads == 0
+    assert summary.handed_over == 0
+
+
+def test_with_a_shard_waiting_the_counter_is_read_and_the_shard_handed_over() -> None:
+    # Given a shard queued for a slot, and slots free
+    machine = Machine()
+    job = machine.job()
+    machine.shard(job)  # PENDING, holding no slot: it waits in the queue
+
+    # When the poller runs
+    summary = poll_once(machine.services())
+
+    # Then it read the counter and handed the shard to the submit function
+    assert machine.store.slot_reads >= 1
+    assert machine.sqs.sent == [("ingest", {"batchdrop": "submit-shard", "job_id": job.job_id, "shard": 0})]
+    assert summary.handed_over == 1
+
+
+def test_threads_asking_about_one_job_at_once_share_one_read() -> None:
+    # Given a slow job read and sixteen threads asking about the same job at the same moment
+    machine = Machine()
+    job = machine.job(cancel_requested_at=NOW)
+    original = machine.store.get_job
+
+    def slow_read(job_id: str):  # type: ignore[no-untyped-def]
+        time.sleep(0.05)
+        return original(job_id)
+
+    machine.store.get_job = slow_read  # type: ignore[method-assign]
+    cancelled = _CancelledJobs(machine.services())
+    barrier = threading.Barrier(16)
+    answers: list[bool] = []
+
+    def ask() -> None:
+        barrier.wait()
+        answers.append(cancelled(job.job_id))
+
+    threads = [threading.Thread(target=ask) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Then they all have the answer, from one read
+    assert answers == [True] * 16
+    assert machine.store.job_reads == 1
