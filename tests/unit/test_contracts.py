@@ -134,8 +134,8 @@ def test_what_the_builders_write_matches_the_schemas() -> None:
     assert rejection["outputs"] == {"report": "s3://b/outbox/x/report.json"}
     assert "batch_count" not in rejection
     assert_matches_schema(contracts.finished_detail(JOB, counts, {}).document(), "batch-job-finished.schema.json")
-    assert_matches_schema(contracts.rejection_detail(rejected).document(), "batch-job-finished.schema.json")
+    assert_matches_schema(contracts.rejected_input_detail(rejected).document(), "batch-job-finished.schema.json")
     assert_matches_schema(contracts.submitted_detail(JOB, [SHARD]).document(), "batch-job-submitted.schema.json")
-    detail = contracts.rejected_detail({"key": "x" * 10_000}, "no bucket", 1_767_229_200).document()
+    detail = contracts.rejected_request_detail({"key": "x" * 10_000}, "no bucket", 1_767_229_200).document()
     assert_matches_schema(detail, "batch-job-rejected.schema.json")
     assert detail["request"]["truncated"] is True

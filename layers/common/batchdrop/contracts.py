@@ -84,7 +84,7 @@ class BatchEntry(_Document):
     failure: BatchFailure | None
 
 
-class ValidationError(_Document):
+class ValidationProblem(_Document):
     line: int | None
     code: str
     message: str
@@ -106,7 +106,7 @@ class Report(_Document):
     batches: list[BatchEntry]
     batch_count: int | None = None
     batches_truncated: bool | None = None
-    validation_errors: list[ValidationError]
+    validation_errors: list[ValidationProblem]
     validation_error_count: int | None = None
     validation_errors_truncated: bool | None = None
     outputs: Outputs
@@ -217,7 +217,8 @@ def rejection_report(
         errors_by_code=errors_by_code,
         batches=[],
         validation_errors=[
-            ValidationError(line=problem.line, code=problem.code.value, message=problem.message) for problem in problems
+            ValidationProblem(line=problem.line, code=problem.code.value, message=problem.message)
+            for problem in problems
         ],
         validation_error_count=problem_count,
         validation_errors_truncated=problem_count > len(problems),
@@ -239,7 +240,7 @@ def finished_detail(job: Job, counts: Counts, errors_by_code: dict[str, int]) ->
     )
 
 
-def rejection_detail(job: Job) -> FinishedDetail:
+def rejected_input_detail(job: Job) -> FinishedDetail:
     """The `Batch Job Finished` of a rejected input, from what the job recorded."""
     return FinishedDetail(
         event_id=finished_event_id(job.job_id),
@@ -266,7 +267,7 @@ def submitted_detail(job: Job, shards: Sequence[Shard]) -> SubmittedDetail:
     )
 
 
-def rejected_detail(request: Any, reason: str, now: int) -> RejectedDetail:
+def rejected_request_detail(request: Any, reason: str, now: int) -> RejectedDetail:
     """The request is echoed as received, or, over 8 KB, as a preview; the event id is the same for the
     same request and reason."""
     text = json.dumps(request, default=str)

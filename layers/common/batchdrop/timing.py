@@ -1,4 +1,4 @@
-"""The pipeline's fixed timing policy, in one place (the operator's bounds are in config.Settings).
+"""The pipeline's fixed timing policy, in one place (the operator's bounds are in settings.Settings).
 
 The leases must outlast the function that holds them (tests/unit/test_template.py ties them to the
 timeouts in template.yaml): a lease that ends while its holder still runs lets a second worker in.

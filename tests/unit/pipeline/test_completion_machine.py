@@ -137,3 +137,28 @@ def test_a_rejection_leaves_a_job_that_another_delivery_accepted_alone(machine: 
 
     assert kept.status == JobStatus.SUBMITTING
     assert "outbox/x/report.json" not in machine.s3.objects and machine.notifier.events == []
+
+
+def test_a_job_accepted_while_its_rejection_was_being_written_is_not_announced_as_rejected(
+    machine: Machine,
+) -> None:
+    # Given a delivery rejecting the input, and another one accepting it while the report is written
+    job = machine.job(status=JobStatus.RECEIVED)
+    write_report = machine.s3.put_object
+
+    def accepted_meanwhile(**kwargs):  # type: ignore[no-untyped-def]
+        stored = machine.store.jobs[job.job_id]
+        machine.store.jobs[job.job_id] = stored.model_copy(
+            update={"status": JobStatus.SUBMITTING, "version": stored.version + 1}
+        )
+        return write_report(**kwargs)
+
+    machine.s3.put_object = accepted_meanwhile  # type: ignore[method-assign]
+
+    # When the rejection goes on
+    kept = publish_rejection(job, _bad_split(), machine.services())
+
+    # Then the job stays accepted, and no `Batch Job Finished` says it was rejected
+    assert kept.status == JobStatus.SUBMITTING
+    assert machine.notifier.events == []
+    assert machine.store.jobs[job.job_id].notify_claimed_at is None

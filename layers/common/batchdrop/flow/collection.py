@@ -30,23 +30,23 @@ def collect_shard(job_id: str, index: int, services: Services) -> None:
         logger.warning("collect request for an unknown job", extra={"job_id": job_id, "shard": index})
         return
     shard = services.store.get_shard(job_id, index)
+    written_here = False
     if shard is not None and shard.state == ShardState.TERMINAL:
         result = _export(shard, job, services)
         if result is None:
             return  # recorded; the poller asks again
-        written = False
 
         def collected(fresh: Shard) -> dict[str, Any] | None:
             # e.g. the poller moved its next look meanwhile: the exported results stay valid
-            nonlocal written
-            written = fresh.state == ShardState.TERMINAL
-            return {"state": ShardState.COLLECTED, "result": result} if written else None
+            nonlocal written_here
+            written_here = fresh.state == ShardState.TERMINAL  # the write is asked for; it raises if it fails
+            return {"state": ShardState.COLLECTED, "result": result} if written_here else None
 
         shard = services.store.modify_shard(job_id, index, collected, current=shard)
-        if written:
-            count(Metric.SHARDS_COLLECTED)
+        if written_here:
+            count(Metric.SHARDS_COLLECTED)  # and its write noted the progress on the job
     if shard is not None and shard.state == ShardState.COLLECTED:
-        if index not in (job.collected_shards or ()):
+        if not written_here and index not in (job.collected_shards or ()):
             services.store.note_progress(shard)  # an earlier attempt died between the two writes
     elif shard is not None:
         logger.warning("collect request for a shard still running", extra={"shard": index, "state": shard.state})

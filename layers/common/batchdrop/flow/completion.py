@@ -79,8 +79,11 @@ def publish_rejection(job: Job, split: SplitResult, services: Services) -> Job:
 
 
 def announce_rejection(job: Job, services: Services) -> None:
-    """The rejection's announcement, from what the job recorded (also when a retry finishes it)."""
-    detail = contracts.rejection_detail(job).document()
+    """The rejection's announcement, from what the job recorded (also when a retry finishes it). A job
+    that another delivery accepted meanwhile is not announced as rejected."""
+    if job.status != JobStatus.REJECTED:
+        return
+    detail = contracts.rejected_input_detail(job).document()
     claimed = _claim_notification(job, services)
     if claimed is not None:
         _released_on_failure(job.job_id, services, lambda: _publish(claimed, detail, services))

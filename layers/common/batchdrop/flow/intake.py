@@ -102,7 +102,7 @@ def _not_an_input(key: str, services: Services) -> str:
 
 def reject_request(rejected: RejectedRequest, services: Services) -> SubmitOutcome:
     """Answers a `Submit Batch Job` request that cannot be taken with `Batch Job Rejected`."""
-    detail = contracts.rejected_detail(rejected.detail, rejected.reason, services.now())
+    detail = contracts.rejected_request_detail(rejected.detail, rejected.reason, services.now())
     services.notifier.request_rejected(detail.document())
     count(Metric.SUBMIT_REQUESTS_REJECTED)
     logger.warning("submit request rejected", extra={"reason": rejected.reason})

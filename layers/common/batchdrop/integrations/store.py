@@ -260,7 +260,7 @@ class JobStore:
 
     def mark_job(self, job: Job, **changes: Any) -> Job:
         """Writes `changes` on the job as the caller last saw it, or, if it changed meanwhile, on a fresh
-        read: for changes that hold whatever else changed (a sent mark, a claim given back)."""
+        read (the last writer wins): for changes that hold whatever else changed (the job marked notified)."""
         marked = self.modify_job(job.job_id, lambda _: changes, current=job)
         if marked is None:
             raise StaleRecord(f"job {job.job_id} is gone")
@@ -288,7 +288,14 @@ class JobStore:
         if getattr(job, sent) is not None:
             return job
         send()
-        return self.mark_job(job, **{sent: int(self._clock())})
+        now = int(self._clock())
+        # Only the first sender's time is kept (a claimant whose lease ran out may have sent it too).
+        marked = self.modify_job(
+            job.job_id, lambda fresh: {sent: now} if getattr(fresh, sent) is None else None, current=job
+        )
+        if marked is None:
+            raise StaleRecord(f"job {job.job_id} is gone")
+        return marked
 
     def note_progress(self, shard: Shard) -> None:
         """Records on the job that the shard has left PENDING, or has been collected (idempotent: a set
