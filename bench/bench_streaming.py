@@ -126,6 +126,41 @@ def split(source: str, shards: str, lines: int) -> None:
         os.remove(os.path.join(shards, name))
 
 
+def custom_ids_read(source: str, directory: str) -> None:
+    """What collect reads to learn a shard's custom_ids: the shard itself (before) or the list the split
+    writes beside it (now); one batch's worth of lines."""
+    with open(source, "rb") as stream:
+        limits = SplitLimits(
+            max_lines=50_000,
+            max_bytes=100_000_000,
+            max_input_bytes=10 * 1024**3,
+            max_input_lines=5_000_000,
+            max_batches=1000,
+        )
+        validate_and_split(stream, directory, limits=limits)
+    shard, ids = os.path.join(directory, "shard-00000.jsonl"), os.path.join(directory, "shard-00000.ids")
+
+    def from_shard() -> None:
+        with open(shard, "rb") as handle:
+            {json.loads(physical.content)["custom_id"]: None for physical in iter_physical_lines(handle)}
+
+    def from_list() -> None:
+        with open(ids, "rb") as handle:
+            {json.loads(line): None for line in handle}
+
+    before, _ = measure(from_shard)
+    after, _ = measure(from_list)
+    shard_mb, ids_mb = os.path.getsize(shard) / 1e6, os.path.getsize(ids) / 1e6
+    print(f"\n{'collect: custom_ids of one shard':<34}{'MB read':>9}{'seconds':>9}")
+    print(f"{'  from the shard (before)':<34}{shard_mb:>9.1f}{before:>9.3f}")
+    print(
+        f"{'  from its custom_id list (now)':<34}{ids_mb:>9.2f}{after:>9.3f}   {before / after:.0f}x faster, "
+        f"{shard_mb / ids_mb:.0f}x fewer bytes from S3"
+    )
+    for name in os.listdir(directory):
+        os.remove(os.path.join(directory, name))
+
+
 def cold_imports() -> None:
     """Import time of each handler in a fresh interpreter (the import part of a Lambda cold start)."""
     import subprocess
@@ -169,6 +204,7 @@ def main() -> None:
             size = make_output(lines, output)
             seconds, peak = measure(lambda: sort_results(output))
             row("collect: sort results", lines, size, seconds, peak, reference_seconds(output))
+        custom_ids_read(source, shards)
     print("\nMB/s: best of two untraced runs; json.loads: the stdlib parser alone on the same file, same run.")
     print("peak MB is tracemalloc's peak of Python allocations during a third run; the custom_id set of")
     print("validate+split is the one part that grows with the number of lines (duplicates across the file).")

@@ -251,6 +251,8 @@ class Shard(BaseModel):
     state: ShardState
     work_key: str
     """The shard's input lines under the work prefix: the durable copy every retry starts from."""
+    ids_key: str | None = None
+    """The shard's custom_ids, one JSON string a line, beside its work copy (None: read them from it)."""
     lines: int
     bytes: int
     first_line: int

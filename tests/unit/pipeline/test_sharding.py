@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from batchdrop.custom_ids import DigestIdSet
-from batchdrop.flow.split import SplitLimits, validate_and_split
+from batchdrop.flow.split import ShardFile, SplitLimits, validate_and_split
 
 
 def line(n: int, size: int = 0, custom_id: str | None = None, **body_extra: object) -> bytes:
@@ -89,15 +89,20 @@ def test_memory_does_not_grow_with_line_size(tmp_path: Path) -> None:
 
 def test_each_shard_is_handed_over_as_soon_as_it_is_complete(tmp_path: Path) -> None:
     handed: list[tuple[int, int, bool]] = []
+    listed: list[list[str]] = []
 
-    def take(shard: object) -> None:
-        handed.append((shard.index, shard.lines, os.path.exists(shard.path)))  # type: ignore[attr-defined]
-        os.remove(shard.path)  # type: ignore[attr-defined]
+    def take(shard: ShardFile) -> None:
+        handed.append((shard.index, shard.lines, os.path.exists(shard.path)))
+        with open(shard.ids_path, "rb") as ids:  # the shard's custom_ids beside it, one JSON string a line
+            listed.append([json.loads(entry) for entry in ids])
+        os.remove(shard.path)
+        os.remove(shard.ids_path)
 
     data = b"\n".join(line(n) for n in range(7))
     result = validate_and_split(io.BytesIO(data), str(tmp_path), limits=limits(max_lines=3), on_shard=take)
     assert result.valid
     assert handed == [(0, 3, True), (1, 3, True), (2, 1, True)]
+    assert [len(ids) for ids in listed] == [3, 3, 1] and listed[2] == [json.loads(line(6))["custom_id"]]
     assert os.listdir(tmp_path) == []
 
 

@@ -13,6 +13,8 @@ import os
 import tempfile
 from typing import IO, Any
 
+from botocore.exceptions import ClientError
+
 from batchdrop.integrations import s3io
 from batchdrop.integrations.shard_copies import ShardSourceMissing, local_shard_copy
 from batchdrop.integrations.zerogpu import BatchStatus, ZeroGPUError, parse_result_line
@@ -53,7 +55,7 @@ def export_results(shard: Shard, job: Job, services: Services, *, skip_unavailab
     result = ShardResult(output_key=f"{base}.output.jsonl", errors_key=f"{base}.errors.jsonl")
     with tempfile.TemporaryDirectory(dir=services.workdir) as directory:
         try:
-            unreported = _shard_custom_ids(local_shard_copy(shard, job, directory, services.s3))
+            unreported = _shard_custom_ids(shard, job, directory, services)
         except ShardSourceMissing as error:
             # Neither the work copy nor the input exists any more: the lines cannot be named, only counted.
             logger.error("shard lines lost with their input", extra={"shard": shard.index, "reason": str(error)})
@@ -88,9 +90,23 @@ def export_results(shard: Shard, job: Job, services: Services, *, skip_unavailab
     return result
 
 
-def _shard_custom_ids(path: str) -> dict[str, None]:
-    """The shard's custom_ids in input order (a dict as an ordered set)."""
-    with open(path, "rb") as lines:
+def _shard_custom_ids(shard: Shard, job: Job, directory: str, services: Services) -> dict[str, None]:
+    """The shard's custom_ids in input order (a dict as an ordered set): from the list the split wrote
+    beside the shard (a few bytes a line), or, if there is none (any more), from the shard's lines."""
+    if shard.ids_key is not None:
+        path = os.path.join(directory, "custom_ids")
+        try:
+            s3io.download_file(services.s3, job.input.bucket, shard.ids_key, path)
+        except ClientError as error:
+            if not s3io.is_missing(error):
+                raise
+        else:
+            with open(path, "rb") as ids:
+                listed = {json.loads(line): None for line in ids}
+            if len(listed) == shard.lines:
+                return listed
+            logger.warning("the shard's custom_id list is incomplete; reading its lines", extra={"shard": shard.index})
+    with open(local_shard_copy(shard, job, directory, services.s3), "rb") as lines:
         return {json.loads(physical.content)["custom_id"]: None for physical in iter_physical_lines(lines)}
 
 

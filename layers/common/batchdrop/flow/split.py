@@ -59,6 +59,25 @@ class ShardFile:
     bytes: int = 0
     first_line: int = 0
 
+    @property
+    def ids_path(self) -> str:
+        """Beside the shard: its custom_ids, one JSON string a line, in order (collect reads these
+        instead of the whole shard)."""
+        return ids_path_of(self.path)
+
+
+def ids_path_of(shard_path: str) -> str:
+    return shard_path.removesuffix(".jsonl") + ".ids"
+
+
+def ids_key_of(work_key: str) -> str:
+    """The S3 key of a shard's custom_ids beside its work copy."""
+    return ids_path_of(work_key)
+
+
+_dumps = json.JSONEncoder(ensure_ascii=True).encode
+"""A custom_id as one JSON string on one line (ASCII: a lone surrogate cannot reach here, but a newline can)."""
+
 
 @dataclass(slots=True)
 class SplitResult:
@@ -123,12 +142,15 @@ def validate_and_split(
     is_gzip: bool = False,
     time_left: Callable[[], bool] = lambda: True,
     on_shard: Callable[[ShardFile], None] | None = None,
+    keep_ids: bool = True,
 ) -> SplitResult:
     """Reads `stream` once; shard files are written under `directory`.
 
     `on_shard` is called with each shard as soon as it is complete, while the file is still valid (it may
     upload the shard and delete the local file, so local disk holds one shard at a time); shard files still
-    on disk are removed if the file turns out invalid. `time_left` is asked as the lines go by: once it
+    on disk are removed if the file turns out invalid. With `keep_ids`, each shard's custom_ids are also
+    written beside it (ShardFile.ids_path), so that collect need not read the whole shard to learn them.
+    `time_left` is asked as the lines go by: once it
     says no, the file is rejected as too slow to validate rather than left to the function's timeout.
     """
     result = SplitResult()
@@ -137,6 +159,7 @@ def validate_and_split(
     reader = _CountingReader(stream, limits.max_input_bytes)
     current: ShardFile | None = None
     handle: IO[bytes] | None = None
+    ids_file: IO[bytes] | None = None
     first_line_seen = False
 
     def whole_file(problem: Problem) -> _Stop:
@@ -179,6 +202,9 @@ def validate_and_split(
                 if handle is not None:
                     handle.close()
                     handle = None
+                    if ids_file is not None:
+                        ids_file.close()
+                        ids_file = None
                     if on_shard is not None and current is not None:
                         on_shard(current)
                 if len(result.shards) >= limits.max_batches:
@@ -196,9 +222,12 @@ def validate_and_split(
                 current.first_line = checked.line
                 result.shards.append(current)
                 handle = open(current.path, "wb")  # noqa: SIM115 - closed on rollover and in finally
+                ids_file = open(current.ids_path, "wb") if keep_ids else None  # noqa: SIM115 - as the handle
             assert handle is not None  # opened with the shard above
             handle.write(checked.content)
             handle.write(b"\n")
+            if ids_file is not None:
+                ids_file.write(_dumps(checked.custom_id).encode() + b"\n")
             current.lines += 1
             current.bytes += size
     except _Stop:
@@ -225,6 +254,8 @@ def validate_and_split(
     finally:
         if handle is not None:
             handle.close()
+        if ids_file is not None:
+            ids_file.close()
         validator.close()
     result.lines = validator.lines
     if result.valid and (final := validator.finish()) is not None:
@@ -233,8 +264,9 @@ def validate_and_split(
         on_shard(current)
     if not result.valid:
         for shard in result.shards:
-            if os.path.exists(shard.path):
-                os.remove(shard.path)
+            for path in (shard.path, shard.ids_path):
+                if os.path.exists(path):
+                    os.remove(path)
         result.shards.clear()
     return result
 
@@ -289,13 +321,16 @@ def split_input(job: Job, ref: ObjectRef, services: Services) -> tuple[Job, Spli
         """Each complete shard goes to the work prefix at once: local disk holds one shard at a time."""
         work_key = f"{settings.work_prefix}{job.job_id}/shards/{shard_file.index:05d}.jsonl"
         s3io.upload_file(services.s3, shard_file.path, ref.bucket, work_key)
+        s3io.upload_file(services.s3, shard_file.ids_path, ref.bucket, ids_key_of(work_key), content_type="text/plain")
         os.remove(shard_file.path)
+        os.remove(shard_file.ids_path)
         shards.append(
             Shard(
                 job_id=job.job_id,
                 index=shard_file.index,
                 state=ShardState.PENDING,
                 work_key=work_key,
+                ids_key=ids_key_of(work_key),
                 lines=shard_file.lines,
                 bytes=shard_file.bytes,
                 first_line=shard_file.first_line,
