@@ -63,13 +63,24 @@ def make_output(lines: int, path: str) -> int:
     return os.path.getsize(path)
 
 
-def measure(action: Callable[[], Any], repeat: int = 2) -> tuple[float, float]:
-    """The best untraced time of `repeat` runs, and the peak of Python allocations of one traced run."""
+LIMITS = SplitLimits(
+    max_lines=50_000, max_bytes=100_000_000, max_input_bytes=10 * 1024**3, max_input_lines=5_000_000, max_batches=1000
+)
+
+
+def best_of(action: Callable[[], Any], repeat: int = 2) -> float:
+    """The best untraced time of `repeat` runs."""
     best = float("inf")
     for _ in range(repeat):
         started = time.perf_counter()
         action()
         best = min(best, time.perf_counter() - started)
+    return best
+
+
+def measure(action: Callable[[], Any], repeat: int = 2) -> tuple[float, float]:
+    """The best untraced time of `repeat` runs, and the peak of Python allocations of one traced run."""
+    best = best_of(action, repeat)
     tracemalloc.start()
     action()
     _, peak = tracemalloc.get_traced_memory()
@@ -86,12 +97,7 @@ def json_loads_every_line(path: str) -> None:
 
 
 def reference_seconds(path: str, repeat: int = 2) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.perf_counter()
-        json_loads_every_line(path)
-        best = min(best, time.perf_counter() - started)
-    return best
+    return best_of(lambda: json_loads_every_line(path), repeat)
 
 
 def sort_results(path: str) -> None:
@@ -113,14 +119,7 @@ def row(name: str, lines: int, size: int, seconds: float, peak: float, reference
 
 def split(source: str, shards: str, lines: int) -> None:
     with open(source, "rb") as stream:
-        limits = SplitLimits(
-            max_lines=50_000,
-            max_bytes=100_000_000,
-            max_input_bytes=10 * 1024**3,
-            max_input_lines=5_000_000,
-            max_batches=1000,
-        )
-        result = validate_and_split(stream, shards, limits=limits)
+        result = validate_and_split(stream, shards, limits=LIMITS)
     assert result.valid and result.lines == lines
     for name in os.listdir(shards):
         os.remove(os.path.join(shards, name))
@@ -130,14 +129,7 @@ def custom_ids_read(source: str, directory: str) -> None:
     """What collect reads to learn a shard's custom_ids: the shard itself (before) or the list the split
     writes beside it (now); one batch's worth of lines."""
     with open(source, "rb") as stream:
-        limits = SplitLimits(
-            max_lines=50_000,
-            max_bytes=100_000_000,
-            max_input_bytes=10 * 1024**3,
-            max_input_lines=5_000_000,
-            max_batches=1000,
-        )
-        validate_and_split(stream, directory, limits=limits)
+        validate_and_split(stream, directory, limits=LIMITS)
     shard, ids = os.path.join(directory, "shard-00000.jsonl"), os.path.join(directory, "shard-00000.ids")
 
     def from_shard() -> None:
@@ -148,8 +140,7 @@ def custom_ids_read(source: str, directory: str) -> None:
         with open(ids, "rb") as handle:
             {json.loads(line): None for line in handle}
 
-    before, _ = measure(from_shard)
-    after, _ = measure(from_list)
+    before, after = best_of(from_shard), best_of(from_list)
     shard_mb, ids_mb = os.path.getsize(shard) / 1e6, os.path.getsize(ids) / 1e6
     print(f"\n{'collect: custom_ids of one shard':<34}{'MB read':>9}{'seconds':>9}")
     print(f"{'  from the shard (before)':<34}{shard_mb:>9.1f}{before:>9.3f}")

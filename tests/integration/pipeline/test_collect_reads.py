@@ -6,7 +6,7 @@ from typing import Any
 
 from pipeline_harness import BUCKET, Pipeline, chat_line, jsonl
 
-from batchdrop.flow.split import ids_key_of
+from batchdrop.flow.split import ids_beside
 
 
 def _reads_of(pipeline: Pipeline) -> list[str]:
@@ -32,7 +32,7 @@ def test_collect_reads_the_custom_id_list_not_the_shard(make_pipeline: Any) -> N
     pipeline: Pipeline = make_pipeline(MAX_LINES_PER_BATCH=3)
     pipeline.drop("inbox/listed.jsonl", jsonl([chat_line(f"l-{n}") for n in range(5)]))
     shards = pipeline.services.store.get_shards(next(pipeline.services.store.recent_jobs(limit=1)).job_id)
-    assert len(shards) == 2 and all(shard.ids_key == ids_key_of(shard.work_key) for shard in shards)
+    assert len(shards) == 2 and all(shard.ids_key == ids_beside(shard.work_key) for shard in shards)
     listed = pipeline.s3.get_object(Bucket=BUCKET, Key=shards[0].ids_key)["Body"].read()
     assert listed.splitlines() == [b'"l-0"', b'"l-1"', b'"l-2"']
 

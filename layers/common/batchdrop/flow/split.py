@@ -63,16 +63,12 @@ class ShardFile:
     def ids_path(self) -> str:
         """Beside the shard: its custom_ids, one JSON string a line, in order (collect reads these
         instead of the whole shard)."""
-        return ids_path_of(self.path)
+        return ids_beside(self.path)
 
 
-def ids_path_of(shard_path: str) -> str:
-    return shard_path.removesuffix(".jsonl") + ".ids"
-
-
-def ids_key_of(work_key: str) -> str:
-    """The S3 key of a shard's custom_ids beside its work copy."""
-    return ids_path_of(work_key)
+def ids_beside(shard_name: str) -> str:
+    """Where a shard's custom_id list lives beside it: a local path, or an S3 key under the work prefix."""
+    return shard_name.removesuffix(".jsonl") + ".ids"
 
 
 _dumps = json.JSONEncoder(ensure_ascii=True).encode
@@ -321,7 +317,7 @@ def split_input(job: Job, ref: ObjectRef, services: Services) -> tuple[Job, Spli
         """Each complete shard goes to the work prefix at once: local disk holds one shard at a time."""
         work_key = f"{settings.work_prefix}{job.job_id}/shards/{shard_file.index:05d}.jsonl"
         s3io.upload_file(services.s3, shard_file.path, ref.bucket, work_key)
-        s3io.upload_file(services.s3, shard_file.ids_path, ref.bucket, ids_key_of(work_key), content_type="text/plain")
+        s3io.upload_file(services.s3, shard_file.ids_path, ref.bucket, ids_beside(work_key), content_type="text/plain")
         os.remove(shard_file.path)
         os.remove(shard_file.ids_path)
         shards.append(
@@ -330,7 +326,7 @@ def split_input(job: Job, ref: ObjectRef, services: Services) -> tuple[Job, Spli
                 index=shard_file.index,
                 state=ShardState.PENDING,
                 work_key=work_key,
-                ids_key=ids_key_of(work_key),
+                ids_key=ids_beside(work_key),
                 lines=shard_file.lines,
                 bytes=shard_file.bytes,
                 first_line=shard_file.first_line,
