@@ -91,6 +91,7 @@ class Figures:
     latency_ms: float
     concurrency: int
     seconds: float
+    cpu_seconds: float
     dynamodb_calls: collections.Counter[str]
     dynamodb_busy_seconds: float
     api_retrieves: int
@@ -295,27 +296,32 @@ def measure(count: int, latency_ms: float, shards_per_job: int, stack: Stack) ->
     with stack_of(count, shards_per_job, latency_ms, stack) as (services, (counted, emulator)):
         retrieves_before = len(emulator.calls)
         services.remaining_time = lambda_budget(stack.poll_timeout_seconds)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         summary = poll_once(services)
-        seconds = time.perf_counter() - started
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
         retrieves = sum(1 for call in emulator.calls[retrieves_before:] if call.method == "GET")
         busy = counted.busy_seconds
-        return Figures(count, latency_ms, stack.concurrency, seconds, counted.calls, busy, retrieves, summary)
+        return Figures(
+            count, latency_ms, stack.concurrency, seconds, cpu_seconds, counted.calls, busy, retrieves, summary
+        )
 
 
 def header() -> None:
     print(
-        f"{'batches':>8}{'latency':>9}{'seconds':>9}{'floor':>8}{'ratio':>8}{'ddb calls':>11}{'per shard':>11}"
+        f"{'batches':>8}{'latency':>9}{'seconds':>9}{'cpu s':>7}{'floor':>8}{'ratio':>8}{'ddb calls':>11}"
+        f"{'per shard':>11}"
         f"{'API calls':>11}{'polled':>8}{'in moto s':>11}  DynamoDB calls by operation"
     )
 
 
 def row(figures: Figures) -> None:
-    ratio = f"{figures.seconds / figures.floor:.2f}x" if figures.floor else "-"
+    cut_off = figures.summary.polled < figures.batches
+    ratio = "cut off" if cut_off else f"{figures.seconds / figures.floor:.2f}x" if figures.floor else "-"
     operations = ", ".join(f"{name} {n}" for name, n in sorted(figures.dynamodb_calls.items()))
     print(
-        f"{figures.batches:>8}{figures.latency_ms:>7.0f}ms{figures.seconds:>9.2f}{figures.floor:>8.2f}{ratio:>8}"
-        f"{figures.calls:>11}{figures.calls / figures.batches:>11.3f}{figures.api_retrieves:>11}"
+        f"{figures.batches:>8}{figures.latency_ms:>7.0f}ms{figures.seconds:>9.2f}{figures.cpu_seconds:>7.2f}"
+        f"{figures.floor:>8.2f}{ratio:>8}"
+        f"{figures.calls:>11}{figures.calls / max(1, figures.summary.polled):>11.3f}{figures.api_retrieves:>11}"
         f"{figures.summary.polled:>8}{figures.dynamodb_busy_seconds:>11.2f}  {operations}"
     )
 
@@ -366,10 +372,11 @@ def main() -> None:
         if figures.batches == largest and figures.latency_ms == args.latency_ms:
             verdict(figures, stack)
     print(
-        "\nfloor: batches x latency / POLL_CONCURRENCY; ratio: seconds / floor; per shard: DynamoDB calls of the "
-        "run / batches;\nin moto s: the time DynamoDB calls held moto's lock (botocore and moto at work in this "
-        "process, one call at a time).\nThe emulator's per-request catch-up is off during the run (see the "
-        "docstring)."
+        "\ncpu s: this process's CPU time during the run (the machine's other load changes the seconds more than "
+        "this);\nfloor: batches x latency / POLL_CONCURRENCY; ratio: seconds / floor (cut off: the run's time budget "
+        "stopped it first);\nper shard: DynamoDB calls of the run / shards polled; in moto s: the time DynamoDB "
+        "calls held moto's lock\n(botocore and moto at work in this process, one call at a time). The emulator's "
+        "per-request catch-up is off\nduring the run (see the docstring)."
     )
 
 
