@@ -22,8 +22,8 @@ from __future__ import annotations
 import functools
 import itertools
 import threading
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -37,7 +37,7 @@ from batchdrop.integrations.zerogpu import (
     NotFoundError,
     ZeroGPUError,
 )
-from batchdrop.models import NOT_CREATED, FailureCode, RequestCounts, Shard, ShardResult, ShardState
+from batchdrop.models import NOT_CREATED, FailureCode, Job, RequestCounts, Shard, ShardResult, ShardState
 from batchdrop.observability import Metric, count, logger
 from batchdrop.services import Services
 from batchdrop.timing import (
@@ -97,12 +97,31 @@ class PollSummary:
 
 class _CancelledJobs:
     """Whether a shard's job was cancelled, read once per job and run: the worker threads share it, and
-    threads that ask for the same job at once wait for the one read instead of making their own."""
+    threads that ask for the same job at once wait for the one read instead of making their own. The jobs
+    of a page of shards can be read ahead, a hundred to a call (`prefetch`)."""
 
     def __init__(self, services: Services) -> None:
         self._services = services
         self._known: dict[str, Future[bool]] = {}
         self._lock = threading.Lock()
+
+    def prefetch(self, job_ids: Iterable[str]) -> None:
+        """Reads the jobs not known yet in batches. Best effort: if the batch read fails, each job is read
+        alone when first asked about, as without it."""
+        with self._lock:
+            unknown = [job_id for job_id in dict.fromkeys(job_ids) if job_id not in self._known]
+        if not unknown:
+            return
+        try:
+            jobs = self._services.store.get_jobs(unknown)
+        except Exception as error:  # a courtesy, as the read it saves is made later anyway
+            logger.warning("could not read the page's jobs ahead", extra={"error": repr(error)})
+            return
+        with self._lock:
+            for job_id in unknown:
+                if job_id not in self._known:  # else a thread has read it meanwhile
+                    known = self._known[job_id] = Future()
+                    known.set_result(_is_cancelled(jobs.get(job_id)))
 
     def __call__(self, job_id: str) -> bool:
         with self._lock:
@@ -112,13 +131,16 @@ class _CancelledJobs:
                 known = self._known[job_id] = Future()
         if reader:
             try:
-                job = self._services.store.get_job(job_id)
-                known.set_result(job is not None and job.cancel_requested_at is not None)
+                known.set_result(_is_cancelled(self._services.store.get_job(job_id)))
             except BaseException as error:
                 known.set_exception(error)
                 with self._lock:
                     del self._known[job_id]  # the next shard of the job asks again
         return known.result()
+
+
+def _is_cancelled(job: Job | None) -> bool:
+    return job is not None and job.cancel_requested_at is not None
 
 
 def poll_once(services: Services) -> PollSummary:
@@ -139,16 +161,52 @@ def poll_once(services: Services) -> PollSummary:
 
 
 def _poll_active(services: Services, summary: PollSummary, cancelled: _CancelledJobs) -> None:
-    """Every due ACTIVE shard, read from the index a page at a time (each page's shards are visited by a
-    bounded pool of threads before the next page is read), for as long as the run has time."""
-    with ThreadPoolExecutor(max_workers=services.settings.poll_concurrency) as pool:
-        for page in services.store.due_shard_pages(services.now()):
-            if not services.time_left():
-                summary.out_of_time = True
-                return
-            summary.due += len(page)
-            for outcome in pool.map(lambda shard: _visit(shard, services, cancelled), page):
-                summary.tally(outcome)
+    """Every due ACTIVE shard, oldest first, for as long as the run has time, visited by a bounded pool of
+    threads. The index is read a page ahead, with the jobs of the page's running batches, while the
+    threads visit the page before; no thread waits for a page to end before it starts on the next."""
+    concurrency = services.settings.poll_concurrency
+    with ThreadPoolExecutor(max_workers=concurrency) as pool, ThreadPoolExecutor(max_workers=1) as reader:
+        due = _due_shards(services, summary, cancelled, reader)
+        for outcome in _each_done(pool, lambda shard: _visit(shard, services, cancelled), due, 2 * concurrency):
+            summary.tally(outcome)
+
+
+def _due_shards(
+    services: Services, summary: PollSummary, cancelled: _CancelledJobs, reader: ThreadPoolExecutor
+) -> Iterator[Shard]:
+    """The due shards, a page at a time, each page read (by `reader`) while the one before is taken."""
+    pages = services.store.due_shard_pages(services.now())
+    read_next = functools.partial(_read_page, pages, cancelled)
+    upcoming = reader.submit(read_next)
+    while (page := upcoming.result()) is not None:
+        if not services.time_left():
+            summary.out_of_time = True
+            return
+        upcoming = reader.submit(read_next)
+        summary.due += len(page)
+        yield from page
+
+
+def _read_page(pages: Iterator[list[Shard]], cancelled: _CancelledJobs) -> list[Shard] | None:
+    """The next page of due shards (None after the last), with the jobs of its running batches read."""
+    page = next(pages, None)
+    if page:
+        cancelled.prefetch(shard.job_id for shard in page if shard.state == ShardState.SUBMITTED)
+    return page
+
+
+def _each_done(
+    pool: ThreadPoolExecutor, action: Callable[[Shard], Visit | Failed], shards: Iterator[Shard], window: int
+) -> Iterator[Visit | Failed]:
+    """`action` on each shard in the pool, as each ends; at most `window` started and not yet ended, so
+    that the shards are taken from `shards` only as the threads come free."""
+    running: set[Future[Visit | Failed]] = set()
+    for shard in shards:
+        if len(running) >= window:
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            yield from (future.result() for future in done)
+        running.add(pool.submit(action, shard))
+    yield from (future.result() for future in as_completed(running))
 
 
 def _failed(shard: Shard, error: Exception) -> Failed:

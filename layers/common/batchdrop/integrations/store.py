@@ -24,7 +24,7 @@ tidies up; reads ignore expired items themselves because DynamoDB deletes them l
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -40,6 +40,7 @@ WAITING_PARTITION = "WAITING"
 FINISHING_PARTITION = "FINISHING"
 _PAGE_SIZE = 500
 _ATTEMPTS = 8
+_BATCH_GET_KEYS = 100  # BatchGetItem's most keys a call
 _SLOTS_KEY = {"pk": {"S": "SLOTS"}, "sk": {"S": "IN_FLIGHT"}}
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -57,6 +58,10 @@ class StaleRecord(Exception):
 
 class NoSlotAvailable(Exception):
     """The in-flight limit is reached."""
+
+
+class ReadIncomplete(Exception):
+    """A batch read left keys unread after every retry (DynamoDB throttled it)."""
 
 
 def _day(epoch: int) -> str:
@@ -160,8 +165,35 @@ class JobStore:
 
     def get_job(self, job_id: str) -> Job | None:
         item = self._db.get_item(TableName=self._table, Key=_job_key(job_id), ConsistentRead=True).get("Item")
-        if not item:
-            return None
+        return self._live_job(item) if item else None
+
+    def get_jobs(self, job_ids: Iterable[str]) -> dict[str, Job]:
+        """The jobs that exist (and have not expired) among `job_ids`, by id: consistent reads, up to
+        BatchGetItem's 100 keys a call (keys DynamoDB leaves unprocessed are asked for again)."""
+        wanted = list(dict.fromkeys(job_ids))
+        jobs: dict[str, Job] = {}
+        for start in range(0, len(wanted), _BATCH_GET_KEYS):
+            keys = [_job_key(job_id) for job_id in wanted[start : start + _BATCH_GET_KEYS]]
+            for item in self._batch_get(keys):
+                job = self._live_job(item)
+                if job is not None:
+                    jobs[job.job_id] = job
+        return jobs
+
+    def _batch_get(self, keys: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        request: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
+        for attempt in range(_ATTEMPTS):
+            if attempt:
+                time.sleep(min(1.0, 0.05 * 2**attempt))  # DynamoDB's advice for unprocessed keys: back off
+            reply = self._db.batch_get_item(RequestItems=request)
+            yield from reply.get("Responses", {}).get(self._table, [])
+            request = reply.get("UnprocessedKeys") or {}
+            if not request:
+                return
+        raise ReadIncomplete(f"{len(request[self._table]['Keys'])} items left unread after {_ATTEMPTS} attempts")
+
+    def _live_job(self, item: Mapping[str, Any]) -> Job | None:
+        """The job an item holds, or None if it has expired (TTL deletes late)."""
         values = _deserialize(item)
         expires_at = values.get("expires_at")
         if expires_at is not None and int(expires_at) < self._clock():
