@@ -13,6 +13,7 @@ from typing import Any
 
 from batchdrop.integrations.notifier import Notifier
 from batchdrop.integrations.queues import Queues
+from batchdrop.integrations.shard_copies import LocalShards
 from batchdrop.integrations.store import JobStore
 from batchdrop.integrations.zerogpu import ZeroGPUClient
 from batchdrop.settings import Settings
@@ -35,8 +36,13 @@ class Services:
     """Who holds leases taken by this invocation (the Lambda request id)."""
     remaining_time: Callable[[], float] = lambda: 900.0
     clock: Callable[[], float] = time.time
+    local_shards: LocalShards = field(init=False, repr=False)
+    """The shard files this invocation's split wrote, for its own uploads to read (see shard_copies.py)."""
     _api: ZeroGPUClient | None = field(default=None, init=False, repr=False)
     _api_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.local_shards = LocalShards(self.workdir)
 
     @property
     def api(self) -> ZeroGPUClient:
@@ -61,6 +67,7 @@ class Services:
         return self.remaining_time() > DEADLINE_MARGIN_SECONDS
 
     def close(self) -> None:
+        self.local_shards.close()
         if self._api is not None:
             self._api.close()
             self._api = None

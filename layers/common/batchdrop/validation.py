@@ -16,7 +16,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
+
+import orjson
 
 from batchdrop.custom_ids import CustomIdSet, MemoryIdSet
 
@@ -28,7 +30,7 @@ CHAT_COMPLETIONS_URL = "/v1/chat/completions"
 BATCH_ENDPOINTS = frozenset({CHAT_COMPLETIONS_URL})
 MESSAGE_ROLES = ("user", "assistant", "system", "tool", "developer")
 
-_READ_CHUNK = 64 * 1024
+_READ_CHUNK = 1024 * 1024
 _UTF8_BOM = b"\xef\xbb\xbf"
 
 
@@ -78,8 +80,7 @@ class Problem:
     line: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ValidLine:
+class ValidLine(NamedTuple):
     line: int
     custom_id: str
     content: bytes
@@ -92,8 +93,9 @@ class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
-@dataclass(frozen=True, slots=True)
-class PhysicalLine:
+class PhysicalLine(NamedTuple):
+    """A tuple, not a dataclass: one is made for every line of every file, and a tuple is made fastest."""
+
     number: int
     content: bytes
     """The line without its line ending; empty when `too_long` (an over-long line is never kept)."""
@@ -101,46 +103,54 @@ class PhysicalLine:
 
 
 def iter_physical_lines(stream: Readable, *, max_line_bytes: int = MAX_LINE_BYTES) -> Iterator[PhysicalLine]:
-    """Split a binary stream into lines, reading fixed-size chunks: memory stays bounded by
-    `max_line_bytes` whatever the file or line size. LF ends a line; a CR before it is dropped."""
+    """Split a binary stream into lines, reading fixed-size chunks: memory stays bounded by the chunk and
+    `max_line_bytes` whatever the file or line size. LF ends a line; a CR before it is dropped. A line
+    inside one chunk is sliced out of it once; only a line across two chunks is joined."""
     number = 0
-    buffer = bytearray()
+    pending = b""  # the start of a line whose end is not read yet
     overflow = False  # the current line already passed max_line_bytes; its bytes are being discarded
+    # +1 leaves room for a CR that belongs to the line ending; line 1 may also carry a BOM
+    first_limit, limit = max_line_bytes + 1 + len(_UTF8_BOM), max_line_bytes + 1
 
-    def finish(content: bytes | bytearray, too_long: bool) -> PhysicalLine:
-        body = bytes(content)
-        if body.endswith(b"\r"):
+    def finish(body: bytes, too_long: bool) -> PhysicalLine:
+        if body[-1:] == b"\r":
             body = body[:-1]
         if number == 1 and body.startswith(_UTF8_BOM):
             body = body[len(_UTF8_BOM) :]
-        if not too_long and len(body) > max_line_bytes:
-            too_long = True
-        return PhysicalLine(number, b"" if too_long else body, too_long)
+        if too_long or len(body) > max_line_bytes:
+            return PhysicalLine(number, b"", True)
+        return PhysicalLine(number, body, False)
 
     while chunk := stream.read(_READ_CHUNK):
         start = 0
-        while True:
-            newline = chunk.find(b"\n", start)
+        if overflow or pending:
+            newline = chunk.find(b"\n")
             if newline < 0:
                 if not overflow:
-                    buffer += chunk[start:]
-                    # +1 leaves room for a CR that belongs to the line ending
-                    if len(buffer) > max_line_bytes + 1 + (len(_UTF8_BOM) if number == 0 else 0):
-                        overflow = True
-                        buffer.clear()
-                break
+                    pending += chunk
+                    if len(pending) > (first_limit if number == 0 else limit):
+                        overflow, pending = True, b""
+                continue
             number += 1
-            if overflow:
-                yield finish(b"", True)
+            yield finish(b"" if overflow else pending + chunk[:newline], overflow)
+            overflow, pending, start = False, b"", newline + 1
+        find = chunk.find
+        while (newline := find(b"\n", start)) >= 0:
+            number += 1
+            if number == 1 or newline - start > max_line_bytes:
+                yield finish(chunk[start:newline], False)
+            elif chunk[newline - 1] == 13 and newline > start:  # a CR before the LF
+                yield PhysicalLine(number, chunk[start : newline - 1], False)
             else:
-                buffer += chunk[start:newline]
-                yield finish(buffer, False)
-            buffer.clear()
-            overflow = False
+                yield PhysicalLine(number, chunk[start:newline], False)
             start = newline + 1
-    if buffer or overflow:
+        if start < len(chunk):
+            pending = chunk[start:]
+            if len(pending) > (first_limit if number == 0 else limit):
+                overflow, pending = True, b""
+    if pending or overflow:
         number += 1
-        yield finish(buffer, overflow)
+        yield finish(pending, overflow)
 
 
 MAX_ECHOED_CHARS = 120
@@ -227,6 +237,31 @@ def _has_lone_surrogate(text: str, document: Any) -> bool:
     return False
 
 
+_KEY_END = re.compile(rb'"[ \t\r\n]*:')
+"""Where a key ends: its closing quote, then a colon. Every key of a line has one; a quote escaped inside
+a string (`\\":`) can add more, never fewer."""
+
+
+def _may_repeat_keys(content: bytes, document: Any) -> bool:
+    """False only when the line certainly has no repeated key: it has no more key ends than the parsed
+    value has keys (a repeated key would leave the value a key short)."""
+    return len(_KEY_END.findall(content)) != _key_count(document)
+
+
+def _key_count(document: Any) -> int:
+    """Keys of every object in the value, nested ones too (a stack of its own: no recursion)."""
+    keys = 0
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if type(value) is dict:
+            keys += len(value)
+            pending.extend(item for item in value.values() if type(item) is dict or type(item) is list)
+        elif type(value) is list:
+            pending.extend(item for item in value if type(item) is dict or type(item) is list)
+    return keys
+
+
 class LineValidator:
     """Checks the lines of one input file in order.
 
@@ -274,8 +309,24 @@ class LineValidator:
         return self._check_object(n, parsed, physical.content)
 
     def _parse(self, n: int, content: bytes) -> Any:
-        """The line's JSON value, or its problem. Only UTF-8 is JSON here (json.loads would also read
-        UTF-16 and UTF-32 bytes, which the API cannot)."""
+        """The line's JSON value, or its problem.
+
+        orjson reads every line first: it refuses all the stdlib parser refuses here (invalid UTF-8, NaN
+        and Infinity, numbers past a double, lone surrogates) and reads the rest alike, but it keeps the
+        last of repeated keys silently, and names no problem. So a line it refuses, or (when strict) one
+        whose keys may repeat, is read again by the stdlib path below, which decides and names the problem.
+        """
+        try:
+            document = orjson.loads(content)
+        except orjson.JSONDecodeError:
+            return self._parse_exactly(n, content)
+        if self.strict and _may_repeat_keys(content, document):
+            return self._parse_exactly(n, content)
+        return document
+
+    def _parse_exactly(self, n: int, content: bytes) -> Any:
+        """The stdlib's reading, with a problem named for every way a line can fail. Only UTF-8 is JSON
+        here (json.loads would also read UTF-16 and UTF-32 bytes, which the API cannot)."""
         not_json = Problem(ProblemCode.INVALID_JSON, f"Line {n} is not valid JSON", n)
         if b"\x00" in content:
             if not self.strict:

@@ -143,7 +143,14 @@ class Pipeline:
         )
 
     def deliver(self, body: str) -> None:
-        submit_handler.handle_record(self.sqs_record(body), self.services)
+        try:
+            submit_handler.handle_record(self.sqs_record(body), self.services)
+        finally:
+            self.end_invocation()
+
+    def end_invocation(self) -> None:
+        """What an invocation keeps on local disk is gone after it (each Lambda invocation has its own)."""
+        self.services.local_shards.close()
 
     def drop(self, key: str, body: bytes) -> dict[str, Any]:
         obj = self.put_input(key, body)
@@ -153,7 +160,10 @@ class Pipeline:
     # the scheduled parts
 
     def poll(self) -> PollSummary:
-        return poll_once(self.services)
+        try:
+            return poll_once(self.services)
+        finally:
+            self.end_invocation()
 
     def collect(self) -> int:
         """Delivers what is on the collect queue to the collect function."""
@@ -167,7 +177,10 @@ class Pipeline:
         handled = 0
         while messages := self.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
             for message in messages:
-                handle(self.sqs_record(message["Body"]), self.services)
+                try:
+                    handle(self.sqs_record(message["Body"]), self.services)
+                finally:
+                    self.end_invocation()
                 self.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
                 handled += 1
         return handled

@@ -119,7 +119,8 @@ class EmulatorApp:
     # ---- /v1 -----------------------------------------------------------------------------------
 
     def _api(self, request: Request, request_id: str) -> tuple[Response, bool]:
-        self.engine.process(blocking=False)
+        if not self.settings.manual_processing:
+            self.engine.process(blocking=False)
         method, path = request.method, request.path
         plan = self.faults.take(method, path)
         timed_out = _wait(plan.delay)

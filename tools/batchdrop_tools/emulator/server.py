@@ -115,6 +115,8 @@ class EmulatorServer:
         self._threads = []
 
     def _process_loop(self) -> None:
+        if self.emulator.settings.manual_processing:
+            return
         while not self._stop.wait(self._tick_seconds):
             try:
                 self.emulator.process()
@@ -147,6 +149,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="where files live (default: a temp dir removed on exit)")
     parser.add_argument("--fail-rate", type=float, default=0.0, help="fraction of lines that fail (0..1)")
     parser.add_argument("--fail-code", default="internal_error", help="the error code of failed lines")
+    parser.add_argument(
+        "--manual-processing",
+        action="store_true",
+        help="batches move on only when POST /_emulator/process asks (for benchmarks)",
+    )
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -159,6 +166,7 @@ def serve(args: argparse.Namespace) -> int:
         finalizing_seconds=args.finalizing_seconds,
         line_format=args.line_format,
         storage_dir=args.data_dir,
+        manual_processing=args.manual_processing,
     )
     backend: Backend = UpstreamBackend(args.upstream, timeout=args.upstream_timeout) if args.upstream else EchoBackend()
     stop = threading.Event()

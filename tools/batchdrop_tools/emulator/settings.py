@@ -29,6 +29,8 @@ class EmulatorSettings:
     list_lag_seconds: the batch list shows `request_counts` up to this many seconds old (retrieve is live).
     reply_lost_delay: in server mode, how long a "reply lost" fault stalls before dropping the connection.
     max_upload_bytes: the upload cap (413 `file_too_large` above it); ZeroGPU's is 100 MB.
+    manual_processing: batches move on only when asked (`POST /_emulator/process`), never by themselves:
+        a benchmark keeps the emulator's own work (answering lines) out of what it measures.
     """
 
     api_key: str | None = None
@@ -42,6 +44,7 @@ class EmulatorSettings:
     list_lag_seconds: float = 0.0
     reply_lost_delay: float = 1.0
     max_upload_bytes: int = MAX_UPLOAD_BYTES
+    manual_processing: bool = False
 
     def __post_init__(self) -> None:
         if self.lines_per_second is not None and self.lines_per_second <= 0:

@@ -185,6 +185,44 @@ class LocalStack:
         self._start_workers()
         return self
 
+    def attach(self, endpoint_url: str, api_url: str) -> LocalStack:
+        """The stack's resources on a moto server and an API that run elsewhere (other processes, as in
+        the benchmarks), with the handlers' environment set in this process; no worker is started: the
+        caller delivers events with `drain` and `run_schedule_once`."""
+        install_moto_fixes()
+        self.endpoint_url, self.api_url = endpoint_url, api_url
+        os.environ.update(
+            {
+                "AWS_ENDPOINT_URL": endpoint_url,
+                "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
+                "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_REGION": REGION,
+            }
+        )
+        os.environ.pop("AWS_PROFILE", None)
+        self._create_resources()
+        return self
+
+    def function(self, logical_id: str) -> FunctionSpec:
+        assert self.resources is not None, "start() or attach() first"
+        return self.resources.functions[logical_id]
+
+    def drain(self, logical_id: str, *, wait_seconds: int = 1) -> int:
+        """Delivers the function's queue to its handler, one SQS batch per invocation as Lambda would,
+        until the queue stays empty for `wait_seconds`; returns the number of records delivered."""
+        function = self.function(logical_id)
+        handler = _load_handler(function)
+        delivered = 0
+        while batch := self._deliver_batch(function, handler, self.client("sqs"), wait_seconds):
+            delivered += batch
+        return delivered
+
+    def run_schedule_once(self, logical_id: str) -> Any:
+        """One run of a scheduled function, with what EventBridge Scheduler would deliver."""
+        function = self.function(logical_id)
+        return _load_handler(function)(_scheduled_event(function), LocalContext(function))
+
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
@@ -339,60 +377,78 @@ class LocalStack:
             self._threads.append(thread)
 
     def _consume_queue(self, function: FunctionSpec, handler: Callable[..., Any]) -> None:
-        assert function.sqs_queue is not None
         sqs = self.client("sqs")
-        queue_url, queue_arn = self.queue_urls[function.sqs_queue], self.queue_arns[function.sqs_queue]
         while not self._stop.is_set():
             try:
-                messages = sqs.receive_message(
-                    QueueUrl=queue_url,
-                    MaxNumberOfMessages=min(10, function.batch_size or 10),
-                    WaitTimeSeconds=1,
-                    AttributeNames=["All"],
-                    MessageAttributeNames=["All"],
-                ).get("Messages", [])
+                self._deliver_batch(function, handler, sqs, 1)
             except Exception:  # the server is shutting down
                 if self._stop.is_set():
                     return
                 raise
-            if not messages:
-                continue
-            event = {"Records": [_sqs_record(message, queue_arn) for message in messages]}
-            try:
-                with self._invocation:
-                    reply = handler(event, LocalContext(function)) or {}
-                failed = {failure["itemIdentifier"] for failure in reply.get("batchItemFailures", [])}
-            except Exception:
-                log.exception("%s failed; its records will be retried", function.logical_id)
-                failed = {message["MessageId"] for message in messages}
-            for message in messages:
-                if message["MessageId"] in failed:
-                    sqs.change_message_visibility(
-                        QueueUrl=queue_url,
-                        ReceiptHandle=message["ReceiptHandle"],
-                        VisibilityTimeout=LOCAL_RETRY_SECONDS,
-                    )
-                else:
-                    sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def _deliver_batch(self, function: FunctionSpec, handler: Callable[..., Any], sqs: Any, wait_seconds: int) -> int:
+        """One receive from the function's queue and, if it got anything, one invocation: records it
+        reports failed are made visible again after LOCAL_RETRY_SECONDS, the others deleted."""
+        assert function.sqs_queue is not None
+        queue_url, queue_arn = self.queue_urls[function.sqs_queue], self.queue_arns[function.sqs_queue]
+        messages = sqs.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=min(10, function.batch_size or 10),
+            WaitTimeSeconds=wait_seconds,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
+        if not messages:
+            return 0
+        event = {"Records": [_sqs_record(message, queue_arn) for message in messages]}
+        try:
+            with self._invocation:
+                reply = handler(event, LocalContext(function)) or {}
+            failed = {failure["itemIdentifier"] for failure in reply.get("batchItemFailures", [])}
+        except Exception:
+            log.exception("%s failed; its records will be retried", function.logical_id)
+            failed = {message["MessageId"] for message in messages}
+        for message in messages:
+            if message["MessageId"] in failed:
+                sqs.change_message_visibility(
+                    QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=LOCAL_RETRY_SECONDS
+                )
+            else:
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return len(messages)
 
     def _run_schedule(self, function: FunctionSpec, handler: Callable[..., Any]) -> None:
-        schedule_arn = f"arn:aws:scheduler:{REGION}:{ACCOUNT_ID}:schedule/default/batchdrop-local-poll"
         while not self._stop.wait(self.config.poll_seconds):
-            # What EventBridge Scheduler delivers: the schedule's Input with its placeholders filled in.
-            filled = {
-                "<aws.scheduler.schedule-arn>": schedule_arn,
-                "<aws.scheduler.scheduled-time>": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "<aws.scheduler.execution-id>": uuid.uuid4().hex[:16],
-                "<aws.scheduler.attempt-number>": "1",
-            }
-            text = function.schedule_input or "{}"
-            for placeholder, value in filled.items():
-                text = text.replace(placeholder, value)
             try:
                 with self._invocation:
-                    handler(json.loads(text), LocalContext(function))
+                    handler(_scheduled_event(function), LocalContext(function))
             except Exception:
                 log.exception("%s failed; the next run retries", function.logical_id)
+
+
+def _scheduled_event(function: FunctionSpec) -> Any:
+    """What EventBridge Scheduler delivers: the schedule's Input with its placeholders filled in."""
+    schedule_arn = f"arn:aws:scheduler:{REGION}:{ACCOUNT_ID}:schedule/default/batchdrop-local-poll"
+    filled = {
+        "<aws.scheduler.schedule-arn>": schedule_arn,
+        "<aws.scheduler.scheduled-time>": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "<aws.scheduler.execution-id>": uuid.uuid4().hex[:16],
+        "<aws.scheduler.attempt-number>": "1",
+    }
+    text = function.schedule_input or "{}"
+    for placeholder, value in filled.items():
+        text = text.replace(placeholder, value)
+    return json.loads(text)
+
+
+def serve_aws(host: str, port: int) -> None:
+    """The local stack's moto server alone, until interrupted (for a benchmark's separate process)."""
+    install_moto_fixes()
+    server = _SerializedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    print("ready", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        threading.Event().wait()
 
 
 def _bind(method: Callable[..., None], *args: Any) -> Callable[[], None]:

@@ -13,6 +13,7 @@ import os
 import tempfile
 from typing import IO, Any
 
+import orjson
 from botocore.exceptions import ClientError
 
 from batchdrop.integrations import s3io
@@ -102,12 +103,12 @@ def _shard_custom_ids(shard: Shard, job: Job, directory: str, services: Services
                 raise
         else:
             with open(path, "rb") as ids:
-                listed = {json.loads(line): None for line in ids}
+                listed = {orjson.loads(line): None for line in ids}
             if len(listed) == shard.lines:
                 return listed
             logger.warning("the shard's custom_id list is incomplete; reading its lines", extra={"shard": shard.index})
     with open(local_shard_copy(shard, job, directory, services.s3), "rb") as lines:
-        return {json.loads(physical.content)["custom_id"]: None for physical in iter_physical_lines(lines)}
+        return {orjson.loads(physical.content)["custom_id"]: None for physical in iter_physical_lines(lines)}
 
 
 def _sort_api_file(

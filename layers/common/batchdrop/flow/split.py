@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import tempfile
 import zlib
 from collections.abc import Callable
@@ -301,6 +302,17 @@ def _whole_file_problem(first: PhysicalLine, *, is_gzip: bool) -> Problem | None
     return None
 
 
+def _put_work_copy(services: Services, bucket: str, work_key: str, path: str, ids_path: str, keep_local: bool) -> None:
+    """The shard's durable copy and its custom_id list, under the work prefix (in the split's background)."""
+    s3io.upload_file(services.s3, path, bucket, work_key)
+    s3io.upload_file(services.s3, ids_path, bucket, ids_beside(work_key), content_type="text/plain")
+    os.remove(ids_path)
+    if not keep_local:  # no room on local disk for every shard: the upload reads this one back from S3
+        services.local_shards.drop(work_key)  # (once this copy is done)
+
+
+_DISK_RESERVE_BYTES = 64 * 1024 * 1024
+
 VALIDATION_MARGIN_SECONDS = 60.0
 """Validation stops (and rejects the input as too slow) with this much of the invocation left: enough to
 write the report and announce it."""
@@ -308,18 +320,25 @@ write the report and announce it."""
 
 def split_input(job: Job, ref: ObjectRef, services: Services) -> tuple[Job, SplitResult]:
     """Validates every line and, if all are valid, records the shards and moves the job to SUBMITTING.
-    An input with a bad line comes back as it was, with the problems in the split (no API call at all)."""
+    An input with a bad line comes back as it was, with the problems in the split (no API call at all).
+
+    Each byte of the input is read from S3 once. A complete shard's durable copy goes to the work prefix
+    in the background while the next shard is validated, and the shard file itself stays on local disk
+    (services.local_shards) for this invocation's upload to the API, as long as the disk has room."""
     settings = services.settings
     now = services.now()
     shards: list[Shard] = []
+    reserve = 2 * settings.max_bytes_per_batch + _DISK_RESERVE_BYTES  # the shard being written, the split's files
 
     def store_shard(shard_file: ShardFile) -> None:
-        """Each complete shard goes to the work prefix at once: local disk holds one shard at a time."""
         work_key = f"{settings.work_prefix}{job.job_id}/shards/{shard_file.index:05d}.jsonl"
-        s3io.upload_file(services.s3, shard_file.path, ref.bucket, work_key)
-        s3io.upload_file(services.s3, shard_file.ids_path, ref.bucket, ids_beside(work_key), content_type="text/plain")
-        os.remove(shard_file.path)
-        os.remove(shard_file.ids_path)
+        keep_local = shutil.disk_usage(services.workdir).free > reserve
+        path = services.local_shards.keep(work_key, shard_file.path)
+        ids_path = ids_beside(path)  # moved beside it: the split's own directory goes before the copy is done
+        os.replace(shard_file.ids_path, ids_path)
+        services.local_shards.copy_in_background(
+            work_key, lambda: _put_work_copy(services, ref.bucket, work_key, path, ids_path, keep_local)
+        )
         shards.append(
             Shard(
                 job_id=job.job_id,
@@ -343,14 +362,22 @@ def split_input(job: Job, ref: ObjectRef, services: Services) -> tuple[Job, Spli
         max_batches=settings.max_batches_per_input,
     )
     with tempfile.TemporaryDirectory(dir=services.workdir) as directory, s3io.open_object(services.s3, ref) as stream:
-        split = validate_and_split(
-            stream,
-            directory,
-            limits=limits,
-            is_gzip=ref.is_gzip,
-            time_left=lambda: services.remaining_time() > VALIDATION_MARGIN_SECONDS,
-            on_shard=store_shard,
-        )
+        try:
+            split = validate_and_split(
+                stream,
+                directory,
+                limits=limits,
+                is_gzip=ref.is_gzip,
+                time_left=lambda: services.remaining_time() > VALIDATION_MARGIN_SECONDS,
+                on_shard=store_shard,
+            )
+        except BaseException:
+            services.local_shards.cancel_copies()
+            raise
+        if not split.valid:
+            services.local_shards.cancel_copies()  # the shards before a bad line need no copy
+    # The shards are recorded while their last copies are still being written: a shard whose copy never
+    # lands (a crash, an S3 failure) is rebuilt from the input when it is needed, as after the expiry.
     job_input = job.input.model_copy(update={"lines": split.lines})
     timed_out = set(split.problem_codes) == {ProblemCode.VALIDATION_TIMEOUT.value}
     if not split.valid and timed_out and services.store.get_shards(job.job_id):
@@ -359,6 +386,8 @@ def split_input(job: Job, ref: ObjectRef, services: Services) -> tuple[Job, Spli
         raise SplitRetryLater(f"job {job.job_id}: validation ran out of time on a retry; it is retried")
     if not split.valid:
         # Shards stored before a later line turned out bad are left to the work prefix's expiry.
+        for shard in shards:
+            services.local_shards.drop(shard.work_key)
         logger.info("input rejected", extra={"problems": split.problem_count, "lines": split.lines})
         count(Metric.JOBS_REJECTED)
         return job.model_copy(update={"input": job_input}), split

@@ -10,9 +10,10 @@ batch. Shards that get no slot wait in the queue the poller hands over in turn (
 from __future__ import annotations
 
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aws_lambda_powertools.utilities import parameters
 from botocore.exceptions import ClientError
 
 from batchdrop import contracts
@@ -63,30 +64,66 @@ def submit_held_shard(request: ShardRequest, services: Services) -> SubmitOutcom
     return SubmitOutcome(SubmitResult.ACCEPTED, request.job_id)
 
 
+SHARDS_SUBMITTED_AT_ONCE = 2
+"""Shards of one job submitted side by side: one shard's upload overlaps the other's batch create (which
+the API validates synchronously), and neither waits on the other's round trips."""
+
+
 def submit_pending_shards(job: Job, services: Services) -> None:
-    """Submits the job's shards as far as slots allow. Shards of other jobs that wait for a slot go
-    first: while any wait, these join the queue, and the poller hands them over in turn."""
+    """Submits the job's shards as far as slots allow, in order, SHARDS_SUBMITTED_AT_ONCE at a time.
+    Shards of other jobs that wait for a slot go first: while any wait, these join the queue, and the
+    poller hands them over in turn."""
     shards = services.store.get_shards(job.job_id)
     job = services.store.get_job(job.job_id) or job  # as it is now: a cancel may have come in
     queue_ahead = _others_wait_for_a_slot(job, services)
+    pending: list[Shard] = []
     for shard in shards:
         if shard.state != ShardState.PENDING:
             if shard.index not in (job.started_shards or ()):
                 services.store.note_progress(shard)  # an earlier attempt died between the two writes
             continue
-        if not services.time_left():
-            break
         if queue_ahead and job.cancel_requested_at is None and not shard.holds_slot:
             logger.info("shards of earlier jobs wait for a slot; this job waits its turn")
             break
-        try:
-            submit_shard(shard, services, job=job)
-        except NoSlotAvailable:
-            logger.info("in-flight limit reached; the poller submits the rest", extra={"shard": shard.index})
-            break
-        except StaleRecord:
-            continue
+        pending.append(shard)
+    _submit_in_order(pending, job, services)
     announce_submitted(job.job_id, services)
+
+
+def _submit_in_order(shards: list[Shard], job: Job, services: Services) -> None:
+    """Each shard in turn to the next free worker, until the in-flight limit or the invocation's time
+    stops them; an unexpected error stops the rest and is raised."""
+    if not shards:
+        return
+    stop = threading.Event()
+    turn = iter(shards)
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while not stop.is_set():
+            with lock:
+                shard = next(turn, None)
+            if shard is None or not services.time_left():
+                return
+            try:
+                submit_shard(shard, services, job=job)
+            except NoSlotAvailable:
+                logger.info("in-flight limit reached; the poller submits the rest", extra={"shard": shard.index})
+                stop.set()
+            except StaleRecord:
+                continue
+            except BaseException:
+                stop.set()
+                raise
+
+    workers = min(SHARDS_SUBMITTED_AT_ONCE, len(shards))
+    if workers == 1:
+        worker()
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="submit") as pool:
+        running = [pool.submit(worker) for _ in range(workers)]
+    for done in running:
+        done.result()
 
 
 def _others_wait_for_a_slot(job: Job, services: Services) -> bool:
@@ -153,6 +190,8 @@ def submit_shard(shard: Shard, services: Services, *, job: Job | None = None) ->
     except ZeroGPUError as error:
         if error.kind is ErrorKind.OPERATIONAL:
             # The key may have been rotated (or the account fixed): read the secret afresh next time.
+            from aws_lambda_powertools.utilities import parameters  # loaded already: the secret was read
+
             parameters.clear_caches()  # type: ignore[no-untyped-call]  # Powertools leaves it untyped
         return _record_submit_failure(
             progress,
@@ -292,10 +331,11 @@ def _upload(progress: _Checkpoints, job: Job, services: Services) -> None:
             return
     assert shard.upload_started_at is not None
     with tempfile.TemporaryDirectory(dir=services.workdir) as directory:
-        path = local_shard_copy(shard, job, directory, services.s3)
+        path = local_shard_copy(shard, job, directory, services.s3, services.local_shards)
         uploaded = api.upload_file_or_adopt(
             path, shard.upload_filename, created_after=shard.upload_started_at - CREATE_LOOKBACK_SECONDS
         )
+    services.local_shards.drop(shard.work_key)  # the API has the bytes now
     # The create starts at once: recording its start with the file id saves a write (a crash right after
     # makes the next attempt look for the batch first, as after any started create).
     progress.write(input_file_id=uploaded.id, create_started_at=services.now())

@@ -1,11 +1,10 @@
-"""Small S3 integrations: head, streamed reads, managed (multipart) uploads, streamed merges."""
+"""Small S3 integrations: head, streamed reads, managed (multipart) uploads, merges inside S3."""
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterable
-from typing import IO, TYPE_CHECKING, Any, Protocol, cast
+from typing import IO, TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.streaming import S3Object
 from boto3.s3.transfer import TransferConfig
@@ -15,6 +14,7 @@ from batchdrop.models import ObjectRef
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 # Parts of 8 MiB, at most 4 in memory at once: an upload's memory does not grow with the object.
 TRANSFER_CONFIG = TransferConfig(
@@ -77,47 +77,21 @@ def put_json(s3: S3Client, bucket: str, key: str, document: Any) -> None:
     s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
 
 
-class Stream(Protocol):
-    def read(self, size: int = -1, /) -> bytes: ...
-
-    def close(self) -> None: ...
-
-
-class ChainedReader:
-    """Reads several streams one after the other, opening each only when it is reached."""
-
-    def __init__(self, openers: Iterable[Callable[[], Stream]]) -> None:
-        self._openers = iter(openers)
-        self._current: Stream | None = None
-
-    def read(self, size: int = -1) -> bytes:
-        """Returns exactly `size` bytes unless the end is reached: boto3 makes each read one multipart
-        part, and S3 refuses parts under 5 MiB but the last."""
-        wanted = size if size is not None and size > 0 else 8 * 1024 * 1024
-        pieces: list[bytes] = []
-        while wanted > 0:
-            if self._current is None:
-                opener = next(self._openers, None)
-                if opener is None:
-                    break
-                self._current = opener()
-            chunk = self._current.read(wanted)
-            if not chunk:
-                self._current.close()
-                self._current = None
-                continue
-            pieces.append(chunk)
-            wanted -= len(chunk)
-        return b"".join(pieces)
-
-
 class SourceMissing(Exception):
     """A source of a merge does not exist (any more)."""
 
 
+MIN_PART_BYTES = 5 * 1024 * 1024
+"""S3's smallest multipart part (but the last)."""
+MAX_COPY_PART_BYTES = 5 * 1024**3
+"""S3's largest part, and so the largest range one UploadPartCopy takes."""
+
+
 def concatenate(s3: S3Client, bucket: str, source_keys: list[str], target_key: str) -> None:
-    """The sources, in order, as one object: one source is copied inside S3; several are streamed
-    (multipart when large), memory staying bounded. SourceMissing if a source is gone."""
+    """The sources, in order, as one object, put together inside S3: a multipart upload whose parts are
+    copied from the sources (UploadPartCopy); only sources or their ends too small to be a part of their
+    own (under 5 MiB) pass through here, a part's worth at a time. So the time and memory this takes do
+    not grow with the sources' size. SourceMissing if a source is gone."""
     try:
         if len(source_keys) == 1:
             s3.copy(
@@ -128,18 +102,68 @@ def concatenate(s3: S3Client, bucket: str, source_keys: list[str], target_key: s
                 Config=TRANSFER_CONFIG,
             )
             return
-
-        def opener(key: str) -> Callable[[], Stream]:
-            return lambda: s3.get_object(Bucket=bucket, Key=key)["Body"]
-
-        s3.upload_fileobj(
-            cast(IO[bytes], ChainedReader(opener(key) for key in source_keys)),  # reads are all boto3 does
-            bucket,
-            target_key,
-            ExtraArgs={"ContentType": "application/jsonl"},
-            Config=TRANSFER_CONFIG,
-        )
+        sizes = [s3.head_object(Bucket=bucket, Key=key)["ContentLength"] for key in source_keys]
+        if sum(sizes) < MIN_PART_BYTES:  # one small object: read through
+            body = b"".join(s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in source_keys)
+            s3.put_object(Bucket=bucket, Key=target_key, Body=body, ContentType="application/jsonl")
+            return
+        _concatenate_in_parts(s3, bucket, list(zip(source_keys, sizes, strict=True)), target_key)
     except ClientError as error:
         if is_missing(error):
             raise SourceMissing(str(error)) from None
+        raise
+
+
+def _concatenate_in_parts(s3: S3Client, bucket: str, sources: list[tuple[str, int]], target_key: str) -> None:
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key=target_key, ContentType="application/jsonl")["UploadId"]
+    parts: list[CompletedPartTypeDef] = []
+    gathered = bytearray()  # small sources (or their starts) gathered into one part, at most ~10 MiB
+
+    def send_gathered() -> None:
+        reply = s3.upload_part(
+            Bucket=bucket, Key=target_key, UploadId=upload_id, PartNumber=len(parts) + 1, Body=bytes(gathered)
+        )
+        parts.append({"PartNumber": len(parts) + 1, "ETag": reply["ETag"]})
+        gathered.clear()
+
+    def read_range(key: str, start: int, end: int) -> bytes:
+        return s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}")["Body"].read()
+
+    def copy_range(key: str, start: int, end: int) -> None:
+        pieces = -(-(end - start) // MAX_COPY_PART_BYTES)  # even pieces: none is left under the minimum
+        step = -(-(end - start) // pieces)
+        for first in range(start, end, step):
+            reply = s3.upload_part_copy(
+                Bucket=bucket,
+                Key=target_key,
+                UploadId=upload_id,
+                PartNumber=len(parts) + 1,
+                CopySource={"Bucket": bucket, "Key": key},
+                CopySourceRange=f"bytes={first}-{min(first + step, end) - 1}",
+            )
+            parts.append({"PartNumber": len(parts) + 1, "ETag": reply["CopyPartResult"]["ETag"]})
+
+    try:
+        for key, size in sources:
+            offset = 0
+            if gathered and size:  # top the gathered part up from this source's start
+                wanted = MIN_PART_BYTES - len(gathered)
+                offset = wanted if size - wanted >= MIN_PART_BYTES else size
+                gathered += read_range(key, 0, offset)
+                if len(gathered) >= MIN_PART_BYTES:
+                    send_gathered()
+            if offset < size:
+                if not gathered and size - offset >= MIN_PART_BYTES:
+                    copy_range(key, offset, size)
+                else:
+                    gathered += read_range(key, offset, size)
+                    if len(gathered) >= MIN_PART_BYTES:
+                        send_gathered()
+        if gathered:
+            send_gathered()  # the last part may be small
+        s3.complete_multipart_upload(
+            Bucket=bucket, Key=target_key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
+    except BaseException:
+        s3.abort_multipart_upload(Bucket=bucket, Key=target_key, UploadId=upload_id)
         raise

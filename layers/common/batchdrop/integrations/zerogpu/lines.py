@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 UNPARSEABLE_LINE = "unparseable_line"
 
 _LEGACY_PREFIX = re.compile(r"^\[legacy:([^\]]*)\]\s*")
@@ -120,6 +122,12 @@ def _decode(raw: bytes | str | Mapping[str, Any]) -> dict[str, Any] | str:
     """The line as a dict, or a string saying why it is not one."""
     if isinstance(raw, Mapping):
         return dict(raw)
+    try:
+        value = orjson.loads(raw)  # the fast reading; what it refuses, the stdlib below decides
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        return value if isinstance(value, dict) else "line is not a JSON object"
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
         value = json.loads(text)
