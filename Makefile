@@ -10,7 +10,7 @@ CHECKOV := $(SCAN_VENV)/bin/checkov
 # sam build needs the Lambda runtime's Python (3.13); pyenv provides it on these machines.
 LAMBDA_PYENV ?= 3.13.0
 
-.PHONY: dev lint scan scale format unit integration e2e test demo local emulator build validate deploy delete bench clean
+.PHONY: dev lint scan scale format unit integration e2e test demo local emulator build validate deploy delete bench bench-large clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,8 +68,17 @@ emulator: $(STAMP)
 scale: $(STAMP)
 	$(VENV)/bin/pytest tests/integration/pipeline/test_bursts.py -m scale --timeout=1800
 
+# Figures, each beside its reference from the same run (README "Performance"): the streaming passes
+# alone, the handlers end to end on moto and the emulator in processes of their own (10 MB and 100 MB),
+# a poll run over 1,000 running batches, and the handlers' import times. bench-large adds 1 GB.
 bench: $(STAMP)
 	$(PY) bench/bench_streaming.py
+	$(PY) bench/bench_stack.py --sizes 10,100
+	$(PY) bench/bench_poll.py
+	$(PY) bench/bench_cold_start.py
+
+bench-large: $(STAMP)
+	$(PY) bench/bench_stack.py --sizes 1000
 
 $(SAM):
 	$(PYTHON) -m venv $(SAM_VENV)

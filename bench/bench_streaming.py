@@ -1,13 +1,14 @@
-"""Figures for the streaming paths: throughput and peak memory against file size.
+"""Figures for the streaming passes alone (no AWS, no API): throughput and memory against file size.
 
     make bench            # or: .venv/bin/python bench/bench_streaming.py [--sizes 20000,100000,200000]
 
 Prints one row per input size for: validate-and-split of a dropped file (the submit function's pass),
-and the sorting of a result file (the collect function's pass). The time is the best of two untraced runs,
-beside a reference taken in the same run on the same file: the stdlib's `json.loads` of every line (what
-the pass can at best approach without a faster parser). Peak memory is measured in a third run, under
-tracemalloc (Python allocations; tracing slows Python code several times, so it is never timed); if memory
-were proportional to the file, the peak column would grow with the size column.
+and the sorting of a result file (the collect function's pass), on realistic lines (bench_stack.py's:
+1-3 messages of 100-2,000 characters, some non-ASCII). The time is the best of two untraced runs, beside
+references taken in the same run on the same file: the stdlib's `json.loads` and orjson's `loads` of every
+line (what a pass that reads each line's JSON can at best approach). Memory is the growth of a separate
+process's peak RSS over the pass (nothing traced). A last pass splits --memory-lines short lines (default
+2 million): the one part of the split that grows with the number of lines is its custom_id set.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import json
 import os
 import tempfile
 import time
-import tracemalloc
 from collections.abc import Callable
 from typing import Any
+
+import orjson
+from bench_stack import realistic_lines
 
 from batchdrop.flow.split import SplitLimits, validate_and_split
 from batchdrop.integrations.zerogpu import parse_result_line
@@ -28,16 +31,18 @@ from batchdrop.validation import iter_physical_lines
 
 def make_input(lines: int, path: str) -> int:
     with open(path, "wb") as handle:
+        for _, line in zip(range(lines), realistic_lines(seed=lines), strict=False):
+            handle.write(line + b"\n")
+    return os.path.getsize(path)
+
+
+def make_short_input(lines: int, path: str) -> int:
+    """Many short requests: the most custom_ids per byte."""
+    with open(path, "wb") as handle:
         for n in range(lines):
-            body = {
-                "model": "zgpu-small",
-                "messages": [{"role": "user", "content": f"Question number {n}: " + "lorem ipsum " * 30}],
-            }
             handle.write(
-                json.dumps(
-                    {"custom_id": f"req-{n}", "method": "POST", "url": "/v1/chat/completions", "body": body}
-                ).encode()
-                + b"\n"
+                b'{"custom_id":"request-%d","method":"POST","url":"/v1/chat/completions","body":{"model":"m",'
+                b'"messages":[{"role":"user","content":"Say %d"}]}}\n' % (n, n)
             )
     return os.path.getsize(path)
 
@@ -50,7 +55,11 @@ def make_output(lines: int, path: str) -> int:
                 "object": "chat.completion",
                 "model": "zgpu-small",
                 "choices": [
-                    {"index": 0, "message": {"role": "assistant", "content": "answer " * 40}, "finish_reason": "stop"}
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": f"answer {n} " * (5 + n % 90)},
+                        "finish_reason": "stop",
+                    }
                 ],
                 "usage": {"prompt_tokens": 40, "completion_tokens": 40, "total_tokens": 80},
             }
@@ -78,14 +87,38 @@ def best_of(action: Callable[[], Any], repeat: int = 2) -> float:
     return best
 
 
-def measure(action: Callable[[], Any], repeat: int = 2) -> tuple[float, float]:
-    """The best untraced time of `repeat` runs, and the peak of Python allocations of one traced run."""
-    best = best_of(action, repeat)
-    tracemalloc.start()
-    action()
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    return best, peak / 1e6
+_RSS_CHILD = r"""
+import os, resource, sys, tempfile
+sys.path.insert(0, sys.argv[1])
+from bench_streaming import LIMITS, sort_results, split_quietly
+warm = os.path.join(sys.argv[4], "warm.jsonl")
+open(warm, "wb").write(open(sys.argv[3], "rb").readline())
+run = (lambda path: split_quietly(path, sys.argv[4])) if sys.argv[2] == "split" else sort_results
+run(warm)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+run(sys.argv[3])
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 / 1e6)
+"""
+
+
+def rss_growth(kind: str, path: str) -> float:
+    """The peak RSS growth (MB) of a fresh process over one pass, after the same pass on one line."""
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory() as directory:
+        done = subprocess.run(
+            [sys.executable, "-c", _RSS_CHILD, os.path.dirname(os.path.abspath(__file__)), kind, path, directory],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def measure(action: Callable[[], Any], kind: str, path: str, repeat: int = 2) -> tuple[float, float]:
+    """The best untraced time of `repeat` runs, and the RSS growth of a separate run."""
+    return best_of(action, repeat), rss_growth(kind, path)
 
 
 def json_loads_every_line(path: str) -> None:
@@ -96,8 +129,24 @@ def json_loads_every_line(path: str) -> None:
                 json.loads(line)
 
 
-def reference_seconds(path: str, repeat: int = 2) -> float:
-    return best_of(lambda: json_loads_every_line(path), repeat)
+def orjson_loads_every_line(path: str) -> None:
+    with open(path, "rb") as handle:
+        for line in handle:
+            if line.strip():
+                orjson.loads(line)
+
+
+def reference_seconds(path: str, repeat: int = 2) -> tuple[float, float]:
+    return best_of(lambda: json_loads_every_line(path), repeat), best_of(lambda: orjson_loads_every_line(path), repeat)
+
+
+def split_quietly(source: str, directory: str) -> None:
+    with open(source, "rb") as stream:
+        result = validate_and_split(stream, directory, limits=LIMITS)
+    assert result.valid, result.problems[:3]
+    for name in os.listdir(directory):
+        if name.startswith("shard-"):
+            os.remove(os.path.join(directory, name))
 
 
 def sort_results(path: str) -> None:
@@ -108,12 +157,12 @@ def sort_results(path: str) -> None:
                 succeeded += 1
 
 
-def row(name: str, lines: int, size: int, seconds: float, peak: float, reference: float) -> None:
+def row(name: str, lines: int, size: int, seconds: float, peak: float, references: tuple[float, float]) -> None:
     megabytes = size / 1e6
-    rate, reference_rate = megabytes / seconds, megabytes / reference
+    rate, stdlib_rate, orjson_rate = megabytes / seconds, megabytes / references[0], megabytes / references[1]
     print(
         f"{name:<22}{lines:>9}{megabytes:>9.1f}{seconds:>9.2f}{rate:>8.1f}{lines / seconds:>10.0f}{peak:>9.1f}"
-        f"{reference_rate:>12.1f}{rate / reference_rate:>9.2f}x"
+        f"{stdlib_rate:>12.1f}{rate / stdlib_rate:>7.2f}x{orjson_rate:>9.1f}{rate / orjson_rate:>7.2f}x"
     )
 
 
@@ -152,37 +201,15 @@ def custom_ids_read(source: str, directory: str) -> None:
         os.remove(os.path.join(directory, name))
 
 
-def cold_imports() -> None:
-    """Import time of each handler in a fresh interpreter (the import part of a Lambda cold start)."""
-    import subprocess
-    import sys
-
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    print(f"\n{'handler import':<22}{'best of 5 (s)':>14}")
-    for function, module in (("submit", "submit_handler"), ("poll", "poll_handler"), ("collect", "collect_handler")):
-        script = (
-            f"import sys, time; sys.path.insert(0, 'functions/{function}'); started = time.perf_counter(); "
-            f"import {module}; print(time.perf_counter() - started)"
-        )
-        runs = [
-            float(
-                subprocess.run(
-                    [sys.executable, "-c", script], cwd=repo, capture_output=True, text=True, check=True
-                ).stdout
-            )
-            for _ in range(5)
-        ]
-        print(f"{module:<22}{min(runs):>14.3f}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", default="20000,100000,200000", help="line counts, comma-separated")
+    parser.add_argument("--sizes", default="4000,40000", help="line counts, comma-separated (~2.5 KB a line)")
+    parser.add_argument("--memory-lines", type=int, default=2_000_000, help="short lines for the memory pass")
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     print(
-        f"{'pass':<22}{'lines':>9}{'file MB':>9}{'seconds':>9}{'MB/s':>8}{'lines/s':>10}{'peak MB':>9}"
-        f"{'json.loads':>12}{'ratio':>10}"
+        f"{'pass':<22}{'lines':>9}{'file MB':>9}{'seconds':>9}{'MB/s':>8}{'lines/s':>10}{'RSS +MB':>9}"
+        f"{'json.loads':>12}{'ratio':>8}{'orjson':>9}{'ratio':>8}"
     )
     with tempfile.TemporaryDirectory() as directory:
         source, output = os.path.join(directory, "input.jsonl"), os.path.join(directory, "output.jsonl")
@@ -190,16 +217,24 @@ def main() -> None:
         os.makedirs(shards)
         for lines in sizes:
             size = make_input(lines, source)
-            seconds, peak = measure(lambda: split(source, shards, lines))  # noqa: B023 - called at once
+            seconds, peak = measure(lambda: split(source, shards, lines), "split", source)  # noqa: B023
             row("validate+split", lines, size, seconds, peak, reference_seconds(source))
             size = make_output(lines, output)
-            seconds, peak = measure(lambda: sort_results(output))
+            seconds, peak = measure(lambda: sort_results(output), "sort", output)
             row("collect: sort results", lines, size, seconds, peak, reference_seconds(output))
         custom_ids_read(source, shards)
-    print("\nMB/s: best of two untraced runs; json.loads: the stdlib parser alone on the same file, same run.")
-    print("peak MB is tracemalloc's peak of Python allocations during a third run; the custom_id set of")
-    print("validate+split is the one part that grows with the number of lines (duplicates across the file).")
-    cold_imports()
+        if args.memory_lines:
+            short = os.path.join(directory, "short.jsonl")
+            size = make_short_input(args.memory_lines, short)
+            started = time.perf_counter()
+            growth = rss_growth("split", short)
+            print(
+                f"\n{'memory: validate+split':<22}{args.memory_lines:>9}{size / 1e6:>9.1f}"
+                f"{time.perf_counter() - started:>9.1f}s  RSS +{growth:.1f} MB  (short lines: the custom_id set "
+                "is the part that grows)"
+            )
+    print("\nMB/s: best of two untraced runs; json.loads and orjson: each parser alone on every line of the same")
+    print("file, same run. RSS +MB: a separate process's peak RSS growth over one pass, after a one-line warm-up.")
 
 
 if __name__ == "__main__":

@@ -252,13 +252,16 @@ def _key_count(document: Any) -> int:
     """Keys of every object in the value, nested ones too (a stack of its own: no recursion)."""
     keys = 0
     pending = [document]
+    pop, push = pending.pop, pending.append
     while pending:
-        value = pending.pop()
+        value = pop()
+        items = value.values() if type(value) is dict else value
         if type(value) is dict:
             keys += len(value)
-            pending.extend(item for item in value.values() if type(item) is dict or type(item) is list)
-        elif type(value) is list:
-            pending.extend(item for item in value if type(item) is dict or type(item) is list)
+        for item in items:
+            kind = type(item)
+            if kind is dict or kind is list:
+                push(item)
     return keys
 
 

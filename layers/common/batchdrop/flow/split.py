@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+import orjson
+
 from batchdrop.custom_ids import DigestIdSet
 from batchdrop.integrations import s3io
 from batchdrop.models import Job, JobStatus, ObjectRef, Shard, ShardState
@@ -72,8 +74,6 @@ def ids_beside(shard_name: str) -> str:
     return shard_name.removesuffix(".jsonl") + ".ids"
 
 
-_dumps = json.JSONEncoder(ensure_ascii=True).encode
-"""A custom_id as one JSON string on one line (ASCII: a lone surrogate cannot reach here, but a newline can)."""
 
 
 @dataclass(slots=True)
@@ -224,7 +224,7 @@ def validate_and_split(
             handle.write(checked.content)
             handle.write(b"\n")
             if ids_file is not None:
-                ids_file.write(_dumps(checked.custom_id).encode() + b"\n")
+                ids_file.write(orjson.dumps(checked.custom_id) + b"\n")  # one JSON string a line
             current.lines += 1
             current.bytes += size
     except _Stop:
