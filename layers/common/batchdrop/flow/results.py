@@ -72,7 +72,7 @@ def export_results(shard: Shard, job: Job, services: Services, *, skip_unavailab
                 if not file_id:
                     continue
                 try:
-                    _sort_api_file(file_id, directory, output, errors, unreported, result, services)
+                    _sort_api_file(file_id, output, errors, unreported, result, services)
                 except ZeroGPUError as error:
                     if not skip_unavailable:
                         raise ResultsUnavailable(file_id, error) from None
@@ -111,35 +111,108 @@ def _shard_custom_ids(shard: Shard, job: Job, directory: str, services: Services
         return {orjson.loads(physical.content)["custom_id"]: None for physical in iter_physical_lines(lines)}
 
 
+_MAX_RESULT_LINE_BYTES = 64 * 1024 * 1024
+
+
 def _sort_api_file(
     file_id: str,
-    directory: str,
     output: IO[bytes],
     errors: IO[bytes],
     unreported: dict[str, None],
     result: ShardResult,
     services: Services,
 ) -> None:
-    """Downloads one result file (streamed to disk) and routes each line by what it says, not by file."""
-    path = os.path.join(directory, f"{file_id}.download")
-    with open(path, "w+b") as download:
-        services.api.download_file_content(file_id, download)
-        download.seek(0)
-        for physical in iter_physical_lines(download, max_line_bytes=64 * 1024 * 1024):
-            if physical.too_long or not physical.content.strip():
-                continue
-            line = parse_result_line(physical.content)
-            if line.custom_id is None or line.custom_id not in unreported:
-                count(Metric.UNEXPECTED_RESULT_LINES)  # a repeat, or an id this shard never sent
-                continue
-            del unreported[line.custom_id]
-            if line.succeeded:
-                output.write(physical.content + b"\n")
-                result.succeeded += 1
+    """Streams one result file from the API and routes each line by what it says, not by file, as the
+    bytes arrive (no copy of the file on disk)."""
+    sorter = _ResultSorter(output, errors, unreported, result)
+    services.api.download_file_content(file_id, sorter)  # type: ignore[arg-type]  # the file-like part it uses
+    sorter.finish()
+
+
+class _ResultSorter:
+    """The target a result file is downloaded into: its bytes are cut into lines and each line sorted into
+    output or errors as it arrives. A download retried after a partial read rewinds its target to where it
+    started (tell, then seek and truncate): that undoes everything this file sorted so far."""
+
+    def __init__(self, output: IO[bytes], errors: IO[bytes], unreported: dict[str, None], result: ShardResult):
+        self._output, self._errors, self._unreported, self._result = output, errors, unreported, result
+        self._pending = b""
+        self._overflow = False  # the current line passed _MAX_RESULT_LINE_BYTES: its bytes are dropped
+        self._unexpected = 0
+        self._start: tuple[int, int, dict[str, None], int, int, dict[str, int]] | None = None
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        """Marks the start (the only place a retried download rewinds to)."""
+        result = self._result
+        self._start = (
+            self._output.tell(),
+            self._errors.tell(),
+            dict(self._unreported),
+            result.succeeded,
+            result.failed,
+            dict(result.errors_by_code),
+        )
+        return 0
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        assert offset == 0 and whence == 0 and self._start is not None, "rewinds to the start only"
+        output_at, errors_at, unreported, succeeded, failed, errors_by_code = self._start
+        for handle, at in ((self._output, output_at), (self._errors, errors_at)):
+            handle.seek(at)
+            handle.truncate()
+        self._unreported.clear()
+        self._unreported.update(unreported)
+        self._result.succeeded, self._result.failed = succeeded, failed
+        self._result.errors_by_code = dict(errors_by_code)
+        self._pending, self._overflow, self._unexpected = b"", False, 0
+        return 0
+
+    def truncate(self, size: int | None = None) -> int:
+        return 0  # seek() has undone it all
+
+    def write(self, chunk: bytes) -> int:
+        data = self._pending + chunk if self._pending else chunk
+        start = 0
+        find = data.find
+        while (newline := find(b"\n", start)) >= 0:
+            if self._overflow:
+                self._overflow = False
             else:
-                errors.write(physical.content + b"\n")
-                _count_failure(result, line.code or "unknown_error")
-    os.remove(path)
+                self._line(data[start:newline])
+            start = newline + 1
+        self._pending = data[start:]
+        if len(self._pending) > _MAX_RESULT_LINE_BYTES:
+            self._pending, self._overflow = b"", True
+        return len(chunk)
+
+    def finish(self) -> None:
+        if self._pending and not self._overflow:
+            self._line(self._pending)
+        self._pending = b""
+        if self._unexpected:
+            count(Metric.UNEXPECTED_RESULT_LINES, self._unexpected)  # repeats, or ids this shard never sent
+
+    def _line(self, content: bytes) -> None:
+        if content.endswith(b"\r"):
+            content = content[:-1]
+        if not content.strip():
+            return
+        line = parse_result_line(content)
+        if line.custom_id is None or line.custom_id not in self._unreported:
+            self._unexpected += 1
+            return
+        del self._unreported[line.custom_id]
+        if line.succeeded:
+            self._output.write(content)
+            self._output.write(b"\n")
+            self._result.succeeded += 1
+        else:
+            self._errors.write(content)
+            self._errors.write(b"\n")
+            _count_failure(self._result, line.code or "unknown_error")
 
 
 def _unreported_reason(shard: Shard) -> tuple[str, str]:
