@@ -74,8 +74,6 @@ def ids_beside(shard_name: str) -> str:
     return shard_name.removesuffix(".jsonl") + ".ids"
 
 
-
-
 @dataclass(slots=True)
 class SplitResult:
     lines: int = 0
