@@ -5,12 +5,20 @@ Every handler decorates in the same order:
     @metrics.log_metrics
     @tracer.capture_lambda_handler(capture_response=False)
 Responses are never captured in traces: they can carry user data. The event is never logged.
+
+The Tracer is built on first use, and only where tracing is enabled (deployed: `Tracing: Active`, in Lambda):
+the X-Ray SDK it loads is about half of a handler's import. Where Powertools would disable it (not in Lambda,
+under SAM local, or POWERTOOLS_TRACE_DISABLED, as locally and in the tests) the decorators return the function
+unchanged and the X-Ray SDK is never imported.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from enum import StrEnum
+from typing import Any, TypeVar, cast, overload
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
@@ -21,8 +29,83 @@ SERVICE = "batchdrop"
 for _library in ("botocore", "boto3", "s3transfer", "urllib3", "httpx", "httpcore"):
     logging.getLogger(_library).setLevel(logging.WARNING)
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def tracing_enabled() -> bool:
+    """Whether the Powertools Tracer would trace here: its own decision, from the environment (it reads
+    POWERTOOLS_TRACE_DISABLED, LAMBDA_TASK_ROOT, AWS_SAM_LOCAL and AWS_CHALICE_CLI_MODE)."""
+    return not Tracer._is_tracer_disabled()
+
+
+class LazyTracer:
+    """The Powertools Tracer's decorators, the Tracer itself (and the X-Ray SDK) built at the first decoration
+    that happens with tracing enabled; with tracing disabled they return the function unchanged. The decision
+    is taken at decoration, that is when a handler module is imported, as the Tracer took it when built."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self._tracer: Tracer | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self._tracer is not None or tracing_enabled()
+
+    @property
+    def real(self) -> Tracer:
+        """The Powertools Tracer, built (and the X-Ray SDK imported, the libraries patched) on first use."""
+        if self._tracer is None:
+            self._tracer = Tracer(service=self.service)
+        return self._tracer
+
+    @overload
+    def capture_lambda_handler(
+        self, lambda_handler: F, capture_response: bool | None = None, capture_error: bool | None = None
+    ) -> F: ...
+
+    @overload
+    def capture_lambda_handler(
+        self, lambda_handler: None = None, capture_response: bool | None = None, capture_error: bool | None = None
+    ) -> Callable[[F], F]: ...
+
+    def capture_lambda_handler(
+        self, lambda_handler: F | None = None, capture_response: bool | None = None, capture_error: bool | None = None
+    ) -> F | Callable[[F], F]:
+        if lambda_handler is None:
+            return functools.partial(
+                self.capture_lambda_handler, capture_response=capture_response, capture_error=capture_error
+            )
+        if not self.enabled:
+            return lambda_handler
+        wrapped = self.real.capture_lambda_handler(
+            lambda_handler, capture_response=capture_response, capture_error=capture_error
+        )
+        return cast(F, wrapped)
+
+    @overload
+    def capture_method(
+        self, method: F, capture_response: bool | None = None, capture_error: bool | None = None
+    ) -> F: ...
+
+    @overload
+    def capture_method(
+        self, method: None = None, capture_response: bool | None = None, capture_error: bool | None = None
+    ) -> Callable[[F], F]: ...
+
+    def capture_method(
+        self, method: F | None = None, capture_response: bool | None = None, capture_error: bool | None = None
+    ) -> F | Callable[[F], F]:
+        if method is None:
+            return functools.partial(
+                self.capture_method, capture_response=capture_response, capture_error=capture_error
+            )
+        if not self.enabled:
+            return method
+        return self.real.capture_method(capture_response=capture_response, capture_error=capture_error)(method)
+
+
 logger = Logger(service=SERVICE, log_uncaught_exceptions=True)
-tracer = Tracer(service=SERVICE)
+tracer = LazyTracer(service=SERVICE)
 metrics = Metrics(service=SERVICE, namespace=SERVICE)
 
 

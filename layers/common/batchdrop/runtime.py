@@ -10,14 +10,9 @@ import os
 import tempfile
 import time
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
 from botocore.config import Config
 
 from batchdrop.integrations.notifier import Notifier
@@ -26,6 +21,10 @@ from batchdrop.integrations.store import JobStore
 from batchdrop.integrations.zerogpu import ZeroGPUClient
 from batchdrop.services import DEADLINE_MARGIN_SECONDS, Services
 from batchdrop.settings import Settings
+
+if TYPE_CHECKING:
+    # Powertools Idempotency is imported where it is used: only submit uses it.
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
 
 _BOTO_CONFIG = Config(
     connect_timeout=5,
@@ -89,6 +88,8 @@ def _workdir() -> str:
 @lru_cache(maxsize=4)
 def idempotency_store(table_name: str) -> DynamoDBPersistenceLayer:
     """Powertools idempotency records in the jobs table, under their own partition."""
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+
     return DynamoDBPersistenceLayer(
         table_name=table_name,
         key_attr="pk",
@@ -105,6 +106,8 @@ def once_per_object(function: Any, settings: Settings, context: Any | None) -> A
     This is the first guard only: after a timeout Powertools lets the work run again, and then the job's
     checkpoints and the adoption of batches found by metadata keep it from creating a second batch.
     """
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
+
     config = IdempotencyConfig(
         event_key_jmespath="job_id",
         raise_on_no_idempotency_key=True,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from aws_lambda_powertools.utilities import parameters
-
 
 class CredentialsNotConfigured(Exception):
     """The secret exists but is not filled in yet (or is unreadable)."""
@@ -19,6 +17,8 @@ class ApiCredentials:
 
 def load_credentials(secret_id: str, *, max_age: int = 300, force_fetch: bool = False) -> ApiCredentials:
     """Reads `{"api_key", "project_id"}` from the secret; the error names the secret, never its value."""
+    from aws_lambda_powertools.utilities import parameters  # on the first API call only: not every run needs it
+
     try:
         value = parameters.get_secret(secret_id, transform="json", max_age=max_age, force_fetch=force_fetch)
     except parameters.exceptions.TransformParameterError:
