@@ -70,7 +70,14 @@ def test_the_built_layer_holds_no_emulator_local_stack_or_cli(tmp_path: Path) ->
     assert files, "the layer is empty"
     for tool in ("emulator", "local", "cli", "jobs", "samples", "batchdrop_tools", "moto", "werkzeug"):
         assert not [f for f in files if tool in Path(f).parts or Path(f).stem == tool], tool
-    assert all(f.endswith(".py") for f in files), sorted(f for f in files if not f.endswith(".py"))
+    compiled = {f for f in files if Path(f).parent.name == "__pycache__" and f.endswith(".pyc")}
+    assert all(f.endswith(".py") for f in files - compiled), sorted(
+        f for f in files - compiled if not f.endswith(".py")
+    )
+    # and every module comes compiled (Lambda's /opt is read-only: no cold start compiles it again)
+    for source in (f for f in files if f.endswith(".py")):
+        stem = Path(source)
+        assert any(c.startswith(f"{stem.parent.as_posix()}/__pycache__/{stem.stem}.") for c in compiled), source
 
 
 def test_the_built_layer_holds_only_what_the_functions_import(tmp_path: Path) -> None:

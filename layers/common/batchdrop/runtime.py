@@ -30,7 +30,7 @@ _BOTO_CONFIG = Config(
     connect_timeout=5,
     read_timeout=60,
     retries={"mode": "standard", "max_attempts": 5},
-    max_pool_connections=32,
+    max_pool_connections=48,  # the poller's 32 threads and its read-ahead
 )
 IDEMPOTENCY_SECONDS = 2 * 86400  # longer than any redelivery window (EventBridge retries for 24 h)
 

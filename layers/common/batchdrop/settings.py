@@ -60,7 +60,9 @@ class Settings(BaseModel):
     collect_queue_url: str = Field(default="", alias="COLLECT_QUEUE_URL")
     ingest_queue_url: str = Field(default="", alias="INGEST_QUEUE_URL")
     """Where the poller hands held-back shards to the submit function."""
-    poll_concurrency: int = Field(default=16, alias="POLL_CONCURRENCY", ge=1, le=64)
+    poll_concurrency: int = Field(default=32, alias="POLL_CONCURRENCY", ge=1, le=64)
+    """Batches one poll run looks at side by side: at 32, 10,000 running batches at about 50 ms per API call
+    fit one run's working time (10,000 x 50 ms / 32 = 15.6 s of the 30 s a run starts work in)."""
     poll_min_interval_seconds: int = Field(default=30, alias="POLL_MIN_INTERVAL_SECONDS", ge=0)
     poll_max_interval_seconds: int = Field(default=900, alias="POLL_MAX_INTERVAL_SECONDS", ge=1)
     shard_wait_limit_hours: float = Field(default=168, alias="SHARD_WAIT_LIMIT_HOURS", gt=0)
