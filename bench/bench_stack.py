@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import socket
 import subprocess
 import sys
@@ -279,15 +278,21 @@ def raw_get(s3: Any, key: str) -> float:
 
 
 def raw_post(api: httpx.Client, path: str, piece: int) -> tuple[float, float]:
-    """The file's bytes POSTed to the Files API in pieces of `piece` bytes, streamed from disk; and apart,
-    the batch creates on those files (the API validates every line at create), each cancelled at once."""
+    """The file's bytes POSTed to the Files API in pieces of at most `piece` bytes cut at line ends (as the
+    shards are), streamed from disk; and apart, the batch creates on those files (the API validates every
+    line at create), each cancelled at once."""
     seconds = creates = 0.0
     with open(path, "rb") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        for offset in range(0, size, piece):
+        while True:
             with tempfile.NamedTemporaryFile(suffix=".jsonl") as part:
-                handle.seek(offset)
-                shutil.copyfileobj(_limited(handle, piece), part)
+                taken = lines = 0
+                for line in handle:
+                    part.write(line)
+                    taken, lines = taken + len(line), lines + 1
+                    if taken + 4096 > piece or lines == 50_000:  # a batch's limits (the next line could pass)
+                        break
+                if not taken:
+                    break
                 part.flush()
                 part.seek(0)
                 started = time.perf_counter()
@@ -304,21 +309,9 @@ def raw_post(api: httpx.Client, path: str, piece: int) -> tuple[float, float]:
                     },
                 )
                 creates += time.perf_counter() - started
-                if batch.status_code == 200:
-                    api.post(f"/v1/batches/{batch.json()['id']}/cancel")
+                batch.raise_for_status()
+                api.post(f"/v1/batches/{batch.json()['id']}/cancel")
     return seconds, creates
-
-
-class _limited:
-    def __init__(self, handle: Any, limit: int) -> None:
-        self._handle, self._left = handle, limit
-
-    def read(self, size: int = -1) -> bytes:
-        if self._left <= 0:
-            return b""
-        chunk = self._handle.read(min(self._left, size if size > 0 else self._left))
-        self._left -= len(chunk)
-        return chunk
 
 
 def raw_copy_to_s3(api: httpx.Client, s3: Any, file_ids: list[str]) -> tuple[float, int]:
@@ -509,7 +502,7 @@ def main() -> None:
 
 def print_rows(rows: list[dict[str, Any]]) -> None:
     print(
-        f"\n{'submit':<8}{'MB':>7}{'lines':>9}{'shards':>7}{'seconds':>9}{'MB/s':>8}{'RSS +MB':>9}"
+        f"\n{'submit':<8}{'MB':>7}{'lines':>9}{'shards':>7}{'seconds':>9}{'CPU s':>7}{'MB/s':>8}{'RSS +MB':>9}"
         f"{'GET s':>8}{'POST s':>8}{'floor MB/s':>11}{'ratio':>7}{'create s':>10}"
     )
     for r in rows:
