@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.streaming import S3Object
@@ -114,35 +115,47 @@ def concatenate(s3: S3Client, bucket: str, source_keys: list[str], target_key: s
         raise
 
 
+PART_COPIES_AT_ONCE = 8
+"""Part copies in flight at once: S3 copies each part in its own time, so a merge of many shards takes
+about (parts / 8) part copies, not one after the other (a job of 1,000 shards must merge in one invocation)."""
+
+
 def _concatenate_in_parts(s3: S3Client, bucket: str, sources: list[tuple[str, int]], target_key: str) -> None:
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key=target_key, ContentType="application/jsonl")["UploadId"]
-    parts: list[CompletedPartTypeDef] = []
+    parts: list[Future[str]] = []  # each part's ETag, in part order
     gathered = bytearray()  # small sources (or their starts) gathered into one part, at most ~10 MiB
 
     def send_gathered() -> None:
+        """Here and now (the copies go on meanwhile): at most one gathered part is in memory."""
         reply = s3.upload_part(
             Bucket=bucket, Key=target_key, UploadId=upload_id, PartNumber=len(parts) + 1, Body=bytes(gathered)
         )
-        parts.append({"PartNumber": len(parts) + 1, "ETag": reply["ETag"]})
+        done: Future[str] = Future()
+        done.set_result(reply["ETag"])
+        parts.append(done)
         gathered.clear()
 
     def read_range(key: str, start: int, end: int) -> bytes:
         return s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}")["Body"].read()
 
+    def copy_part(number: int, key: str, first: int, last: int) -> str:
+        reply = s3.upload_part_copy(
+            Bucket=bucket,
+            Key=target_key,
+            UploadId=upload_id,
+            PartNumber=number,
+            CopySource={"Bucket": bucket, "Key": key},
+            CopySourceRange=f"bytes={first}-{last}",
+        )
+        return reply["CopyPartResult"]["ETag"]
+
     def copy_range(key: str, start: int, end: int) -> None:
         pieces = -(-(end - start) // MAX_COPY_PART_BYTES)  # even pieces: none is left under the minimum
         step = -(-(end - start) // pieces)
         for first in range(start, end, step):
-            reply = s3.upload_part_copy(
-                Bucket=bucket,
-                Key=target_key,
-                UploadId=upload_id,
-                PartNumber=len(parts) + 1,
-                CopySource={"Bucket": bucket, "Key": key},
-                CopySourceRange=f"bytes={first}-{min(first + step, end) - 1}",
-            )
-            parts.append({"PartNumber": len(parts) + 1, "ETag": reply["CopyPartResult"]["ETag"]})
+            parts.append(copier.submit(copy_part, len(parts) + 1, key, first, min(first + step, end) - 1))
 
+    copier = ThreadPoolExecutor(max_workers=PART_COPIES_AT_ONCE, thread_name_prefix="part-copy")
     try:
         for key, size in sources:
             offset = 0
@@ -161,9 +174,15 @@ def _concatenate_in_parts(s3: S3Client, bucket: str, sources: list[tuple[str, in
                         send_gathered()
         if gathered:
             send_gathered()  # the last part may be small
+        completed: list[CompletedPartTypeDef] = [
+            {"PartNumber": number, "ETag": part.result()} for number, part in enumerate(parts, start=1)
+        ]
         s3.complete_multipart_upload(
-            Bucket=bucket, Key=target_key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            Bucket=bucket, Key=target_key, UploadId=upload_id, MultipartUpload={"Parts": completed}
         )
     except BaseException:
+        copier.shutdown(wait=True, cancel_futures=True)
         s3.abort_multipart_upload(Bucket=bucket, Key=target_key, UploadId=upload_id)
         raise
+    finally:
+        copier.shutdown(wait=True)
