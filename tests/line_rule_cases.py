@@ -55,6 +55,9 @@ CASES = [
     Case("a lone surrogate", b'{"custom_id": "\\ud800"}\n', ("Line 1 is not valid JSON", 1), "invalid_json"),
     Case("an array line", b"[1, 2]\n", ("Line 1 must be a JSON object", 1), "not_an_object"),
     Case("a string line", b'"text"\n', ("Line 1 must be a JSON object", 1), "not_an_object"),
+    Case("a number line", line("a") + b"\n42\n", ("Line 2 must be a JSON object", 2), "not_an_object"),
+    Case("a null line", b"null\n", ("Line 1 must be a JSON object", 1), "not_an_object"),
+    Case("a true line", b"true\n", ("Line 1 must be a JSON object", 1), "not_an_object"),
     Case("no custom_id", line(custom_id=...) + b"\n", ("Line 1 is missing custom_id", 1), "missing_custom_id"),
     Case("an empty custom_id", line("") + b"\n", ("Line 1 is missing custom_id", 1), "missing_custom_id"),
     Case("a number custom_id", line(7) + b"\n", ("Line 1 is missing custom_id", 1), "missing_custom_id"),  # type: ignore[arg-type]

@@ -95,6 +95,7 @@ class DigestIdSet:
             raise TooManyIds(f"more than {MAX_IDS} custom_ids")
         ordinal = self._append(key)
         slots[index] = (tag << _ORDINAL_BITS) | ordinal
+        del slots  # the old table must be free before _grow() builds the new one
         if self._count > self._limit:
             self._grow()
         return True

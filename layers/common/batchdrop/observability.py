@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, TypeVar, cast, overload
@@ -146,6 +147,10 @@ class Metric(StrEnum):
     ANNOUNCEMENTS_ABANDONED = "AnnouncementsAbandoned"
 
 
+_metrics_lock = threading.Lock()
+
+
 def count(metric: Metric, value: int = 1) -> None:
-    """A business event, one metric each."""
-    metrics.add_metric(name=metric.value, unit=MetricUnit.Count, value=value)
+    """A business event, one metric each (from any thread: Powertools' metric set has no lock of its own)."""
+    with _metrics_lock:
+        metrics.add_metric(name=metric.value, unit=MetricUnit.Count, value=value)

@@ -67,7 +67,8 @@ class Services:
         return self.remaining_time() > DEADLINE_MARGIN_SECONDS
 
     def close(self) -> None:
-        self.local_shards.close()
+        # The work copies still being written get what is left of the invocation, less the margin.
+        self.local_shards.close(timeout=max(1.0, self.remaining_time() - DEADLINE_MARGIN_SECONDS))
         if self._api is not None:
             self._api.close()
             self._api = None

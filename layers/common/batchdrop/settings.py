@@ -54,7 +54,7 @@ class Settings(BaseModel):
     """Decompressed bytes one input may have."""
     max_input_lines: int = Field(default=5_000_000, alias="MAX_INPUT_LINES", ge=1, le=MAX_IDS)
     """Lines one input may have, blank ones included."""
-    max_batches_per_input: int = Field(default=1000, alias="MAX_BATCHES_PER_INPUT", ge=1, le=99_999)
+    max_batches_per_input: int = Field(default=1000, alias="MAX_BATCHES_PER_INPUT", ge=1, le=4_999)
     topic_arn: str = Field(default="", alias="TOPIC_ARN")
     event_bus_name: str = Field(default="default", alias="EVENT_BUS_NAME", min_length=1)
     collect_queue_url: str = Field(default="", alias="COLLECT_QUEUE_URL")

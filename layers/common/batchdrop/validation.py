@@ -242,6 +242,11 @@ _KEY_END = re.compile(rb'"[ \t\r\n]*:')
 a string (`\\":`) can add more, never fewer."""
 
 
+_LONG_INTEGER = re.compile(rb"\d{20}")
+"""A number orjson would read as a float (past 64 bits) while the stdlib keeps it exact: such a line is
+read by the stdlib, so that a message quoting it quotes it as written."""
+
+
 def _may_repeat_keys(content: bytes, document: Any) -> bool:
     """False only when the line certainly has no repeated key: it has no more key ends than the parsed
     value has keys (a repeated key would leave the value a key short)."""
@@ -255,9 +260,14 @@ def _key_count(document: Any) -> int:
     pop, push = pending.pop, pending.append
     while pending:
         value = pop()
-        items = value.values() if type(value) is dict else value
-        if type(value) is dict:
+        kind = type(value)
+        if kind is dict:
             keys += len(value)
+            items = value.values()
+        elif kind is list:
+            items = value
+        else:
+            continue  # a line that is a bare number, string, true, false or null
         for item in items:
             kind = type(item)
             if kind is dict or kind is list:
@@ -315,15 +325,16 @@ class LineValidator:
         """The line's JSON value, or its problem.
 
         orjson reads every line first: it refuses all the stdlib parser refuses here (invalid UTF-8, NaN
-        and Infinity, numbers past a double, lone surrogates) and reads the rest alike, but it keeps the
-        last of repeated keys silently, and names no problem. So a line it refuses, or (when strict) one
-        whose keys may repeat, is read again by the stdlib path below, which decides and names the problem.
+        and Infinity, floats past a double, lone surrogates) and reads the rest alike, but it keeps the
+        last of repeated keys silently, reads integers past 64 bits as floats, and names no problem. So a
+        line it refuses, or (when strict) one whose keys may repeat or that has a run of 20 digits, is read
+        again by the stdlib path below, which decides and names the problem.
         """
         try:
             document = orjson.loads(content)
         except orjson.JSONDecodeError:
             return self._parse_exactly(n, content)
-        if self.strict and _may_repeat_keys(content, document):
+        if self.strict and (_may_repeat_keys(content, document) or _LONG_INTEGER.search(content)):
             return self._parse_exactly(n, content)
         return document
 

@@ -370,3 +370,29 @@ def test_a_lone_surrogate_deep_in_a_document_is_found_without_recursing(tmp_path
     deep = b'{"custom_id": "d", "x": ' + b"[" * depth + b'"\\ud800"' + b"]" * depth + b"}"
     result = split(line(1) + b"\n" + deep + b"\n", tmp_path)
     assert codes(result) in (["invalid_unicode"], ["nesting_too_deep"])
+
+
+@pytest.mark.parametrize("stray", [b"42", b"null", b"true", b"1.5", b'"text"', b"[1, 2]"])
+def test_a_stray_value_that_is_not_an_object_is_a_problem_of_its_line_not_a_crash(
+    tmp_path: Path, stray: bytes
+) -> None:
+    result = validate_and_split(
+        io.BytesIO(line(1) + b"\n" + stray + b"\n"), str(tmp_path), limits=limits(max_lines=50_000)
+    )
+    assert codes(result) == ["not_an_object"] and result.problems[0].line == 2
+
+
+def test_a_repeated_key_inside_a_list_line_is_still_found(tmp_path: Path) -> None:
+    body = line(1) + b'\n[{"a": 1, "a": 2}]\n'
+    result = validate_and_split(io.BytesIO(body), str(tmp_path), limits=limits(max_lines=50_000))
+    assert codes(result) == ["duplicate_key"]
+
+
+def test_a_long_integer_is_quoted_as_written(tmp_path: Path) -> None:
+    stream = json.loads(line(1))
+    stream["body"]["stream"] = 18446744073709551616
+    result = validate_and_split(
+        io.BytesIO(json.dumps(stream).encode() + b"\n"), str(tmp_path), limits=limits(max_lines=50_000)
+    )
+    assert codes(result) == ["invalid_stream"]
+    assert result.problems[0].message.endswith("not 18446744073709551616")

@@ -136,7 +136,8 @@ class _ResultSorter:
 
     def __init__(self, output: IO[bytes], errors: IO[bytes], unreported: dict[str, None], result: ShardResult):
         self._output, self._errors, self._unreported, self._result = output, errors, unreported, result
-        self._pending = b""
+        self._pieces: list[bytes] = []  # the line not ended yet
+        self._pending_bytes = 0
         self._overflow = False  # the current line passed _MAX_RESULT_LINE_BYTES: its bytes are dropped
         self._unexpected = 0
         self._start: tuple[int, int, dict[str, None], int, int, dict[str, int]] | None = None
@@ -167,31 +168,41 @@ class _ResultSorter:
         self._unreported.update(unreported)
         self._result.succeeded, self._result.failed = succeeded, failed
         self._result.errors_by_code = dict(errors_by_code)
-        self._pending, self._overflow, self._unexpected = b"", False, 0
+        self._pieces, self._pending_bytes, self._overflow, self._unexpected = [], 0, False, 0
         return 0
 
     def truncate(self, size: int | None = None) -> int:
         return 0  # seek() has undone it all
 
     def write(self, chunk: bytes) -> int:
-        data = self._pending + chunk if self._pending else chunk
-        start = 0
-        find = data.find
+        newline = chunk.find(b"\n")
+        if newline < 0:  # the line goes on: its pieces are joined once it ends
+            if not self._overflow:
+                self._pieces.append(chunk)
+                self._pending_bytes += len(chunk)
+                if self._pending_bytes > _MAX_RESULT_LINE_BYTES:
+                    self._pieces, self._pending_bytes, self._overflow = [], 0, True
+            return len(chunk)
+        if self._overflow:
+            self._overflow = False
+        elif self._pieces:
+            self._line(b"".join(self._pieces) + chunk[:newline])
+        else:
+            self._line(chunk[:newline])
+        self._pieces, self._pending_bytes = [], 0
+        start = newline + 1
+        find = chunk.find
         while (newline := find(b"\n", start)) >= 0:
-            if self._overflow:
-                self._overflow = False
-            else:
-                self._line(data[start:newline])
+            self._line(chunk[start:newline])
             start = newline + 1
-        self._pending = data[start:]
-        if len(self._pending) > _MAX_RESULT_LINE_BYTES:
-            self._pending, self._overflow = b"", True
+        if start < len(chunk):
+            self._pieces, self._pending_bytes = [chunk[start:]], len(chunk) - start
         return len(chunk)
 
     def finish(self) -> None:
-        if self._pending and not self._overflow:
-            self._line(self._pending)
-        self._pending = b""
+        if self._pieces and not self._overflow:
+            self._line(b"".join(self._pieces))
+        self._pieces, self._pending_bytes = [], 0
         if self._unexpected:
             count(Metric.UNEXPECTED_RESULT_LINES, self._unexpected)  # repeats, or ids this shard never sent
 

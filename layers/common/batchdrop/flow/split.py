@@ -326,7 +326,8 @@ def split_input(job: Job, ref: ObjectRef, services: Services) -> tuple[Job, Spli
     settings = services.settings
     now = services.now()
     shards: list[Shard] = []
-    reserve = 2 * settings.max_bytes_per_batch + _DISK_RESERVE_BYTES  # the shard being written, the split's files
+    # Room kept free: the shard being written, the two that may wait for their copy, the split's own files.
+    reserve = 3 * settings.max_bytes_per_batch + _DISK_RESERVE_BYTES
 
     def store_shard(shard_file: ShardFile) -> None:
         work_key = f"{settings.work_prefix}{job.job_id}/shards/{shard_file.index:05d}.jsonl"

@@ -330,12 +330,16 @@ def _upload(progress: _Checkpoints, job: Job, services: Services) -> None:
             progress.write(input_file_id=found.id)
             return
     assert shard.upload_started_at is not None
-    with tempfile.TemporaryDirectory(dir=services.workdir) as directory:
-        path = local_shard_copy(shard, job, directory, services.s3, services.local_shards)
-        uploaded = api.upload_file_or_adopt(
-            path, shard.upload_filename, created_after=shard.upload_started_at - CREATE_LOOKBACK_SECONDS
-        )
-    services.local_shards.drop(shard.work_key)  # the API has the bytes now
+    kept = services.local_shards.path(shard.work_key, shard.bytes)  # the split's own file, if this invocation's
+    try:
+        with tempfile.TemporaryDirectory(dir=services.workdir) as directory:
+            path = kept or local_shard_copy(shard, job, directory, services.s3)
+            uploaded = api.upload_file_or_adopt(
+                path, shard.upload_filename, created_after=shard.upload_started_at - CREATE_LOOKBACK_SECONDS
+            )
+    finally:
+        if kept is not None:
+            services.local_shards.drop(shard.work_key, reader=True)
     # The create starts at once: recording its start with the file id saves a write (a crash right after
     # makes the next attempt look for the batch first, as after any started create).
     progress.write(input_file_id=uploaded.id, create_started_at=services.now())

@@ -12,6 +12,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from batchdrop.models import ObjectRef
+from batchdrop.observability import logger
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -182,7 +183,10 @@ def _concatenate_in_parts(s3: S3Client, bucket: str, sources: list[tuple[str, in
         )
     except BaseException:
         copier.shutdown(wait=True, cancel_futures=True)
-        s3.abort_multipart_upload(Bucket=bucket, Key=target_key, UploadId=upload_id)
+        try:
+            s3.abort_multipart_upload(Bucket=bucket, Key=target_key, UploadId=upload_id)
+        except ClientError as error:  # the merge's own error is the one raised (the lifecycle ends the upload)
+            logger.warning("a failed merge's upload could not be aborted", extra={"error": repr(error)})
         raise
     finally:
         copier.shutdown(wait=True)

@@ -23,6 +23,8 @@ tidies up; reads ignore expired items themselves because DynamoDB deletes them l
 
 from __future__ import annotations
 
+import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal
@@ -42,6 +44,7 @@ _PAGE_SIZE = 500
 _ATTEMPTS = 8
 _BATCH_GET_KEYS = 100  # BatchGetItem's most keys a call
 _SLOTS_KEY = {"pk": {"S": "SLOTS"}, "sk": {"S": "IN_FLIGHT"}}
+_SLOT_CONFLICT_ATTEMPTS = 4
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -157,6 +160,7 @@ def _cancellation_codes(error: ClientError) -> list[str | None]:
 
 class JobStore:
     def __init__(self, client: Any, table_name: str, *, clock: Any) -> None:
+        self._slot_lock = threading.Lock()
         self._db = client
         self._table = table_name
         self._clock = clock
@@ -529,21 +533,31 @@ class JobStore:
         update = _Update(shard.version, self._indexed_changes(shard, changes)).request(
             _shard_key(shard.job_id, shard.index)
         )
-        try:
-            self._db.transact_write_items(
-                TransactItems=[
-                    {"Update": {"TableName": self._table, **update}},
-                    {"Update": {"TableName": self._table, "Key": _SLOTS_KEY, **slots}},
-                ]
-            )
-        except ClientError as error:
-            codes = _cancellation_codes(error)
-            if codes[:1] == ["ConditionalCheckFailed"]:
-                raise StaleRecord(f"{shard.job_id}/{shard.index}") from None
-            if codes[1:2] == ["ConditionalCheckFailed"]:
-                return None
-            raise  # a conflict or throttling: nothing was written; the caller's retry decides again
-        return self._after_write(shard, changes)
+        for attempt in range(_SLOT_CONFLICT_ATTEMPTS):
+            try:
+                # One at a time in this process (submit's two workers claim side by side): DynamoDB cancels
+                # one of two transactions on the same counter item at once (TransactionConflict).
+                with self._slot_lock:
+                    self._db.transact_write_items(
+                        TransactItems=[
+                            {"Update": {"TableName": self._table, **update}},
+                            {"Update": {"TableName": self._table, "Key": _SLOTS_KEY, **slots}},
+                        ]
+                    )
+            except ClientError as error:
+                codes = _cancellation_codes(error)
+                if codes[:1] == ["ConditionalCheckFailed"]:
+                    raise StaleRecord(f"{shard.job_id}/{shard.index}") from None
+                if codes[1:2] == ["ConditionalCheckFailed"]:
+                    return None
+                if "TransactionConflict" in codes and attempt + 1 < _SLOT_CONFLICT_ATTEMPTS:
+                    # Another invocation's transaction on the counter at the same moment; nothing was
+                    # written: tried again after a short, jittered pause.
+                    time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
+                    continue
+                raise  # throttling, or conflicts past the cap: the caller's retry decides again
+            return self._after_write(shard, changes)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def slots_in_use(self) -> int:
         item = self._db.get_item(TableName=self._table, Key=_SLOTS_KEY, ConsistentRead=True).get("Item")
