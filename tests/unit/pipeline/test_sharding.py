@@ -373,9 +373,7 @@ def test_a_lone_surrogate_deep_in_a_document_is_found_without_recursing(tmp_path
 
 
 @pytest.mark.parametrize("stray", [b"42", b"null", b"true", b"1.5", b'"text"', b"[1, 2]"])
-def test_a_stray_value_that_is_not_an_object_is_a_problem_of_its_line_not_a_crash(
-    tmp_path: Path, stray: bytes
-) -> None:
+def test_a_stray_value_that_is_not_an_object_is_a_problem_of_its_line_not_a_crash(tmp_path: Path, stray: bytes) -> None:
     result = validate_and_split(
         io.BytesIO(line(1) + b"\n" + stray + b"\n"), str(tmp_path), limits=limits(max_lines=50_000)
     )
