@@ -57,7 +57,7 @@ def test_a_burst_of_1030_files_keeps_moving_past_the_point_where_it_stalled(make
 
 def test_2000_held_shards_take_their_turn_while_running_batches_are_polled(make_pipeline: Any) -> None:
     # Given one file split into 2,020 one-line shards: 20 get a slot, 2,000 are held back
-    pipeline: Pipeline = make_pipeline(MAX_LINES_PER_BATCH=1, MAX_BATCHES_PER_INPUT=5000)
+    pipeline: Pipeline = make_pipeline(MAX_LINES_PER_BATCH=1, MAX_BATCHES_PER_INPUT=4999)
     pipeline.drop("inbox/held.jsonl", jsonl([chat_line(f"held-{n}") for n in range(HELD + 20)]))
     store = pipeline.services.store
     waiting = list(store.waiting_shards())
@@ -91,7 +91,7 @@ def test_a_burst_of_1030_files_drains_completely(make_pipeline: Any) -> None:
 
 @pytest.mark.scale
 def test_2000_held_shards_drain_completely(make_pipeline: Any) -> None:
-    pipeline: Pipeline = make_pipeline(MAX_LINES_PER_BATCH=1, MAX_BATCHES_PER_INPUT=5000)
+    pipeline: Pipeline = make_pipeline(MAX_LINES_PER_BATCH=1, MAX_BATCHES_PER_INPUT=4999)
     pipeline.drop("inbox/held.jsonl", jsonl([chat_line(f"held-{n}") for n in range(HELD + 20)]))
     pipeline.run(rounds=200, step=60)
     (event,) = pipeline.finished_events
