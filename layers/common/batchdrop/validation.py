@@ -242,9 +242,12 @@ _KEY_END = re.compile(rb'"[ \t\r\n]*:')
 a string (`\\":`) can add more, never fewer."""
 
 
-_LONG_INTEGER = re.compile(rb"\d{20}")
-"""A number orjson would read as a float (past 64 bits) while the stdlib keeps it exact: such a line is
-read by the stdlib, so that a message quoting it quotes it as written."""
+def _quotes_a_float(document: Any) -> bool:
+    """Whether the one message that quotes a value (a `stream` that is not a boolean) would quote a float:
+    orjson reads an integer past 64 bits as one, the stdlib keeps it as written; the stdlib reads such a
+    line, so that the message quotes it as written."""
+    body = document.get("body") if type(document) is dict else None
+    return type(body) is dict and type(body.get("stream")) is float
 
 
 def _may_repeat_keys(content: bytes, document: Any) -> bool:
@@ -327,14 +330,14 @@ class LineValidator:
         orjson reads every line first: it refuses all the stdlib parser refuses here (invalid UTF-8, NaN
         and Infinity, floats past a double, lone surrogates) and reads the rest alike, but it keeps the
         last of repeated keys silently, reads integers past 64 bits as floats, and names no problem. So a
-        line it refuses, or (when strict) one whose keys may repeat or that has a run of 20 digits, is read
-        again by the stdlib path below, which decides and names the problem.
+        line it refuses, or (when strict) one whose keys may repeat or whose message would quote such a
+        float, is read again by the stdlib path below, which decides and names the problem.
         """
         try:
             document = orjson.loads(content)
         except orjson.JSONDecodeError:
             return self._parse_exactly(n, content)
-        if self.strict and (_may_repeat_keys(content, document) or _LONG_INTEGER.search(content)):
+        if self.strict and (_may_repeat_keys(content, document) or _quotes_a_float(document)):
             return self._parse_exactly(n, content)
         return document
 
