@@ -72,16 +72,7 @@ class LazyTracer:
     def capture_lambda_handler(
         self, lambda_handler: F | None = None, capture_response: bool | None = None, capture_error: bool | None = None
     ) -> F | Callable[[F], F]:
-        if lambda_handler is None:
-            return functools.partial(
-                self.capture_lambda_handler, capture_response=capture_response, capture_error=capture_error
-            )
-        if not self.enabled:
-            return lambda_handler
-        wrapped = self.real.capture_lambda_handler(
-            lambda_handler, capture_response=capture_response, capture_error=capture_error
-        )
-        return cast(F, wrapped)
+        return self._decorate("capture_lambda_handler", lambda_handler, capture_response, capture_error)
 
     @overload
     def capture_method(
@@ -96,13 +87,22 @@ class LazyTracer:
     def capture_method(
         self, method: F | None = None, capture_response: bool | None = None, capture_error: bool | None = None
     ) -> F | Callable[[F], F]:
-        if method is None:
-            return functools.partial(
-                self.capture_method, capture_response=capture_response, capture_error=capture_error
+        return self._decorate("capture_method", method, capture_response, capture_error)
+
+    def _decorate(
+        self, decorator: str, function: F | None, capture_response: bool | None, capture_error: bool | None
+    ) -> F | Callable[[F], F]:
+        """Both decorators, used bare or with arguments: the function itself while tracing is off, else the
+        real Tracer's decorator of that name around it."""
+        if function is None:
+            decorate = functools.partial(
+                self._decorate, decorator, capture_response=capture_response, capture_error=capture_error
             )
+            return cast(Callable[[F], F], decorate)
         if not self.enabled:
-            return method
-        return self.real.capture_method(capture_response=capture_response, capture_error=capture_error)(method)
+            return function
+        real = getattr(self.real, decorator)
+        return cast(F, real(function, capture_response=capture_response, capture_error=capture_error))
 
 
 logger = Logger(service=SERVICE, log_uncaught_exceptions=True)

@@ -170,16 +170,7 @@ class LocalStack:
         self._moto.start()
         host, port = self._moto.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
-        os.environ.update(
-            {
-                "AWS_ENDPOINT_URL": self.endpoint_url,
-                "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
-                "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
-                "AWS_DEFAULT_REGION": REGION,
-                "AWS_REGION": REGION,
-            }
-        )
-        os.environ.pop("AWS_PROFILE", None)
+        _point_clients_at(self.endpoint_url)
         self.api_url = self.config.api_url or self._start_emulator()
         self._create_resources()
         self._start_workers()
@@ -191,16 +182,7 @@ class LocalStack:
         caller delivers events with `drain` and `run_schedule_once`."""
         install_moto_fixes()
         self.endpoint_url, self.api_url = endpoint_url, api_url
-        os.environ.update(
-            {
-                "AWS_ENDPOINT_URL": endpoint_url,
-                "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
-                "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
-                "AWS_DEFAULT_REGION": REGION,
-                "AWS_REGION": REGION,
-            }
-        )
-        os.environ.pop("AWS_PROFILE", None)
+        _point_clients_at(endpoint_url)
         self._create_resources()
         return self
 
@@ -439,6 +421,20 @@ def _scheduled_event(function: FunctionSpec) -> Any:
     for placeholder, value in filled.items():
         text = text.replace(placeholder, value)
     return json.loads(text)
+
+
+def _point_clients_at(endpoint_url: str) -> None:
+    """Every AWS client this process makes (the handlers' among them) goes to the local moto server."""
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": endpoint_url,
+            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
+            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+        }
+    )
+    os.environ.pop("AWS_PROFILE", None)
 
 
 def serve_aws(host: str, port: int) -> None:
