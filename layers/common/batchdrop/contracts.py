@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
-from batchdrop.models import InputInfo, Job, Outcome, RequestCounts, Shard
+from batchdrop.models import InputInfo, Job, Outcome, RequestCounts, Shard, add_count
 from batchdrop.validation import Problem
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -72,6 +72,8 @@ class BatchFailure(_Document):
 
 
 class BatchEntry(_Document):
+    OMITTED_WHEN_NONE = frozenset({"round"})
+
     batch_id: str | None
     status: str | None
     request_counts: RequestCounts | None
@@ -82,6 +84,33 @@ class BatchEntry(_Document):
     lines: int
     first_line: int
     failure: BatchFailure | None
+    round: int | None = None
+    """The re-drive round the batch belongs to (left out for the first round)."""
+
+
+class RoundSummary(_Document):
+    """One round of a job: the first submission (0), then each re-drive of failed lines."""
+
+    round: int
+    batches: int
+    lines: int
+    succeeded: int
+    failed: int
+    errors_by_code: dict[str, int]
+    redriven: int
+    """Of its failed lines, how many the next round sent again."""
+
+
+class Recovery(_Document):
+    """What re-driving failed lines did for a job, over all its rounds."""
+
+    rounds: list[RoundSummary]
+    attempts: dict[str, int]
+    """Lines by the attempt that gave their final result ("1": right the first time)."""
+    retried: int
+    """Lines sent again (a line sent in two re-drives counts twice)."""
+    recovered: int
+    """Lines that failed first and succeeded on a later attempt."""
 
 
 class ValidationProblem(_Document):
@@ -94,7 +123,16 @@ class Report(_Document):
     """outbox/<name>/report.json"""
 
     OMITTED_WHEN_NONE = frozenset(
-        {"batch_count", "batches_truncated", "validation_error_count", "validation_errors_truncated"}
+        {
+            "batch_count",
+            "batches_truncated",
+            "validation_error_count",
+            "validation_errors_truncated",
+            "rounds",
+            "attempts",
+            "retried",
+            "recovered",
+        }
     )
 
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -111,12 +149,16 @@ class Report(_Document):
     validation_errors_truncated: bool | None = None
     outputs: Outputs
     timestamps: Timestamps
+    rounds: list[RoundSummary] | None = None
+    attempts: dict[str, int] | None = None
+    retried: int | None = None
+    recovered: int | None = None
 
 
 class FinishedDetail(_Document):
     """`Batch Job Finished` (also the SNS message's source)."""
 
-    OMITTED_WHEN_NONE = frozenset({"validation_error_count"})
+    OMITTED_WHEN_NONE = frozenset({"validation_error_count", "rounds", "attempts", "retried", "recovered"})
 
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: str
@@ -128,6 +170,10 @@ class FinishedDetail(_Document):
     outputs: Outputs
     finished_at: str | None
     validation_error_count: int | None = None
+    rounds: list[RoundSummary] | None = None
+    attempts: dict[str, int] | None = None
+    retried: int | None = None
+    recovered: int | None = None
 
 
 class SubmittedDetail(_Document):
@@ -187,10 +233,55 @@ def _batch_entry(shard: Shard) -> BatchEntry:
         lines=shard.lines,
         first_line=shard.first_line,
         failure=BatchFailure(code=shard.failure_code, message=shard.failure_message) if shard.failure_code else None,
+        round=shard.round or None,
+    )
+
+
+def recovery(job: Job, shards: Sequence[Shard]) -> Recovery:
+    """The rounds of a finished job, from its collected shards."""
+    rounds: dict[int, dict[str, Any]] = {}
+    attempts: dict[str, int] = {}
+    for shard in shards:
+        result = shard.result
+        if result is None:
+            continue
+        summary = rounds.setdefault(
+            shard.round,
+            {"round": shard.round, "batches": 0, "lines": 0, "succeeded": 0, "failed": 0, "redriven": 0, "codes": {}},
+        )
+        summary["batches"] += 1
+        summary["lines"] += shard.lines
+        summary["succeeded"] += result.succeeded
+        summary["failed"] += result.failed
+        for code, n in result.errors_by_code.items():
+            add_count(summary["codes"], code, n)
+        final_failed, _, _ = result.final(job.round)
+        summary["redriven"] += result.failed - final_failed
+        attempt = str(shard.round + 1)
+        if result.succeeded + final_failed:
+            attempts[attempt] = attempts.get(attempt, 0) + result.succeeded + final_failed
+    summaries = [
+        RoundSummary(
+            round=number,
+            batches=values["batches"],
+            lines=values["lines"],
+            succeeded=values["succeeded"],
+            failed=values["failed"],
+            errors_by_code=dict(sorted(values["codes"].items())),
+            redriven=values["redriven"],
+        )
+        for number, values in sorted(rounds.items())
+    ]
+    return Recovery(
+        rounds=summaries,
+        attempts=dict(sorted(attempts.items(), key=lambda item: int(item[0]))),
+        retried=sum(summary.lines for summary in summaries if summary.round),
+        recovered=sum(summary.succeeded for summary in summaries if summary.round),
     )
 
 
 def finished_report(job: Job, shards: Sequence[Shard], counts: Counts, errors_by_code: dict[str, int]) -> Report:
+    recovered = recovery(job, shards)
     return Report(
         job_id=job.job_id,
         outcome=job.outcome or Outcome.FAILED,
@@ -203,6 +294,10 @@ def finished_report(job: Job, shards: Sequence[Shard], counts: Counts, errors_by
         validation_errors=[],
         outputs=outputs(job),
         timestamps=timestamps(job),
+        rounds=recovered.rounds,
+        attempts=recovered.attempts,
+        retried=recovered.retried,
+        recovered=recovered.recovered,
     )
 
 
@@ -227,7 +322,9 @@ def rejection_report(
     )
 
 
-def finished_detail(job: Job, counts: Counts, errors_by_code: dict[str, int]) -> FinishedDetail:
+def finished_detail(
+    job: Job, counts: Counts, errors_by_code: dict[str, int], recovered: Recovery | None = None
+) -> FinishedDetail:
     return FinishedDetail(
         event_id=finished_event_id(job.job_id),
         job_id=job.job_id,
@@ -237,6 +334,10 @@ def finished_detail(job: Job, counts: Counts, errors_by_code: dict[str, int]) ->
         input=job.input,
         outputs=outputs(job),
         finished_at=iso(job.finished_at),
+        rounds=recovered.rounds if recovered else None,
+        attempts=recovered.attempts if recovered else None,
+        retried=recovered.retried if recovered else None,
+        recovered=recovered.recovered if recovered else None,
     )
 
 

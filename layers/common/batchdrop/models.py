@@ -209,6 +209,14 @@ class Job(BaseModel):
     finished_message_sent_at: int | None = None
     notified_at: int | None = None
     expires_at: int | None = None
+    round: int = 0
+    """The job's latest round: 0 for the first submission, then one more for each re-drive of its failed
+    lines (redrive.py). Its shards are those of every round committed so far (`shard_count` counts them)."""
+    redrive_due_at: int | None = None
+    """When the next round may start: set once a round's shards have all been collected and some of its
+    failed lines may succeed on another try (the job waits in the sweep until then)."""
+    round_claimed_at: int | None = None
+    """The lease on cutting the next round (one invocation at a time)."""
     version: int = 0
 
     @property
@@ -241,6 +249,20 @@ class ShardResult(BaseModel):
     errors_by_code: dict[str, int] = Field(default_factory=dict)
     output_key: str
     errors_key: str
+    redriven: int = 0
+    """Of the failed lines, how many were sent again in round `redriven_round`."""
+    redriven_round: int | None = None
+    """The round the re-driven lines went to; the fields below count only once the job has committed it."""
+    kept_errors_key: str | None = None
+    """The shard's error lines without the re-driven ones (the errors that stay this shard's)."""
+    kept_errors_by_code: dict[str, int] | None = None
+
+    def final(self, job_round: int) -> tuple[int, dict[str, int], str]:
+        """The failed lines that stay this shard's once the job is at `job_round`: their count, their
+        count by code, and the key of their error lines."""
+        if self.redriven_round is not None and self.redriven_round <= job_round and self.kept_errors_key is not None:
+            return self.failed - self.redriven, dict(self.kept_errors_by_code or {}), self.kept_errors_key
+        return self.failed, dict(self.errors_by_code), self.errors_key
 
 
 class Shard(BaseModel):
@@ -299,13 +321,19 @@ class Shard(BaseModel):
     collect_not_found_since: int | None = None
     """When the API began to answer 404 for a result file (reset by any other failure)."""
     result: ShardResult | None = None
+    round: int = 0
+    """The job's round this shard belongs to (0: the input's own split; then re-drives of failed lines,
+    whose lines failed `round` times before)."""
     expires_at: int | None = None
     version: int = 0
 
     @property
     def metadata(self) -> dict[str, str]:
         """What the batch carries so that it can be found (and adopted) after an ambiguous create."""
-        return {"batchdrop_job_id": self.job_id, "batchdrop_shard": str(self.index)}
+        metadata = {"batchdrop_job_id": self.job_id, "batchdrop_shard": str(self.index)}
+        if self.round:
+            metadata["batchdrop_round"] = str(self.round)
+        return metadata
 
     @property
     def upload_filename(self) -> str:

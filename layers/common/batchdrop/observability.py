@@ -145,6 +145,11 @@ class Metric(StrEnum):
     JOBS_FAILED = "JobsFailed"
     JOBS_CANCELLED = "JobsCancelled"
     ANNOUNCEMENTS_ABANDONED = "AnnouncementsAbandoned"
+    # re-drive
+    ROUNDS_STARTED = "RedriveRoundsStarted"
+    LINES_REDRIVEN = "LinesRedriven"
+    LINES_RECOVERED = "LinesRecovered"
+    LINES_AWAITING_ACCOUNT_FIX = "LinesAwaitingAccountFix"
 
 
 _metrics_lock = threading.Lock()

@@ -77,6 +77,14 @@ class Settings(BaseModel):
     collect_retry_limit_hours: float = Field(default=24, alias="COLLECT_RETRY_LIMIT_HOURS", gt=0)
     """How long a result file that cannot be downloaded is tried again before its lines end as
     `results_unavailable`."""
+    redrive_enabled: bool = Field(default=True, alias="REDRIVE_ENABLED")
+    """Whether a job's failed lines that may succeed on another try are sent again (redrive.py)."""
+    max_redrive_rounds: int = Field(default=2, alias="MAX_REDRIVE_ROUNDS", ge=0, le=10)
+    """Re-drives per job after its first round (0: none)."""
+    redrive_backoff_seconds: int = Field(default=300, alias="REDRIVE_BACKOFF_SECONDS", ge=0, le=86_400)
+    """The wait before the first re-drive; it doubles for each round after."""
+    job_deadline_hours: float = Field(default=72, alias="JOB_DEADLINE_HOURS", gt=0)
+    """Hours after a job arrived when no new round may start: the job ends with what it has."""
     job_retention_days: int = Field(default=30, alias="JOB_RETENTION_DAYS", ge=1)
     secret_max_age_seconds: int = Field(default=300, alias="SECRET_MAX_AGE_SECONDS", ge=0)
 

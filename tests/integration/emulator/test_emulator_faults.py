@@ -133,6 +133,17 @@ def test_admin_surface(api: Api) -> None:
     done = api.batch(batch["id"])
     assert done["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
 
+    healing = admin.post(
+        "/_emulator/faults",
+        json={"kind": "line_errors", "code": "rate_limit_exceeded", "custom_ids": ["q-2"], "times_per_line": 1},
+    )
+    assert healing.json()["added"]["times_per_line"] == 1
+    assert admin.get("/_emulator/faults").json()["line_errors"][1]["times_per_line"] == 1
+    assert (
+        admin.post("/_emulator/faults", json={"kind": "line_errors", "code": "x", "times_per_line": 0}).status_code
+        == 400
+    )
+
     assert admin.delete("/_emulator/faults").json() == {"cleared": True}
     assert admin.get("/_emulator/faults").json() == {"faults": [], "line_errors": []}
 

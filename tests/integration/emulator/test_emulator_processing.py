@@ -142,6 +142,22 @@ def test_line_errors_by_custom_id(api: Api) -> None:
     assert {line["custom_id"] for line in api.content(done["output_file_id"])} == {"q-1", "q-3"}
 
 
+def test_line_errors_for_the_first_attempts_only_heal_when_the_line_is_sent_again(api: Api) -> None:
+    # Given q-2 failing on its first attempt only, and q-3 on its first two
+    api.emu.faults.line_errors("rate_limit_exceeded", custom_ids={"q-2"}, times_per_line=1)
+    api.emu.faults.line_errors("internal_error", custom_ids={"q-3"}, times_per_line=2)
+
+    # When the same lines run in three batches, one after the other
+    failed = []
+    for _ in range(3):
+        done = api.batch(api.create_ok(api.questions(3))["id"])
+        errors = api.content(done["error_file_id"]) if done["error_file_id"] else []
+        failed.append(sorted((line["custom_id"], line["error"]["code"]) for line in errors))
+
+    # Then each fails as many times as its rule says, then succeeds
+    assert failed == [[("q-2", "rate_limit_exceeded"), ("q-3", "internal_error")], [("q-3", "internal_error")], []]
+
+
 def test_line_errors_by_rate_are_deterministic(make_api: Callable[..., Api]) -> None:
     failed_sets = []
     for _ in range(2):

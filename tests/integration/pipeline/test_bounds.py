@@ -72,8 +72,9 @@ def test_a_result_file_the_api_answers_404_for_is_collected_without_it_after_the
     assert pipeline.idle()
 
 
-def test_a_batch_that_never_ends_is_cancelled_at_its_deadline(pipeline: Pipeline) -> None:
+def test_a_batch_that_never_ends_is_cancelled_at_its_deadline(make_pipeline: Any) -> None:
     # Given an API that keeps a batch in_progress for good (it should expire after 24 hours)
+    pipeline: Pipeline = make_pipeline(REDRIVE_ENABLED="false")  # the first round's bound, not a re-drive
     pipeline.drop("inbox/stuck.jsonl", lines_for(2))
     api = pipeline.services.api
     retrieve = api.retrieve_batch
@@ -96,7 +97,8 @@ def test_a_batch_that_never_ends_is_cancelled_at_its_deadline(pipeline: Pipeline
     assert pipeline.idle()
 
 
-def test_a_batch_the_api_cannot_be_asked_about_ends_at_its_deadline(pipeline: Pipeline) -> None:
+def test_a_batch_the_api_cannot_be_asked_about_ends_at_its_deadline(make_pipeline: Any) -> None:
+    pipeline: Pipeline = make_pipeline(REDRIVE_ENABLED="false")  # the first round's bound, not a re-drive
     pipeline.drop("inbox/dark.jsonl", lines_for(2))
     pipeline.emulator.faults.add(Fault.http(503, method="GET", path="/v1/batches/*", times=None))
 
@@ -110,7 +112,10 @@ def test_a_batch_the_api_cannot_be_asked_about_ends_at_its_deadline(pipeline: Pi
 def test_a_shard_that_waits_for_a_slot_past_its_bound_ends_as_wait_timed_out(make_pipeline: Any) -> None:
     # Given one slot, taken by a batch that runs for days, and a second job waiting behind it
     pipeline: Pipeline = make_pipeline(
-        emulator_settings={"lines_per_second": 1 / 36000}, MAX_BATCHES_IN_FLIGHT=1, SHARD_WAIT_LIMIT_HOURS=2
+        emulator_settings={"lines_per_second": 1 / 36000},
+        MAX_BATCHES_IN_FLIGHT=1,
+        SHARD_WAIT_LIMIT_HOURS=2,
+        REDRIVE_ENABLED="false",  # the first round's bound, not a re-drive
     )
     pipeline.drop("inbox/long.jsonl", lines_for(5, "long"))
     pipeline.drop("inbox/behind.jsonl", lines_for(3, "behind"))
@@ -187,6 +192,9 @@ def test_every_bound_is_a_parameter_with_a_documented_default() -> None:
         "MaxInputBytes": "MAX_INPUT_BYTES",
         "MaxInputLines": "MAX_INPUT_LINES",
         "MaxBatchesPerInput": "MAX_BATCHES_PER_INPUT",
+        "MaxRedriveRounds": "MAX_REDRIVE_ROUNDS",
+        "RedriveBackoffSeconds": "REDRIVE_BACKOFF_SECONDS",
+        "JobDeadlineHours": "JOB_DEADLINE_HOURS",
     }
     fields = {field.alias: field for field in Settings.model_fields.values()}
     for parameter, variable in bounds.items():

@@ -34,7 +34,7 @@ def collected_job(machine: Machine, *, succeeded: int, failed: int, shards: int 
             result=ShardResult(
                 succeeded=succeeded,
                 failed=failed,
-                errors_by_code={"model_error": failed} if failed else {},
+                errors_by_code={"invalid_request_error": failed} if failed else {},
                 output_key=f"{base}.output.jsonl",
                 errors_key=f"{base}.errors.jsonl",
             ),
@@ -64,7 +64,7 @@ def test_the_last_shard_in_ends_the_job_once_with_one_report_and_one_announcemen
     assert finished is not None and finished.status == JobStatus.FINISHED and finished.outcome == Outcome.PARTIAL
     report = json.loads(machine.s3.objects["outbox/x/report.json"])
     assert report["counts"] == {"total": 3, "succeeded": 2, "failed": 1}
-    assert report["errors_by_code"] == {"model_error": 1}
+    assert report["errors_by_code"] == {"invalid_request_error": 1}
     assert machine.s3.objects["outbox/x/output.jsonl"].count(b"\n") == 2
     assert [kind for kind, _ in machine.notifier.events] == ["Batch Job Finished"]
     assert len(machine.notifier.messages) == 1

@@ -262,8 +262,15 @@ class EmulatorApp:
                     rate=float(spec.get("rate", 0.0)),
                     seed=int(spec.get("seed", 0)),
                     custom_ids=[str(c) for c in spec.get("custom_ids", [])],
+                    times_per_line=None if spec.get("times_per_line") is None else int(spec["times_per_line"]),
                 )
-                return {"kind": "line_errors", "code": rule.code, "rate": rule.rate, "seed": rule.seed}
+                return {
+                    "kind": "line_errors",
+                    "code": rule.code,
+                    "rate": rule.rate,
+                    "seed": rule.seed,
+                    "times_per_line": rule.times_per_line,
+                }
             return vars(self.faults.add(Fault.from_json(spec))).copy()
         except (KeyError, TypeError, ValueError) as error:
             raise ApiError(400, f"Invalid fault: {error}") from None

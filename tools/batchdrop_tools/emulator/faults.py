@@ -99,12 +99,16 @@ class Fault:
 @dataclass(frozen=True)
 class LineErrorRule:
     """Lines whose custom_id is in `custom_ids`, or whose hash(seed, custom_id) falls below `rate`, fail
-    with `code` instead of reaching the backend."""
+    with `code` instead of reaching the backend; with `times_per_line`, only on the first that many
+    attempts of each such custom_id (a transient failure that heals when the line is sent again)."""
 
     code: str
     rate: float = 0.0
     seed: int = 0
     custom_ids: frozenset[str] = frozenset()
+    times_per_line: int | None = None
+    attempts: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    """How often the rule has failed each custom_id (with `times_per_line` only)."""
 
     def applies_to(self, custom_id: str) -> bool:
         if custom_id in self.custom_ids:
@@ -145,12 +149,18 @@ class Faults:
         rate: float = 0.0,
         seed: int = 0,
         custom_ids: Iterable[str] = (),
+        times_per_line: int | None = None,
     ) -> LineErrorRule:
         """Fail lines with `code`: those chosen by rate (deterministic per seed and custom_id) and/or
-        those named in `custom_ids`. The first rule that applies to a line wins."""
+        those named in `custom_ids`; with `times_per_line`, only the first that many times each line runs.
+        The first rule that fails a line wins."""
         if not 0.0 <= rate <= 1.0:
             raise ValueError("rate must be between 0 and 1")
-        rule = LineErrorRule(code, rate=rate, seed=seed, custom_ids=frozenset(custom_ids))
+        if times_per_line is not None and times_per_line < 1:
+            raise ValueError("times_per_line must be at least 1 (or absent: every attempt fails)")
+        rule = LineErrorRule(
+            code, rate=rate, seed=seed, custom_ids=frozenset(custom_ids), times_per_line=times_per_line
+        )
         with self._lock:
             self._line_rules.append(rule)
         return rule
@@ -184,10 +194,16 @@ class Faults:
         return plan
 
     def line_error_for(self, custom_id: str) -> str | None:
+        """The code this run of the line fails with, if any (each call is one attempt of the line)."""
         with self._lock:
-            rules = list(self._line_rules)
-        for rule in rules:
-            if rule.applies_to(custom_id):
+            for rule in self._line_rules:
+                if not rule.applies_to(custom_id):
+                    continue
+                if rule.times_per_line is not None:
+                    failed = rule.attempts.get(custom_id, 0)
+                    if failed >= rule.times_per_line:
+                        continue  # healed for this line
+                    rule.attempts[custom_id] = failed + 1
                 return rule.code
         return None
 
@@ -196,7 +212,13 @@ class Faults:
             return {
                 "faults": [vars(fault).copy() for fault in self._faults],
                 "line_errors": [
-                    {"code": r.code, "rate": r.rate, "seed": r.seed, "custom_ids": sorted(r.custom_ids)}
+                    {
+                        "code": r.code,
+                        "rate": r.rate,
+                        "seed": r.seed,
+                        "custom_ids": sorted(r.custom_ids),
+                        "times_per_line": r.times_per_line,
+                    }
                     for r in self._line_rules
                 ],
             }

@@ -17,6 +17,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from batchdrop import contracts
+from batchdrop.flow import redrive
 from batchdrop.flow.results import export_results
 from batchdrop.flow.split import SplitResult
 from batchdrop.integrations import s3io
@@ -98,24 +99,36 @@ def finalize_job(job_id: str, services: Services, *, repair: bool = False) -> Jo
         _repair_progress(job_id, services)
     ready: list[Shard] = []  # the job's shards, once every one is collected
     finished_here = False
+    planned: redrive.NextRound | None = None  # the job's next round, when its failed lines go again
 
     def finish(job: Job) -> dict[str, Any] | None:
-        nonlocal finished_here
-        finished_here = False
+        nonlocal finished_here, planned
+        finished_here, planned = False, None
         ready.clear()
         if job.notified_at is not None or job.notify_abandoned_at is not None or job.status == JobStatus.REJECTED:
             return None
         if job.status != JobStatus.FINISHED and not job.all_collected:
             return None  # the job's record says so: its shards need not be read
-        shards = sorted(services.store.get_shards(job_id), key=lambda shard: shard.index)
-        if job.shard_count is None or len(shards) < job.shard_count:
+        if job.shard_count is None:
+            return None
+        # Shards of a round not committed yet (its cutting died) are not the job's yet.
+        shards = sorted(
+            (shard for shard in services.store.get_shards(job_id) if shard.index < job.shard_count),
+            key=lambda shard: shard.index,
+        )
+        if len(shards) < job.shard_count:
             return None
         if any(shard.state != ShardState.COLLECTED or shard.result is None for shard in shards):
             return None
         ready.extend(shards)
         if job.status == JobStatus.FINISHED:
             return None
-        counts, _ = _totals(shards)
+        planned = redrive.next_round(job, shards, services)
+        if planned is not None:
+            if job.redrive_due_at == planned.due_at:
+                return None
+            return {"redrive_due_at": planned.due_at, "sweep_at": planned.due_at}  # the sweep starts it then
+        counts, _ = _totals(job, shards)
         now = services.now()
         finished_here = True
         # Whoever marks the job finished also claims its announcement (in the same write).
@@ -136,9 +149,17 @@ def finalize_job(job_id: str, services: Services, *, repair: bool = False) -> Jo
         return services.store.get_job(job_id)
     if not ready:
         return job  # not every shard is in yet
+    if planned is not None:
+        if planned.due_at > services.now():
+            return job  # waits in the sweep until the round is due
+        started = redrive.start_round(job, ready, planned, services)
+        if started is not None and started.shard_count == job.shard_count:
+            return finalize_job(job_id, services)  # no line to send was found: the job ends now
+        return started or job
     if finished_here:
         count(Metric.JOBS_FINISHED)
         _count_outcome(job.outcome or Outcome.FAILED)
+        _count_recovery(job, ready)
     for shard in ready:  # the shards go with the job when its records expire (on every pass: idempotent)
         if shard.expires_at != job.expires_at:
             _expire_with_job(shard, job, services)
@@ -185,13 +206,31 @@ def _count_outcome(outcome: Outcome) -> None:
     count(names[outcome])
 
 
-def _totals(shards: list[Shard]) -> tuple[contracts.Counts, dict[str, int]]:
-    """The job's counts and its failures by code, summed over its collected shards."""
+def _count_recovery(job: Job, shards: list[Shard]) -> None:
+    recovered = sum(shard.result.succeeded for shard in shards if shard.round and shard.result)
+    if recovered:
+        count(Metric.LINES_RECOVERED, recovered)
+    _, errors_by_code = _totals(job, shards)
+    if awaiting := redrive.awaiting_account_fix(errors_by_code):
+        count(Metric.LINES_AWAITING_ACCOUNT_FIX, awaiting)
+        logger.error(
+            "lines failed for the account (quota or API key): fix it, then `batchdrop jobs retry --all-failed`",
+            extra={"lines": awaiting},
+        )
+
+
+def _totals(job: Job, shards: list[Shard]) -> tuple[contracts.Counts, dict[str, int]]:
+    """The job's counts and its final failures by code, summed over its collected shards (a line sent
+    again in a later round counts there, not in the round it failed in)."""
     succeeded = sum(shard.result.succeeded for shard in shards if shard.result)
-    failed = sum(shard.result.failed for shard in shards if shard.result)
+    failed = 0
     errors_by_code: dict[str, int] = {}
     for shard in shards:
-        for code, n in (shard.result.errors_by_code if shard.result else {}).items():
+        if shard.result is None:
+            continue
+        shard_failed, codes, _ = shard.result.final(job.round)
+        failed += shard_failed
+        for code, n in codes.items():
             add_count(errors_by_code, code, n)
     return contracts.Counts(total=succeeded + failed, succeeded=succeeded, failed=failed), dict(
         sorted(errors_by_code.items())
@@ -199,7 +238,7 @@ def _totals(shards: list[Shard]) -> tuple[contracts.Counts, dict[str, int]]:
 
 
 def _write_results(job: Job, shards: list[Shard], services: Services) -> None:
-    counts, errors_by_code = _totals(shards)
+    counts, errors_by_code = _totals(job, shards)
     bucket = job.input.bucket
     try:
         _merge(job, shards, services)
@@ -208,12 +247,15 @@ def _write_results(job: Job, shards: list[Shard], services: Services) -> None:
         _merge(job, shards, services)
     report = contracts.finished_report(job, shards, counts, errors_by_code)
     s3io.put_json(services.s3, bucket, f"{job.output_prefix}report.json", report.document())
-    _publish(job, contracts.finished_detail(job, counts, errors_by_code).document(), services)
+    recovered = contracts.recovery(job, shards)
+    _publish(job, contracts.finished_detail(job, counts, errors_by_code, recovered).document(), services)
 
 
 def _merge(job: Job, shards: list[Shard], services: Services) -> None:
-    for attribute, name in (("output_key", "output.jsonl"), ("errors_key", "errors.jsonl")):
-        keys = [getattr(s.result, attribute) for s in shards if s.result and getattr(s.result, attribute)]
+    results = [shard.result for shard in shards if shard.result]
+    outputs = [result.output_key for result in results if result.output_key]
+    errors = [key for result in results if (key := result.final(job.round)[2])]
+    for keys, name in ((outputs, "output.jsonl"), (errors, "errors.jsonl")):
         s3io.concatenate(services.s3, job.input.bucket, keys, f"{job.output_prefix}{name}")
 
 

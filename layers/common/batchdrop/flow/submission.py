@@ -151,6 +151,12 @@ def submit_shard(shard: Shard, services: Services, *, job: Job | None = None) ->
         raise StaleRecord(f"job {shard.job_id} is still being split")
     if job.cancel_requested_at is not None:
         return _end_cancelled(shard, services)
+    if shard.index >= (job.shard_count or 0):
+        # A re-drive round's shard whose cutting is not committed (still going, or it died): not the job's
+        # yet; the re-run of the cutting commits it. Once the job has ended without it, it goes.
+        if job.status == JobStatus.FINISHED:
+            services.store.delete_shard(shard)
+        raise StaleRecord(f"{shard.job_id}/{shard.index}: its round is not committed")
     limit = int(settings.submit_retry_limit_hours * 3600)
     if shard.first_attempt_at is not None and services.now() - shard.first_attempt_at > limit:
         # Checked before anything that can fail (the secret, the API): the bound holds whatever fails.

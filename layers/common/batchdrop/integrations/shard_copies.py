@@ -182,6 +182,11 @@ def local_shard_copy(shard: Shard, job: Job, directory: str, s3: S3Client) -> st
     except ClientError as error:
         if not s3io.is_missing(error):
             raise
+    if shard.round:
+        # A re-drive's lines are not one run of the input: there is nothing to rebuild it from.
+        raise ShardSourceMissing(
+            f"shard {shard.index} of {job.job_id} (round {shard.round}): its work copy expired (WorkRetentionDays)"
+        )
     logger.warning("the shard's work copy is gone; rebuilding it from the input", extra={"shard": shard.index})
     count(Metric.SHARDS_REBUILT)
     ref = ObjectRef(job.input.bucket, job.input.key, job.input.version_id, job.input.etag)

@@ -49,8 +49,8 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 
-JobClaim = Literal["notify_claimed_at", "submit_announce_claimed_at"]
-"""The job's leases: on its end's announcement, and on `Batch Job Submitted`."""
+JobClaim = Literal["notify_claimed_at", "submit_announce_claimed_at", "round_claimed_at"]
+"""The job's leases: on its end's announcement, on `Batch Job Submitted`, and on cutting its next round."""
 JobMark = Literal["finished_event_sent_at", "finished_message_sent_at", "submitted_at"]
 """What the job records as sent (the outbox)."""
 
@@ -439,6 +439,21 @@ class JobStore:
         now = int(self._clock())
         shards = [Shard.model_validate(_deserialize(item)) for page in pages for item in page.get("Items", [])]
         return [shard for shard in shards if shard.expires_at is None or shard.expires_at >= now]
+
+    def delete_shard(self, shard: Shard) -> None:
+        """Removes a shard that is no job's (a round its job never committed); conditional on the version."""
+        try:
+            self._db.delete_item(
+                TableName=self._table,
+                Key=_shard_key(shard.job_id, shard.index),
+                ConditionExpression="#version = :version",
+                ExpressionAttributeNames={"#version": "version"},
+                ExpressionAttributeValues={":version": {"N": str(shard.version)}},
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                raise StaleRecord(f"{shard.job_id}/{shard.index}") from None
+            raise
 
     def update_shard(self, shard: Shard, **changes: Any) -> Shard:
         """Conditional on the version read; the shard's place in the sparse index follows its state."""
