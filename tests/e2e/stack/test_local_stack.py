@@ -256,3 +256,46 @@ def test_the_local_stack_says_so_when_a_port_is_taken(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"port {port}" in result.stderr and "--aws-port" in result.stderr
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize(
+    ("code", "outcome", "rounds"),
+    [("rate_limit_exceeded", "succeeded", 2), ("invalid_request_error", "partial", 1)],
+)
+def test_failed_lines_are_re_driven_when_another_try_can_help(
+    stack: RunningStack, tmp_path: Path, code: str, outcome: str, rounds: int
+) -> None:
+    import httpx
+
+    # Given an API that fails 30% of the lines on their first attempt (over its admin surface)
+    prefix = f"heal-{code}"
+    rule = {"kind": "line_errors", "code": code, "rate": 0.3, "seed": 11}
+    if code == "rate_limit_exceeded":
+        rule["times_per_line"] = 1  # transient: the second attempt succeeds
+    assert httpx.post(f"{stack.emulator_url}/_emulator/faults", json=rule, timeout=10).is_success
+    batches_before = stack.api_calls("POST", "/v1/batches")
+    try:
+        # When a 1,000-line file is dropped with the AWS CLI
+        path = tmp_path / "redrive.jsonl"
+        path.write_text("".join(request(f"{prefix}-{n}", f"question {n}") + "\n" for n in range(1000)))
+        stack.aws("s3", "cp", str(path), f"s3://{BUCKET}/inbox/{prefix}.jsonl")
+        report = stack.wait_for_report(prefix, timeout=120)
+    finally:
+        httpx.delete(f"{stack.emulator_url}/_emulator/faults", timeout=10)
+
+    # Then a transient failure is sent again and answered; a permanent one is final after one round
+    assert report["outcome"] == outcome
+    assert len(report["rounds"]) == rounds
+    failed_first = report["rounds"][0]["failed"]
+    assert 200 < failed_first < 400
+    output = (stack.read_object(f"outbox/{prefix}/output.jsonl") or b"").splitlines()
+    errors = (stack.read_object(f"outbox/{prefix}/errors.jsonl") or b"").splitlines()
+    answered = {json.loads(line)["custom_id"] for line in output}
+    failed = {json.loads(line)["custom_id"] for line in errors}
+    assert answered | failed == {f"{prefix}-{n}" for n in range(1000)} and not answered & failed
+    if outcome == "succeeded":
+        assert len(answered) == 1000 and report["recovered"] == failed_first
+        assert report["attempts"] == {"1": 1000 - failed_first, "2": failed_first}
+    else:
+        assert len(failed) == failed_first and report["retried"] == 0
+    assert stack.api_calls("POST", "/v1/batches") - batches_before == rounds
