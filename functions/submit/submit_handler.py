@@ -1,5 +1,5 @@
-"""Submit function: SQS ingest records (S3 Object Created, Submit Batch Job, shards the poller hands
-over) -> jobs and batches."""
+"""Submit function: SQS ingest records (S3 Object Created, Submit Batch Job, Retry Batch Job, shards the
+poller hands over) -> jobs and batches."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from batchdrop.flow.intake import reject_request, submit_job, submit_object
+from batchdrop.flow.intake import reject_request, retry_job, submit_job, submit_object
 from batchdrop.flow.submission import submit_held_shard
-from batchdrop.messages import RejectedRequest, ShardRequest, SubmitResult, parse_ingest_message
+from batchdrop.messages import RejectedRequest, RetryRequest, ShardRequest, SubmitResult, parse_ingest_message
 from batchdrop.observability import Metric, count, logger, metrics, tracer
 from batchdrop.runtime import build_services, once_per_object
 from batchdrop.services import Services
@@ -45,6 +45,8 @@ def handle_record(record: SQSRecord, services: Services, once: Any = None) -> No
             outcome = submit_held_shard(request, services)
         elif isinstance(request, RejectedRequest):
             outcome = reject_request(request, services)
+        elif isinstance(request, RetryRequest):
+            outcome = retry_job(request, services)
         else:
             outcome = submit_object(request, services, once=once)
         logger.info(

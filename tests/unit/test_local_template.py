@@ -133,7 +133,7 @@ def test_rules_with_parameters_and_bucket_resolved(template: dict[str, Any]) -> 
     assert (created.target_queue, created.dead_letter_queue) == ("IngestQueue", "IngestDeadLetterQueue")
     submit = local.rules["SubmitJobRule"]
     assert submit.event_bus_name == "jobs"
-    assert submit.event_pattern == {"detail-type": ["Submit Batch Job"]}
+    assert submit.event_pattern == {"detail-type": ["Submit Batch Job", "Retry Batch Job"]}
     assert submit.target_queue == "IngestQueue"
 
 

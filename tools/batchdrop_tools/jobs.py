@@ -1,12 +1,16 @@
-"""`batchdrop jobs`: the operator's view of jobs in the table, and cancellation.
+"""`batchdrop jobs`: the operator's view of jobs in the table, cancellation, and retry of failed lines.
 
     batchdrop jobs list   [--table T] [--limit N] [--days D]   newest first
     batchdrop jobs show   JOB_ID [--table T]
     batchdrop jobs cancel JOB_ID [--table T]
+    batchdrop jobs retry  JOB_ID [--table T] [--codes CODE,...] [--all-failed]
 
 The table defaults to $TABLE_NAME (the stack output `TableName`); `--endpoint-url` points at another
 endpoint (e.g. `batchdrop local`'s). Cancelling marks the job; the next poll cancels its running batches,
 shards not yet submitted never are, and the job ends `cancelled` with every result gathered so far.
+Retrying sends a finished job's failed lines again as a new round (by default those another try can help;
+`--all-failed` adds quota and API-key failures, after the account is fixed); its files, report.json and
+`Batch Job Finished` are written again at the end.
 """
 
 from __future__ import annotations
@@ -20,23 +24,33 @@ from typing import Any
 
 import boto3
 
+from batchdrop.flow import redrive
 from batchdrop.integrations.store import JobStore
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("list", "show", "cancel"))
+    parser.add_argument("action", choices=("list", "show", "cancel", "retry"))
     parser.add_argument("job_id", nargs="?")
     parser.add_argument("--table", default=os.environ.get("TABLE_NAME"), help="the jobs table (default $TABLE_NAME)")
     parser.add_argument("--endpoint-url", help="an AWS endpoint other than the default (e.g. batchdrop local)")
     parser.add_argument("--limit", type=int, default=50, help="most jobs to list (newest first)")
     parser.add_argument("--days", type=int, default=31, help="how many days back to list (default 31)")
+    parser.add_argument(
+        "--codes",
+        help="retry: the failure codes to send again, comma-separated (default: those another try can help)",
+    )
+    parser.add_argument(
+        "--all-failed",
+        action="store_true",
+        help="retry: also the lines that failed for the account (insufficient_quota, authentication_error)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.table:
         print("batchdrop jobs: name the table with --table or $TABLE_NAME", file=sys.stderr)
         return 2
-    if args.action in ("show", "cancel") and not args.job_id:
+    if args.action in ("show", "cancel", "retry") and not args.job_id:
         print(f"batchdrop jobs {args.action}: a JOB_ID is needed", file=sys.stderr)
         return 2
     client = boto3.client("dynamodb", endpoint_url=args.endpoint_url)
@@ -54,6 +68,20 @@ def run(args: argparse.Namespace) -> int:
         document: dict[str, Any] = found.model_dump(mode="json")
         document["shards"] = [shard.model_dump(mode="json") for shard in store.get_shards(args.job_id)]
         print(json.dumps(document, indent=2, ensure_ascii=False))
+        return 0
+    if args.action == "retry":
+        codes = [code.strip() for code in (args.codes or "").split(",") if code.strip()]
+        try:
+            job, lines = redrive.request_retry(
+                store, args.job_id, now=int(time.time()), codes=codes, all_failed=args.all_failed
+            )
+        except redrive.RetryRefused as error:
+            print(f"batchdrop jobs retry: {error}", file=sys.stderr)
+            return 1
+        print(
+            f"retry requested for {args.job_id}: {lines} failed lines ({', '.join(job.retry_codes or [])}) go "
+            "again as a new round; the job's files and report.json are rewritten at its end"
+        )
         return 0
     cancelled = store.request_cancel(args.job_id)
     if cancelled is None:

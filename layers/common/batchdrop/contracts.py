@@ -158,7 +158,7 @@ class Report(_Document):
 class FinishedDetail(_Document):
     """`Batch Job Finished` (also the SNS message's source)."""
 
-    OMITTED_WHEN_NONE = frozenset({"validation_error_count", "rounds", "attempts", "retried", "recovered"})
+    OMITTED_WHEN_NONE = frozenset({"validation_error_count", "rounds", "attempts", "retried", "recovered", "round"})
 
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: str
@@ -174,6 +174,8 @@ class FinishedDetail(_Document):
     attempts: dict[str, int] | None = None
     retried: int | None = None
     recovered: int | None = None
+    round: int | None = None
+    """The job's last round; a job retried by hand is announced again at the end of each retry."""
 
 
 class SubmittedDetail(_Document):
@@ -201,9 +203,10 @@ class RejectedDetail(_Document):
 # builders: one per document
 
 
-def finished_event_id(job_id: str) -> str:
-    """Stable across redeliveries: consumers deduplicate `Batch Job Finished` on it."""
-    return f"{job_id}:finished"
+def finished_event_id(job_id: str, retries: int = 0) -> str:
+    """Stable across redeliveries: consumers deduplicate `Batch Job Finished` on it (a retry asked for
+    by hand ends with an announcement of its own)."""
+    return f"{job_id}:finished" if not retries else f"{job_id}:finished:retry-{retries}"
 
 
 def outputs(job: Job, *, report_only: bool = False) -> Outputs:
@@ -257,7 +260,7 @@ def recovery(job: Job, shards: Sequence[Shard]) -> Recovery:
             add_count(summary["codes"], code, n)
         final_failed, _, _ = result.final(job.round)
         summary["redriven"] += result.failed - final_failed
-        attempt = str(shard.round + 1)
+        attempt = str(shard.attempt)
         if result.succeeded + final_failed:
             attempts[attempt] = attempts.get(attempt, 0) + result.succeeded + final_failed
     summaries = [
@@ -326,7 +329,7 @@ def finished_detail(
     job: Job, counts: Counts, errors_by_code: dict[str, int], recovered: Recovery | None = None
 ) -> FinishedDetail:
     return FinishedDetail(
-        event_id=finished_event_id(job.job_id),
+        event_id=finished_event_id(job.job_id, job.retries),
         job_id=job.job_id,
         outcome=job.outcome or Outcome.FAILED,
         counts=counts,
@@ -338,6 +341,7 @@ def finished_detail(
         attempts=recovered.attempts if recovered else None,
         retried=recovered.retried if recovered else None,
         recovered=recovered.recovered if recovered else None,
+        round=job.round if recovered else None,
     )
 
 

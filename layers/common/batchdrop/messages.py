@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 SUBMIT_DETAIL_TYPE = "Submit Batch Job"
+RETRY_DETAIL_TYPE = "Retry Batch Job"
 OBJECT_CREATED_DETAIL_TYPE = "Object Created"
 SUBMIT_EVENT_SOURCE = "submit-event"
 
@@ -48,6 +49,16 @@ class RejectedRequest:
 
     detail: Any
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRequest:
+    """`Retry Batch Job`: re-drive a finished job's failed lines (by default those another try can help)."""
+
+    job_id: str
+    codes: tuple[str, ...]
+    all_failed: bool
+    detail: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +122,7 @@ def _candidates(*keys: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(key for key in keys if key))
 
 
-def parse_ingest_message(body: str) -> list[SubmitRequest | ShardRequest | RejectedRequest]:
+def parse_ingest_message(body: str) -> list[SubmitRequest | ShardRequest | RejectedRequest | RetryRequest]:
     try:
         message = json.loads(body)
     except ValueError:
@@ -131,6 +142,8 @@ def parse_ingest_message(body: str) -> list[SubmitRequest | ShardRequest | Rejec
     detail = message.get("detail")
     if detail_type == SUBMIT_DETAIL_TYPE:
         return [_from_submit_event(detail)]
+    if detail_type == RETRY_DETAIL_TYPE:
+        return [_from_retry_event(detail)]
     if not isinstance(detail, dict):
         raise InvalidMessage(f"an event of type {detail_type!r} without a detail object")
     if detail_type == OBJECT_CREATED_DETAIL_TYPE:
@@ -172,6 +185,22 @@ def _from_submit_event(detail: Any) -> SubmitRequest | RejectedRequest:
         source=SUBMIT_EVENT_SOURCE,
         detail=detail,
     )
+
+
+def _from_retry_event(detail: Any) -> RetryRequest | RejectedRequest:
+    usage = (
+        'a Retry Batch Job event needs detail {"job_id": "job-...", "codes": ["..."] (optional), "all_failed": false}'
+    )
+    if not isinstance(detail, dict):
+        return RejectedRequest(detail, f"the detail is not an object: {usage}")
+    job_id, codes, all_failed = detail.get("job_id"), detail.get("codes", []), detail.get("all_failed", False)
+    if not isinstance(job_id, str) or not job_id:
+        return RejectedRequest(detail, f"no job_id: {usage}")
+    if not isinstance(codes, list) or not all(isinstance(code, str) and code for code in codes):
+        return RejectedRequest(detail, f"codes must be a list of failure codes: {usage}")
+    if not isinstance(all_failed, bool):
+        return RejectedRequest(detail, f"all_failed must be true or false: {usage}")
+    return RetryRequest(job_id, tuple(codes), all_failed, detail)
 
 
 def _from_s3_record(record: dict[str, Any]) -> SubmitRequest:

@@ -217,6 +217,11 @@ class Job(BaseModel):
     failed lines may succeed on another try (the job waits in the sweep until then)."""
     round_claimed_at: int | None = None
     """The lease on cutting the next round (one invocation at a time)."""
+    retry_codes: list[str] | None = None
+    """A retry asked for by hand (`batchdrop jobs retry`, `Retry Batch Job`): the codes whose final
+    failures the next round sends again, whatever the automatic rules and bounds say."""
+    retries: int = 0
+    """Retries asked for by hand so far: each ends with its own `Batch Job Finished`."""
     version: int = 0
 
     @property
@@ -243,25 +248,33 @@ def add_count(counts: dict[str, int], code: str, n: int = 1) -> None:
     counts[code] = counts.get(code, 0) + n
 
 
+class KeptErrors(BaseModel):
+    """A shard's error lines once a round has sent some of them again: the ones that stay its own."""
+
+    round: int
+    """The round that sent the others again; this counts only once the job has committed it."""
+    redriven: int
+    """How many of the shard's failed lines have been sent again, up to that round."""
+    errors_key: str
+    errors_by_code: dict[str, int] = Field(default_factory=dict)
+
+
 class ShardResult(BaseModel):
     succeeded: int = 0
     failed: int = 0
     errors_by_code: dict[str, int] = Field(default_factory=dict)
     output_key: str
     errors_key: str
-    redriven: int = 0
-    """Of the failed lines, how many were sent again in round `redriven_round`."""
-    redriven_round: int | None = None
-    """The round the re-driven lines went to; the fields below count only once the job has committed it."""
-    kept_errors_key: str | None = None
-    """The shard's error lines without the re-driven ones (the errors that stay this shard's)."""
-    kept_errors_by_code: dict[str, int] | None = None
+    kept: list[KeptErrors] = Field(default_factory=list)
+    """One entry per round that re-drove some of this shard's failed lines, in order."""
 
     def final(self, job_round: int) -> tuple[int, dict[str, int], str]:
-        """The failed lines that stay this shard's once the job is at `job_round`: their count, their
-        count by code, and the key of their error lines."""
-        if self.redriven_round is not None and self.redriven_round <= job_round and self.kept_errors_key is not None:
-            return self.failed - self.redriven, dict(self.kept_errors_by_code or {}), self.kept_errors_key
+        """The failed lines that stay this shard's once the job is at `job_round` (rounds not committed
+        yet do not count): their count, their count by code, and the key of their error lines."""
+        committed = [entry for entry in self.kept if entry.round <= job_round]
+        if committed:
+            last = committed[-1]
+            return self.failed - last.redriven, dict(last.errors_by_code), last.errors_key
         return self.failed, dict(self.errors_by_code), self.errors_key
 
 
@@ -322,8 +335,9 @@ class Shard(BaseModel):
     """When the API began to answer 404 for a result file (reset by any other failure)."""
     result: ShardResult | None = None
     round: int = 0
-    """The job's round this shard belongs to (0: the input's own split; then re-drives of failed lines,
-    whose lines failed `round` times before)."""
+    """The job's round this shard belongs to (0: the input's own split; then re-drives of failed lines)."""
+    attempt: int = 1
+    """Which attempt of its lines this shard's batch is (every line of a shard has the same)."""
     expires_at: int | None = None
     version: int = 0
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from pipeline_harness import BUCKET, Crash, Pipeline, chat_line, fail_once, jsonl
+from testsupport import assert_matches_schema
 
 from batchdrop.flow import redrive
 from batchdrop.integrations.zerogpu import LineCategory
@@ -101,6 +102,8 @@ def test_transient_failures_heal_in_a_second_round_with_every_line_answered_once
     assert len(pipeline.finished_events) == 1
     detail = pipeline.finished_events[0]["detail"]
     assert detail["rounds"] == report["rounds"] and detail["recovered"] == failed_first
+    assert_matches_schema(report, "report.schema.json")
+    assert_matches_schema(detail, "batch-job-finished.schema.json")
     assert pipeline.idle() and pipeline.services.store.slots_in_use() == 0
 
 
@@ -331,3 +334,97 @@ def test_a_round_reads_its_lines_from_the_work_copy_unchanged(pipeline: Pipeline
     assert pipeline.read(round_shard.work_key) == raw[0] + b"\n"
     assert pipeline.report("exact")["outcome"] == "succeeded"
     assert pipeline.s3.head_object(Bucket=BUCKET, Key=round_shard.work_key)["ContentLength"] == len(raw[0]) + 1
+
+
+def test_quota_failures_wait_and_a_retry_by_hand_recovers_them_once_the_account_is_fixed(pipeline: Pipeline) -> None:
+    # Given a job that ended partial because the quota ran out for two lines
+    pipeline.emulator.faults.line_errors("insufficient_quota", custom_ids={"r-2", "r-3"})
+    pipeline.drop("inbox/topup.jsonl", lines_for(5))
+    pipeline.run()
+    assert pipeline.report("topup")["outcome"] == "partial"
+    job = the_job(pipeline)
+
+    # When the retry is asked without --all-failed, it is refused, saying what would help
+    with pytest.raises(redrive.RetryRefused, match="--all-failed"):
+        redrive.request_retry(pipeline.services.store, job.job_id, now=pipeline.services.now())
+
+    # When the account is topped up and the retry is asked with --all-failed
+    pipeline.emulator.faults.clear()
+    _, lines = redrive.request_retry(pipeline.services.store, job.job_id, now=pipeline.services.now(), all_failed=True)
+    pipeline.run()
+
+    # Then the two lines go again, once, and the job's files and report are written again
+    assert lines == 2
+    report = pipeline.report("topup")
+    assert report["outcome"] == "succeeded" and report["counts"] == {"total": 5, "succeeded": 5, "failed": 0}
+    assert report["attempts"] == {"1": 3, "2": 2} and report["recovered"] == 2
+    output, errors = outcome_files(pipeline, "topup")
+    assert sorted(output) == sorted(ids(5)) and errors == []
+    assert pipeline.emulator.count_calls("POST", "/v1/batches") == 2
+    assert [
+        (e["detail"]["event_id"], e["detail"]["outcome"], e["detail"]["round"]) for e in pipeline.finished_events
+    ] == [
+        (f"{job.job_id}:finished", "partial", 0),
+        (f"{job.job_id}:finished:retry-1", "succeeded", 1),
+    ]
+    assert len(pipeline.sns_messages) == 2
+    # a job that has nothing left to retry says so
+    with pytest.raises(redrive.RetryRefused, match="no failed lines"):
+        redrive.request_retry(pipeline.services.store, job.job_id, now=pipeline.services.now(), all_failed=True)
+
+
+def test_a_retry_by_codes_takes_only_those_codes_from_any_round(pipeline: Pipeline) -> None:
+    # Given a job with a permanent failure and a quota failure
+    pipeline.emulator.faults.line_errors("insufficient_quota", custom_ids={"r-1"})
+    pipeline.emulator.faults.line_errors("context_length_exceeded", custom_ids={"r-4"}, times_per_line=1)
+    pipeline.drop("inbox/codes.jsonl", lines_for(4))
+    pipeline.run()
+    job = the_job(pipeline)
+
+    # When only context_length_exceeded is retried (the operator shortened nothing: it now succeeds)
+    redrive.request_retry(
+        pipeline.services.store, job.job_id, now=pipeline.services.now(), codes=["context_length_exceeded"]
+    )
+    pipeline.run()
+
+    report = pipeline.report("codes")
+    assert report["errors_by_code"] == {"insufficient_quota": 1}
+    assert [r["lines"] for r in report["rounds"]] == [4, 1]
+    _, errors = outcome_files(pipeline, "codes")
+    assert [line["custom_id"] for line in errors] == ["r-1"]
+
+
+@pytest.mark.parametrize(
+    ("detail", "reason"),
+    [
+        ({"job_id": "job-00000000000000000000000000000000"}, "no job"),
+        ({"codes": ["x"]}, "no job_id"),
+        ({"job_id": "x", "codes": "rate_limit_exceeded"}, "codes must be a list"),
+    ],
+)
+def test_a_retry_event_that_cannot_be_taken_is_answered_with_batch_job_rejected(
+    pipeline: Pipeline, detail: dict[str, Any], reason: str
+) -> None:
+    pipeline.deliver(json.dumps({"detail-type": "Retry Batch Job", "source": "other.service", "detail": detail}))
+    pipeline.read_notifications()
+
+    (rejected,) = pipeline.rejected_requests
+    assert reason in rejected["detail"]["reason"] and rejected["detail"]["request"] == detail
+
+
+def test_a_retry_event_re_drives_the_failed_lines(pipeline: Pipeline) -> None:
+    pipeline.emulator.faults.line_errors("insufficient_quota", custom_ids={"r-1"})
+    pipeline.drop("inbox/event.jsonl", lines_for(2))
+    pipeline.run()
+    pipeline.emulator.faults.clear()
+    job = the_job(pipeline)
+
+    detail = {"job_id": job.job_id, "all_failed": True}
+    assert_matches_schema(detail, "retry-batch-job.schema.json")
+    pipeline.deliver(json.dumps({"detail-type": "Retry Batch Job", "source": "other.service", "detail": detail}))
+    pipeline.run()
+
+    assert pipeline.report("event")["outcome"] == "succeeded"
+    assert [event["detail"]["outcome"] for event in pipeline.finished_events] == ["partial", "succeeded"]
+    for event in pipeline.finished_events:
+        assert_matches_schema(event["detail"], "batch-job-finished.schema.json")

@@ -139,6 +139,7 @@ def finalize_job(job_id: str, services: Services, *, repair: bool = False) -> Jo
             "expires_at": now + services.settings.job_retention_days * 86400,
             "notify_claimed_at": now,
             "sweep_at": now + NOTIFY_LEASE_SECONDS,
+            "retry_codes": None,
         }
 
     job = services.store.modify_job(job_id, finish)

@@ -14,6 +14,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 
 from batchdrop import contracts
+from batchdrop.flow import redrive
 from batchdrop.flow.completion import announce_rejection, finalize_job, publish_rejection
 from batchdrop.flow.split import (
     SplitResult,
@@ -25,6 +26,7 @@ from batchdrop.integrations import s3io
 from batchdrop.messages import (
     SUBMIT_EVENT_SOURCE,
     RejectedRequest,
+    RetryRequest,
     SubmitOutcome,
     SubmitRequest,
     SubmitResult,
@@ -89,6 +91,19 @@ def submit_object(
         count(Metric.DUPLICATE_EVENTS)
         return SubmitOutcome(SubmitResult.DUPLICATE, ref.job_id, "another delivery of this object is being processed")
     return SubmitOutcome(SubmitResult(reply["result"]), reply.get("job_id"), reply.get("reason", ""))
+
+
+def retry_job(request: RetryRequest, services: Services) -> SubmitOutcome:
+    """`Retry Batch Job`: the job's failed lines go again as a new round, or the request is answered with
+    `Batch Job Rejected`, saying why."""
+    try:
+        job, lines = redrive.request_retry(
+            services.store, request.job_id, now=services.now(), codes=request.codes, all_failed=request.all_failed
+        )
+    except redrive.RetryRefused as error:
+        return reject_request(RejectedRequest(request.detail, str(error)), services)
+    logger.info("retry requested", extra={"job_id": job.job_id, "lines": lines, "codes": job.retry_codes})
+    return SubmitOutcome(SubmitResult.ACCEPTED, job.job_id, f"{lines} failed lines go again")
 
 
 def _not_an_input(key: str, services: Services) -> str:

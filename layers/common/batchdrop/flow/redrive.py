@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -45,9 +45,10 @@ from batchdrop.flow.results import export_results
 from batchdrop.flow.split import ids_beside
 from batchdrop.integrations import s3io
 from batchdrop.integrations.shard_copies import ShardSourceMissing, local_shard_copy
+from batchdrop.integrations.store import JobStore
 from batchdrop.integrations.zerogpu import LineCategory, category_for_code, parse_result_line
 from batchdrop.integrations.zerogpu.lines import CODE_CATEGORIES
-from batchdrop.models import FailureCode, Job, Shard, ShardResult, ShardState, add_count
+from batchdrop.models import FailureCode, Job, JobStatus, KeptErrors, Shard, ShardResult, ShardState, add_count
 from batchdrop.observability import Metric, count, logger
 from batchdrop.services import Services
 from batchdrop.timing import NOTIFY_LEASE_SECONDS
@@ -95,14 +96,32 @@ class NextRound:
     number: int
     due_at: int
     lines: int
-    """Failed lines of the last round that it would send again."""
+    """Failed lines it would send again."""
+    codes: frozenset[str] | None = None
+    """A retry asked for by hand: the codes whose final failures it sends, from any round (None: the
+    automatic rules, on the last round's failures)."""
+
+    def takes(self, code: str) -> bool:
+        return code in self.codes if self.codes is not None else is_redriven(code)
 
 
 def next_round(job: Job, shards: list[Shard], services: Services) -> NextRound | None:
     """The job's next round, if one is due or will be (None: the job ends now). `shards` are the job's
     committed shards, every one collected."""
     settings = services.settings
-    if not settings.redrive_enabled or job.cancel_requested_at is not None:
+    if job.cancel_requested_at is not None:
+        return None
+    if job.retry_codes is not None:
+        codes = frozenset(job.retry_codes)
+        wanted = sum(
+            n
+            for shard in shards
+            if shard.result
+            for code, n in shard.result.final(job.round)[1].items()
+            if code in codes
+        )
+        return NextRound(job.round + 1, job.redrive_due_at or services.now(), wanted, codes) if wanted else None
+    if not settings.redrive_enabled:
         return None
     if job.round >= settings.max_redrive_rounds:
         return None
@@ -121,6 +140,61 @@ def next_round(job: Job, shards: list[Shard], services: Services) -> NextRound |
         logger.info("no re-drive: the next round would start past the job's deadline (JOB_DEADLINE_HOURS)")
         return None
     return NextRound(number, due_at, lines)
+
+
+class RetryRefused(Exception):
+    """A retry asked for by hand that cannot be taken; the message says why and what to do."""
+
+
+def request_retry(
+    store: JobStore, job_id: str, *, now: int, codes: Collection[str] = (), all_failed: bool = False
+) -> tuple[Job, int]:
+    """Sets a finished job up for one more round of its failed lines with `codes` (by default those
+    another try can help; with `all_failed` also the account's: quota, key), from any of its rounds; the
+    poller's sweep starts it at once. Returns the job and the lines it will send again."""
+    job = store.get_job(job_id)
+    if job is None:
+        raise RetryRefused(f"no job {job_id} in the table: check the id (`batchdrop jobs list` lists them)")
+    if job.status == JobStatus.REJECTED:
+        raise RetryRefused(
+            f"job {job_id} was rejected, so nothing was sent: fix the file (its report.json names each bad line) "
+            "and upload it again"
+        )
+    if job.status != JobStatus.FINISHED or (job.notified_at is None and job.notify_abandoned_at is None):
+        raise RetryRefused(f"job {job_id} has not finished yet: retry it once it has (`batchdrop jobs show {job_id}`)")
+    if job.cancel_requested_at is not None:
+        raise RetryRefused(f"job {job_id} was cancelled: upload the file again to run it")
+    failures: dict[str, int] = {}
+    for shard in store.get_shards(job_id):
+        if shard.result is not None and shard.index < (job.shard_count or 0):
+            for code, n in shard.result.final(job.round)[1].items():
+                add_count(failures, code, n)
+    categories = REDRIVEN_CATEGORIES | ({LineCategory.OPERATIONAL} if all_failed else frozenset())
+    wanted = set(codes) if codes else {code for code in failures if category_of(code) in categories}
+    lines = sum(n for code, n in failures.items() if code in wanted)
+    if not lines:
+        found = ", ".join(f"{code} ({n})" for code, n in sorted(failures.items())) or "none"
+        hint = "" if all_failed or codes else "; --all-failed also takes quota and API-key failures"
+        asked = f"with {', '.join(sorted(codes))}" if codes else "that another try can help"
+        raise RetryRefused(f"job {job_id} has no failed lines {asked} (its failures: {found}){hint}")
+    changes: dict[str, Any] = {
+        "status": JobStatus.SUBMITTING,
+        "retry_codes": sorted(wanted),
+        "retries": job.retries + 1,
+        "redrive_due_at": now,
+        "outcome": None,
+        "finished_at": None,
+        "expires_at": None,
+        "notify_claimed_at": None,
+        "finished_event_sent_at": None,
+        "finished_message_sent_at": None,
+        "notified_at": None,
+        "sweep_at": now,  # the poller's sweep starts the round
+    }
+    retried = store.modify_job(job_id, lambda fresh: changes if fresh.version == job.version else None, current=job)
+    if retried is None or retried.retry_codes is None:
+        raise RetryRefused(f"job {job_id} changed while the retry was asked for: ask again")
+    return retried, lines
 
 
 def awaiting_account_fix(codes: dict[str, int]) -> int:
@@ -142,25 +216,18 @@ def start_round(job: Job, shards: list[Shard], planned: NextRound, services: Ser
     sources = [
         shard
         for shard in sorted(shards, key=lambda shard: shard.index)
-        if shard.round == claimed.round
-        and shard.result is not None
-        and any(is_redriven(code) for code in shard.result.errors_by_code)
+        if shard.result is not None
+        and (planned.codes is not None or shard.round == claimed.round)
+        and any(planned.takes(code) for code in shard.result.final(claimed.round)[1])
     ]
     with tempfile.TemporaryDirectory(dir=services.workdir) as directory:
         cutter = _RoundCutter(claimed, planned.number, base, directory, services)
-        kept = [
-            _take_lines_to_retry(source, claimed, planned.number, directory, cutter, services) for source in sources
-        ]
+        kept = [_take_lines_to_retry(source, claimed, planned, directory, cutter, services) for source in sources]
         new_shards = cutter.finish()
-    for source, (kept_key, kept_codes, redriven) in zip(sources, kept, strict=True):
+    for source, entry in zip(sources, kept, strict=True):
         assert source.result is not None
         result = source.result.model_copy(
-            update={
-                "redriven": redriven,
-                "redriven_round": planned.number,
-                "kept_errors_key": kept_key,
-                "kept_errors_by_code": kept_codes,
-            }
+            update={"kept": [old for old in source.result.kept if old.round < planned.number] + [entry]}
         )
         store.modify_shard(source.job_id, source.index, _result_set_to(result), current=source)
     store.put_shards(new_shards)
@@ -175,6 +242,7 @@ def start_round(job: Job, shards: list[Shard], planned: NextRound, services: Ser
                 "shard_count": base + len(new_shards),
                 "redrive_due_at": None,
                 "round_claimed_at": None,
+                "retry_codes": None,
                 # with no line found to send, the job is finished by the finalize that follows
                 "sweep_at": None if new_shards else services.now(),
             }
@@ -197,14 +265,15 @@ def _result_set_to(result: ShardResult) -> Callable[[Shard], dict[str, Any] | No
 
 
 def _take_lines_to_retry(
-    source: Shard, job: Job, round_number: int, directory: str, cutter: _RoundCutter, services: Services
-) -> tuple[str, dict[str, int], int]:
-    """Sends the source shard's re-drivable failed lines to `cutter`; returns the key of the error lines
-    it keeps (the rest), their count by code, and how many lines went to the round."""
+    source: Shard, job: Job, planned: NextRound, directory: str, cutter: _RoundCutter, services: Services
+) -> KeptErrors:
+    """Sends the source shard's failed lines that the round takes to `cutter`; returns the error lines it
+    keeps (the rest), with their count by code and how many of its lines have gone again so far."""
     assert source.result is not None
     bucket = job.input.bucket
+    failed, _, errors_key = source.result.final(job.round)
     errors_path = os.path.join(directory, "errors.jsonl")
-    _download_errors(source, job, errors_path, services)
+    _download_errors(source, job, errors_key, errors_path, services)
     kept_path = os.path.join(directory, "kept-errors.jsonl")
     kept_codes: dict[str, int] = {}
     retry: dict[str, tuple[bytes, str]] = {}  # custom_id -> its error line and code, until it is found
@@ -214,23 +283,29 @@ def _take_lines_to_retry(
                 continue
             line = parse_result_line(physical.content)
             code = line.code or "unknown_error"
-            if line.custom_id is not None and is_redriven(code):
+            if line.custom_id is not None and planned.takes(code):
                 retry[line.custom_id] = (physical.content, code)
             else:
                 _keep(kept, physical.content, code, kept_codes)
-        redriven = 0
+        sent = 0
         if retry:
             try:
-                redriven = _send_found_lines(source, job, directory, retry, cutter, services)
+                sent = _send_found_lines(source, job, directory, retry, cutter, services)
             except ShardSourceMissing as error:
                 logger.error("the shard's lines are gone: its failed lines stay errors", extra={"error": str(error)})
         for content, code in retry.values():  # not in the shard's lines (any more): they stay errors
             _keep(kept, content, code, kept_codes)
-    kept_key = f"{services.settings.work_prefix}{job.job_id}/results/{source.index:05d}.kept-{round_number:02d}.jsonl"
+    kept_key = f"{services.settings.work_prefix}{job.job_id}/results/{source.index:05d}.kept-{planned.number:02d}.jsonl"
     s3io.upload_file(services.s3, kept_path, bucket, kept_key)
     for path in (errors_path, kept_path):
         os.remove(path)
-    return kept_key, dict(sorted(kept_codes.items())), redriven
+    already = source.result.failed - failed
+    return KeptErrors(
+        round=planned.number,
+        redriven=already + sent,
+        errors_key=kept_key,
+        errors_by_code=dict(sorted(kept_codes.items())),
+    )
 
 
 def _keep(kept: IO[bytes], content: bytes, code: str, codes: dict[str, int]) -> None:
@@ -239,15 +314,15 @@ def _keep(kept: IO[bytes], content: bytes, code: str, codes: dict[str, int]) -> 
     add_count(codes, code)
 
 
-def _download_errors(source: Shard, job: Job, path: str, services: Services) -> None:
-    """The source shard's sorted error lines; exported again from the API if they expired meanwhile."""
+def _download_errors(source: Shard, job: Job, key: str, path: str, services: Services) -> None:
+    """The source shard's error lines; exported again from the API if its own expired meanwhile."""
     assert source.result is not None
     for attempt in range(2):
         try:
-            s3io.download_file(services.s3, job.input.bucket, source.result.errors_key, path)
+            s3io.download_file(services.s3, job.input.bucket, key, path)
             return
         except ClientError as error:
-            if not s3io.is_missing(error) or attempt:
+            if not s3io.is_missing(error) or attempt or key != source.result.errors_key:
                 raise
         logger.warning("the shard's error lines expired; exporting them again", extra={"shard": source.index})
         export_results(source, job, services, skip_unavailable=True)
@@ -271,7 +346,7 @@ def _send_found_lines(
                 custom_id = orjson.loads(physical.content)["custom_id"]  # validated by the split
                 if custom_id in retry:
                     del retry[custom_id]
-                    cutter.add(custom_id, physical.content, source.first_line)
+                    cutter.add(custom_id, physical.content, source.first_line, source.attempt + 1)
                     sent += 1
                     if not retry:
                         break
@@ -281,56 +356,48 @@ def _send_found_lines(
 
 
 class _RoundCutter:
-    """Cuts a round's lines into shard files under the batch limits; each full one goes to the work prefix
-    (with its custom_id list) at once, so local disk holds one shard at a time."""
+    """Cuts a round's lines into shard files under the batch limits, one open shard per attempt number
+    (every line of a shard is on the same attempt); each full one goes to the work prefix with its
+    custom_id list at once, so local disk holds at most one shard per attempt number."""
 
     def __init__(self, job: Job, round_number: int, base_index: int, directory: str, services: Services) -> None:
         self._job, self._round, self._directory, self._services = job, round_number, directory, services
         self._next_index = base_index
         self._shards: list[Shard] = []
-        self._handle: IO[bytes] | None = None
-        self._ids: IO[bytes] | None = None
-        self._lines = 0
-        self._bytes = 0
-        self._first_line = 0
+        self._open: dict[int, _OpenShard] = {}
 
-    def add(self, custom_id: str, content: bytes, first_line: int) -> None:
+    def add(self, custom_id: str, content: bytes, first_line: int, attempt: int) -> None:
         settings = self._services.settings
         size = len(content) + 1
-        if self._handle is not None and (
-            self._lines >= settings.max_lines_per_batch or self._bytes + size > settings.max_bytes_per_batch
+        shard = self._open.get(attempt)
+        if shard is not None and (
+            shard.lines >= settings.max_lines_per_batch or shard.bytes + size > settings.max_bytes_per_batch
         ):
-            self._close()
-        if self._handle is None:
-            self._handle = open(os.path.join(self._directory, "round-shard.jsonl"), "wb")  # noqa: SIM115 - _close
-            self._ids = open(os.path.join(self._directory, "round-shard.ids"), "wb")  # noqa: SIM115 - _close
-            self._lines, self._bytes, self._first_line = 0, 0, first_line
-        assert self._ids is not None
-        self._handle.write(content)
-        self._handle.write(b"\n")
-        self._ids.write(orjson.dumps(custom_id) + b"\n")
-        self._lines += 1
-        self._bytes += size
+            self._close(attempt)
+            shard = None
+        if shard is None:
+            path = os.path.join(self._directory, f"round-shard-{attempt}.jsonl")
+            shard = self._open[attempt] = _OpenShard(path, first_line)
+        shard.add(custom_id, content)
 
     def finish(self) -> list[Shard]:
-        if self._handle is not None:
-            self._close()
+        for attempt in sorted(self._open):
+            self._close(attempt)
         return self._shards
 
-    def _close(self) -> None:
-        assert self._handle is not None and self._ids is not None
-        self._handle.close()
-        self._ids.close()
-        self._handle = self._ids = None
+    def _close(self, attempt: int) -> None:
+        shard = self._open.pop(attempt)
+        shard.close()
         job, services = self._job, self._services
         index = self._next_index
         self._next_index += 1
         work_key = f"{services.settings.work_prefix}{job.job_id}/shards/{index:05d}.jsonl"
-        path = os.path.join(self._directory, "round-shard.jsonl")
-        s3io.upload_file(services.s3, path, job.input.bucket, work_key)
+        s3io.upload_file(services.s3, shard.path, job.input.bucket, work_key)
         s3io.upload_file(
-            services.s3, ids_beside(path), job.input.bucket, ids_beside(work_key), content_type="text/plain"
+            services.s3, ids_beside(shard.path), job.input.bucket, ids_beside(work_key), content_type="text/plain"
         )
+        for path in (shard.path, ids_beside(shard.path)):
+            os.remove(path)
         now = services.now()
         self._shards.append(
             Shard(
@@ -339,11 +406,33 @@ class _RoundCutter:
                 state=ShardState.PENDING,
                 work_key=work_key,
                 ids_key=ids_beside(work_key),
-                lines=self._lines,
-                bytes=self._bytes,
-                first_line=self._first_line,
+                lines=shard.lines,
+                bytes=shard.bytes,
+                first_line=shard.first_line,
                 round=self._round,
+                attempt=attempt,
                 waiting_since=now,
                 next_poll_at=now,
             )
         )
+
+
+class _OpenShard:
+    """A round shard being written: its lines and, beside it, its custom_ids."""
+
+    def __init__(self, path: str, first_line: int) -> None:
+        self.path, self.first_line = path, first_line
+        self.lines = self.bytes = 0
+        self._handle = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self._ids = open(ids_beside(path), "wb")  # noqa: SIM115 - closed by close()
+
+    def add(self, custom_id: str, content: bytes) -> None:
+        self._handle.write(content)
+        self._handle.write(b"\n")
+        self._ids.write(orjson.dumps(custom_id) + b"\n")
+        self.lines += 1
+        self.bytes += len(content) + 1
+
+    def close(self) -> None:
+        self._handle.close()
+        self._ids.close()
