@@ -299,3 +299,49 @@ def test_failed_lines_are_re_driven_when_another_try_can_help(
     else:
         assert len(failed) == failed_first and report["retried"] == 0
     assert stack.api_calls("POST", "/v1/batches") - batches_before == rounds
+
+
+def test_quota_failures_wait_and_jobs_retry_all_failed_recovers_them(stack: RunningStack, tmp_path: Path) -> None:
+    import subprocess
+
+    import httpx
+    from stack_harness import BIN, clean_env
+
+    def jobs(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [str(BIN / "batchdrop"), "jobs", *args, "--table", "batchdrop-local-jobs"]
+        return subprocess.run(
+            [*command, "--endpoint-url", stack.endpoint], capture_output=True, text=True, env=clean_env(), timeout=60
+        )
+
+    # Given an account whose quota runs out for 3 of 20 lines
+    rule = {"kind": "line_errors", "code": "insufficient_quota", "custom_ids": ["quota-3", "quota-7", "quota-11"]}
+    assert httpx.post(f"{stack.emulator_url}/_emulator/faults", json=rule, timeout=10).is_success
+    try:
+        source = tmp_path / "quota.jsonl"
+        source.write_text("".join(request(f"quota-{n}", f"question {n}") + "\n" for n in range(20)))
+        stack.aws("s3", "cp", str(source), f"s3://{BUCKET}/inbox/quota.jsonl")
+        report = stack.wait_for_report("quota", timeout=60)
+    finally:
+        httpx.delete(f"{stack.emulator_url}/_emulator/faults", timeout=10)
+
+    # Then the lines wait (not re-driven); a plain retry says what would help
+    assert report["outcome"] == "partial" and report["errors_by_code"] == {"insufficient_quota": 3}
+    assert len(report["rounds"]) == 1
+    plain = jobs("retry", report["job_id"])
+    assert plain.returncode == 1 and "--all-failed" in plain.stderr
+
+    # When the account is fixed and the operator retries with --all-failed
+    retried = jobs("retry", report["job_id"], "--all-failed")
+    assert retried.returncode == 0, retried.stderr
+    assert "3 failed lines" in retried.stdout
+
+    # Then the job's report is written again: every line answered, in two rounds
+    def recovered() -> bool:
+        body = stack.read_object("outbox/quota/report.json")
+        return body is not None and json.loads(body)["outcome"] == "succeeded"
+
+    stack.wait_until(recovered, "the retried job's report", timeout=60)
+    report = json.loads(stack.read_object("outbox/quota/report.json") or b"{}")
+    assert report["counts"] == {"total": 20, "succeeded": 20, "failed": 0}
+    assert [r["lines"] for r in report["rounds"]] == [20, 3] and report["recovered"] == 3
+    assert (stack.read_object("outbox/quota/errors.jsonl") or b"") == b""
