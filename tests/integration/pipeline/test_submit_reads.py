@@ -63,7 +63,7 @@ def test_a_shard_stays_on_local_disk_for_its_upload_only_while_there_is_room(
     job = services.store.create_job(job_for(obj, services))
 
     # When the input is split and its work copies are written
-    _, split = split_module.split_input(job, ref_of(obj), services)
+    _, split, _ = split_module.split_input(job, ref_of(obj), services)
     services.local_shards.finish_copies()
 
     # Then both shards have their durable copy, and their local files stay for the upload only with room

@@ -130,15 +130,18 @@ def submit_job(job: dict[str, Any], services: Services) -> dict[str, str]:
     ref = ObjectRef(job["bucket"], job["key"], job.get("version_id"), job.get("etag"), job.get("size"))
     logger.append_keys(job_id=ref.job_id, s3_key=ref.key)
     key = _input_key(job)
-    record = services.store.get_job(ref.job_id) or services.store.create_job(
-        Job(
+    record = services.store.get_job(ref.job_id)
+    first_attempt = record is None
+    if record is None:
+        new = Job(
             job_id=ref.job_id,
             status=JobStatus.RECEIVED,
             input=InputInfo(bucket=ref.bucket, key=ref.key, version_id=ref.version_id, etag=ref.etag, bytes=ref.size),
             output_prefix=key.output_prefix(settings.output_prefix, ref.job_id),
             received_at=services.now(),
         )
-    )
+        record = services.store.create_job(new)
+        first_attempt = record is new  # else another delivery recorded it meanwhile
     if record.notified_at is None and record.status == JobStatus.REJECTED:
         announce_rejection(record, services)  # the first attempt died before announcing it
     elif record.notified_at is None and record.submitted_at is not None:
@@ -153,18 +156,20 @@ def submit_job(job: dict[str, Any], services: Services) -> dict[str, str]:
         split.note(key.problem)
         publish_rejection(record, split, services)
         return {"result": SubmitResult.REJECTED, "job_id": record.job_id}
+    shards = None
     if record.status == JobStatus.RECEIVED:
         # An earlier attempt that died after recording every shard has validated the file already.
-        adopted = adopt_recorded_split(record, services)
+        adopted = None if first_attempt else adopt_recorded_split(record, services)
         if adopted is not None:
             record = adopted
         else:
-            record, split = split_input(record, ref, services)
+            record, split, shards = split_input(record, ref, services, first_attempt=first_attempt)
             if not split.valid:
                 record = publish_rejection(record, split, services)
         if record.status == JobStatus.REJECTED:
             return {"result": SubmitResult.REJECTED, "job_id": record.job_id}
-    submit_pending_shards(record, services)
+    # Just split: the job and its shards are as this invocation wrote them (nothing to read again).
+    submit_pending_shards(record, services, shards=shards if record.status == JobStatus.SUBMITTING else None)
     # If an earlier attempt died after storing the shards, the poller may already have run them all.
     finalize_job(record.job_id, services)
     return {"result": SubmitResult.ACCEPTED, "job_id": record.job_id}

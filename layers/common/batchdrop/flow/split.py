@@ -316,9 +316,13 @@ VALIDATION_MARGIN_SECONDS = 60.0
 write the report and announce it."""
 
 
-def split_input(job: Job, ref: ObjectRef, services: Services) -> tuple[Job, SplitResult]:
-    """Validates every line and, if all are valid, records the shards and moves the job to SUBMITTING.
-    An input with a bad line comes back as it was, with the problems in the split (no API call at all).
+def split_input(
+    job: Job, ref: ObjectRef, services: Services, *, first_attempt: bool = False
+) -> tuple[Job, SplitResult, list[Shard]]:
+    """Validates every line and, if all are valid, records the shards and moves the job to SUBMITTING,
+    and returns the shards as recorded. An input with a bad line comes back as it was, with the problems
+    in the split and no shards (no API call at all). `first_attempt`: this delivery created the job's
+    record, so no earlier attempt can have recorded shards of its own (nothing to read back).
 
     Each byte of the input is read from S3 once. A complete shard's durable copy goes to the work prefix
     in the background while the next shard is validated, and the shard file itself stays on local disk
@@ -379,7 +383,7 @@ def split_input(job: Job, ref: ObjectRef, services: Services) -> tuple[Job, Spli
     # lands (a crash, an S3 failure) is rebuilt from the input when it is needed, as after the expiry.
     job_input = job.input.model_copy(update={"lines": split.lines})
     timed_out = set(split.problem_codes) == {ProblemCode.VALIDATION_TIMEOUT.value}
-    if not split.valid and timed_out and services.store.get_shards(job.job_id):
+    if not split.valid and timed_out and not first_attempt and services.store.get_shards(job.job_id):
         # An earlier attempt validated the file and recorded some shards: too slow now is no reason to
         # reject it (its shards may run); the redelivery tries again.
         raise SplitRetryLater(f"job {job.job_id}: validation ran out of time on a retry; it is retried")
@@ -389,11 +393,11 @@ def split_input(job: Job, ref: ObjectRef, services: Services) -> tuple[Job, Spli
             services.local_shards.drop(shard.work_key)
         logger.info("input rejected", extra={"problems": split.problem_count, "lines": split.lines})
         count(Metric.JOBS_REJECTED)
-        return job.model_copy(update={"input": job_input}), split
+        return job.model_copy(update={"input": job_input}), split, []
     shards = [shard.model_copy(update={"of": len(shards)}) for shard in shards]
     services.store.put_shards(shards)
-    recorded = [(shard.first_line, shard.lines, shard.bytes) for shard in services.store.get_shards(job.job_id)]
-    if recorded != [(shard.first_line, shard.lines, shard.bytes) for shard in shards]:
+    recorded = shards if first_attempt else services.store.get_shards(job.job_id)
+    if [(s.first_line, s.lines, s.bytes) for s in recorded] != [(s.first_line, s.lines, s.bytes) for s in shards]:
         # An earlier attempt recorded other shards (the limits changed in between): never mix the two.
         raise SplitConflict(
             f"job {job.job_id} was split with other limits by an earlier attempt: restore "
@@ -409,7 +413,7 @@ def split_input(job: Job, ref: ObjectRef, services: Services) -> tuple[Job, Spli
     )
     logger.info("input accepted", extra={"lines": split.lines, "shards": len(shards)})
     count(Metric.JOBS_ACCEPTED)
-    return job, split
+    return job, split, recorded
 
 
 def adopt_recorded_split(job: Job, services: Services) -> Job | None:

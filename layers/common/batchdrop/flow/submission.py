@@ -69,21 +69,22 @@ SHARDS_SUBMITTED_AT_ONCE = 2
 the API validates synchronously), and neither waits on the other's round trips."""
 
 
-def submit_pending_shards(job: Job, services: Services) -> None:
+def submit_pending_shards(job: Job, services: Services, *, shards: list[Shard] | None = None) -> None:
     """Submits the job's shards as far as slots allow, in order, SHARDS_SUBMITTED_AT_ONCE at a time.
     Shards of other jobs that wait for a slot go first: while any wait, these join the queue, and the
-    poller hands them over in turn."""
-    shards = services.store.get_shards(job.job_id)
-    job = services.store.get_job(job.job_id) or job  # as it is now: a cancel may have come in
-    queue_ahead = _others_wait_for_a_slot(job, services)
+    poller hands them over in turn. `shards`: the caller has just written them and the job (no re-read)."""
+    if shards is None:
+        shards = services.store.get_shards(job.job_id)
+        job = services.store.get_job(job.job_id) or job  # as it is now: a cancel may have come in
+    wait = _why_wait_for_a_slot(job, services)
     pending: list[Shard] = []
     for shard in shards:
         if shard.state != ShardState.PENDING:
             if shard.index not in (job.started_shards or ()):
                 services.store.note_progress(shard)  # an earlier attempt died between the two writes
             continue
-        if queue_ahead and job.cancel_requested_at is None and not shard.holds_slot:
-            logger.info("shards of earlier jobs wait for a slot; this job waits its turn")
+        if wait and job.cancel_requested_at is None and not shard.holds_slot:
+            logger.info(wait)
             break
         pending.append(shard)
     _submit_in_order(pending, job, services)
@@ -126,13 +127,16 @@ def _submit_in_order(shards: list[Shard], job: Job, services: Services) -> None:
         done.result()
 
 
-def _others_wait_for_a_slot(job: Job, services: Services) -> bool:
-    """Whether shards of other jobs wait for a slot (then this job's go to the back of the queue). Only
-    asked when a slot is free: with none free, there is nothing to jump ahead for."""
+def _why_wait_for_a_slot(job: Job, services: Services) -> str | None:
+    """Why this job's shards that hold no slot wait for the poller's hand-over, if they do: every slot is
+    taken (a claim would only fail, and a failed transaction costs its writes all the same), or shards
+    of other jobs wait for one (then this job's go to the back of the queue)."""
     if services.store.slots_in_use() >= services.settings.max_batches_in_flight:
-        return False
+        return "in-flight limit reached; the poller submits the rest"
     first_waiting = next(services.store.waiting_shards(limit=1), None)
-    return first_waiting is not None and first_waiting.job_id != job.job_id
+    if first_waiting is not None and first_waiting.job_id != job.job_id:
+        return "shards of earlier jobs wait for a slot; this job waits its turn"
+    return None
 
 
 def submit_shard(shard: Shard, services: Services, *, job: Job | None = None) -> Shard:

@@ -7,6 +7,7 @@ import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, TYPE_CHECKING, Any
 
+from aws_lambda_powertools.shared import user_agent
 from aws_lambda_powertools.utilities.streaming import S3Object
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
@@ -54,9 +55,21 @@ def open_object(s3: S3Client, ref: ObjectRef) -> IO[bytes]:
     """A streamed, read-only view of exactly this object (gunzipped for `.gz` keys): with its ETag known,
     a replaced object fails the read (412) instead of being read in its place, also in unversioned buckets."""
     pinned: dict[str, Any] = {"IfMatch": f'"{ref.etag}"'} if ref.etag else {}
-    return S3Object(
+    stream = S3Object(
         bucket=ref.bucket, key=ref.key, version_id=ref.version_id, boto3_client=s3, is_gzip=ref.is_gzip, **pinned
     )
+    _tag_streaming_once(s3)
+    # Else every S3Object adds one more user-agent hook to the (long-lived) client: a warm function's S3
+    # calls would run one hook per object it ever opened (tests/integration/test_s3_streams.py holds this).
+    stream.raw_stream._has_user_agent = True
+    return stream
+
+
+def _tag_streaming_once(s3: S3Client) -> None:
+    """Powertools' `PT/streaming` user-agent tag, registered on a client once."""
+    if not getattr(s3, "_batchdrop_streaming_tagged", False):
+        user_agent.register_feature_to_client(client=s3, feature="streaming")  # type: ignore[no-untyped-call]
+        s3._batchdrop_streaming_tagged = True  # type: ignore[attr-defined]
 
 
 def upload_file(s3: S3Client, path: str, bucket: str, key: str, *, content_type: str = "application/jsonl") -> None:
