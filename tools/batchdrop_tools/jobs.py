@@ -24,7 +24,7 @@ from typing import Any
 
 import boto3
 
-from batchdrop.flow import redrive
+from batchdrop.flow import redrive, watch
 from batchdrop.integrations.store import JobStore
 
 
@@ -66,7 +66,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"batchdrop jobs: no job {args.job_id}", file=sys.stderr)
             return 1
         document: dict[str, Any] = found.model_dump(mode="json")
-        document["shards"] = [shard.model_dump(mode="json") for shard in store.get_shards(args.job_id)]
+        shards = store.get_shards(args.job_id)
+        document["shards"] = [shard.model_dump(mode="json") for shard in shards]
+        now = int(time.time())
+        document["warnings"] = [
+            f"shard {shard.index}: {warning}" for shard in shards for warning in watch.warnings_of(shard, now)
+        ]
         print(json.dumps(document, indent=2, ensure_ascii=False))
         return 0
     if args.action == "retry":

@@ -338,6 +338,16 @@ class Shard(BaseModel):
     """The job's round this shard belongs to (0: the input's own split; then re-drives of failed lines)."""
     attempt: int = 1
     """Which attempt of its lines this shard's batch is (every line of a shard has the same)."""
+    progress_at: int | None = None
+    """When the poller last saw the batch do more lines (or change status)."""
+    stuck_since: int | None = None
+    """When the batch was first seen `in_progress` with no progress for STUCK_AFTER_MINUTES (reset by
+    progress)."""
+    near_expiry_at: int | None = None
+    """When the batch was first seen near its expiry with work left (EXPIRY_WARNING_HOURS)."""
+    cancelled_early_at: int | None = None
+    """When the poller cancelled the batch near its expiry (CANCEL_NEAR_EXPIRY): its unrun lines go into
+    the job's next round."""
     expires_at: int | None = None
     version: int = 0
 

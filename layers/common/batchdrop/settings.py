@@ -85,6 +85,17 @@ class Settings(BaseModel):
     """The wait before the first re-drive; it doubles for each round after."""
     job_deadline_hours: float = Field(default=72, alias="JOB_DEADLINE_HOURS", gt=0)
     """Hours after a job arrived when no new round may start: the job ends with what it has."""
+    stuck_after_minutes: float = Field(default=60, alias="STUCK_AFTER_MINUTES", gt=0)
+    """Minutes an `in_progress` batch may go without a line more done before it counts as stuck
+    (`BatchesStuck`, an alarm; `batchdrop jobs show` marks it)."""
+    expiry_warning_hours: float = Field(default=20, alias="EXPIRY_WARNING_HOURS", gt=0, lt=24)
+    """Hours into its 24-hour window when a batch with work left is looked at for its expiry."""
+    expiry_warning_done_fraction: float = Field(default=0.5, alias="EXPIRY_WARNING_DONE_FRACTION", gt=0, le=1)
+    """A batch with less than this share of its lines done at `EXPIRY_WARNING_HOURS` is near its expiry
+    (`BatchesNearExpiry`, an alarm)."""
+    cancel_near_expiry: bool = Field(default=False, alias="CANCEL_NEAR_EXPIRY")
+    """Whether a batch near its expiry is cancelled then (its finished lines kept), so that its unrun lines
+    go into the job's next round at once instead of waiting for the expiry."""
     job_retention_days: int = Field(default=30, alias="JOB_RETENTION_DAYS", ge=1)
     secret_max_age_seconds: int = Field(default=300, alias="SECRET_MAX_AGE_SECONDS", ge=0)
 

@@ -144,8 +144,13 @@ def test_admin_surface(api: Api) -> None:
         == 400
     )
 
+    stall = admin.post("/_emulator/faults", json={"kind": "stall_batches", "after_lines": 3})
+    assert stall.json()["added"] == {"kind": "stall_batches", "after_lines": 3, "times": 1}
+    assert admin.get("/_emulator/faults").json()["stalls"] == [{"after_lines": 3, "times": 1}]
+    assert admin.post("/_emulator/faults", json={"kind": "stall_batches", "after_lines": -1}).status_code == 400
+
     assert admin.delete("/_emulator/faults").json() == {"cleared": True}
-    assert admin.get("/_emulator/faults").json() == {"faults": [], "line_errors": []}
+    assert admin.get("/_emulator/faults").json() == {"faults": [], "line_errors": [], "stalls": []}
 
     calls = admin.get("/_emulator/calls").json()["data"]
     assert [(c["method"], c["path"], c["status"]) for c in calls[:2]] == [

@@ -284,3 +284,28 @@ def test_upstream_status_to_code(make_api: Callable[..., Api], status: int, code
     (error,) = api.content(api.batch(batch["id"])["error_file_id"])
     assert error["error"]["code"] == code
     assert error["error"]["message"].startswith(f"[legacy:http_{status}] ")
+
+
+def test_a_stalled_batch_makes_no_progress_until_it_expires_or_is_cancelled(api: Api) -> None:
+    # Given the next two batches set to stall after 2 lines
+    api.emu.faults.stall_batches(after_lines=2, times=2)
+    expiring, cancelled, normal = (api.create_ok(api.questions(5))["id"] for _ in range(3))
+
+    # When hours pass: the stalled ones stay in_progress at 2 of 5 lines; the third ends as usual
+    api.emu.advance(23 * 3600)
+    for batch_id in (expiring, cancelled):
+        stalled = api.batch(batch_id)
+        assert (stalled["status"], stalled["request_counts"]) == (
+            "in_progress",
+            {"total": 5, "completed": 2, "failed": 0},
+        )
+    assert api.batch(normal)["status"] == "completed"
+
+    # Then a cancel ends one with its 2 answers; the other expires at its window's end with them
+    api.client.post(f"/v1/batches/{cancelled}/cancel")
+    api.emu.advance(3600)
+    ended = {batch_id: api.batch(batch_id) for batch_id in (expiring, cancelled)}
+    assert [ended[b]["status"] for b in (expiring, cancelled)] == ["expired", "cancelled"]
+    for batch in ended.values():
+        assert len(api.content(batch["output_file_id"])) == 2
+        assert len(api.content(batch["error_file_id"])) == 3

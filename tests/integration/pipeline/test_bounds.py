@@ -195,6 +195,9 @@ def test_every_bound_is_a_parameter_with_a_documented_default() -> None:
         "MaxRedriveRounds": "MAX_REDRIVE_ROUNDS",
         "RedriveBackoffSeconds": "REDRIVE_BACKOFF_SECONDS",
         "JobDeadlineHours": "JOB_DEADLINE_HOURS",
+        "StuckAfterMinutes": "STUCK_AFTER_MINUTES",
+        "ExpiryWarningHours": "EXPIRY_WARNING_HOURS",
+        "ExpiryWarningDoneFraction": "EXPIRY_WARNING_DONE_FRACTION",
     }
     fields = {field.alias: field for field in Settings.model_fields.values()}
     for parameter, variable in bounds.items():

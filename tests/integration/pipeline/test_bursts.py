@@ -22,6 +22,9 @@ from batchdrop.models import RequestCounts, Shard, ShardState
 FILES = 1030
 HELD = 2000
 
+# A minute each on this project's 2-core machines; the suite's 300 s per test is for hangs, not for these.
+pytestmark = pytest.mark.timeout(900)
+
 
 def drop_burst(pipeline: Pipeline) -> None:
     for n in range(FILES):

@@ -271,6 +271,12 @@ class EmulatorApp:
                     "seed": rule.seed,
                     "times_per_line": rule.times_per_line,
                 }
+            if spec.get("kind") == "stall_batches":
+                times = spec.get("times", 1)
+                stall = self.faults.stall_batches(
+                    after_lines=int(spec.get("after_lines", 0)), times=None if times is None else int(times)
+                )
+                return {"kind": "stall_batches", "after_lines": stall.after_lines, "times": stall.times}
             return vars(self.faults.add(Fault.from_json(spec))).copy()
         except (KeyError, TypeError, ValueError) as error:
             raise ApiError(400, f"Invalid fault: {error}") from None

@@ -161,6 +161,7 @@ class Engine:
                 expires_at=now + COMPLETION_WINDOW_SECONDS,
                 metadata={} if metadata is None else metadata,
                 work_dir=self.storage.batch_dir(batch_id),
+                stall_after=self.faults.stall_for_new_batch(),
             )
             batch.work_dir.mkdir(parents=True)
             self._batches[batch_id] = batch
@@ -278,11 +279,15 @@ class Engine:
         horizon = min(now, batch.expires_at)
         return max(0, min(total, math.floor((horizon - batch.in_progress_at) * rate + _EPSILON)))
 
+    def _lines_allowed(self, batch: BatchRecord, now: float) -> int:
+        due = self._due_lines(batch, now)
+        return due if batch.stall_after is None else min(due, batch.stall_after)
+
     def _run_due_lines(self, batch: BatchRecord, now: float) -> None:
         with self._lock:
             if batch.status != "in_progress":
                 return
-            target = self._due_lines(batch, now)
+            target = self._lines_allowed(batch, now)
             done = batch.lines_done
             offset = batch.read_offset
         if done >= target:

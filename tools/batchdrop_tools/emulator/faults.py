@@ -120,6 +120,15 @@ class LineErrorRule:
 
 
 @dataclass
+class StallRule:
+    """The next `times` batches created (every one, with None) stop after `after_lines` lines: they stay
+    `in_progress` with no progress until they are cancelled or expire (a batch stuck at the API)."""
+
+    after_lines: int = 0
+    times: int | None = 1
+
+
+@dataclass
 class FaultPlan:
     """What the faults say about one request: a delay, then at most one action."""
 
@@ -136,6 +145,7 @@ class Faults:
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self._line_rules: list[LineErrorRule] = []
+        self._stalls: list[StallRule] = []
 
     def add(self, fault: Fault) -> Fault:
         with self._lock:
@@ -165,10 +175,34 @@ class Faults:
             self._line_rules.append(rule)
         return rule
 
+    def stall_batches(self, *, after_lines: int = 0, times: int | None = 1) -> StallRule:
+        """The next `times` batches (None: all) created stall after `after_lines` lines (see StallRule).
+        Clearing the faults spares batches created after; a batch stalled already stays so."""
+        if after_lines < 0:
+            raise ValueError("after_lines must be 0 or more")
+        if times is not None and times < 1:
+            raise ValueError("times must be at least 1 (or absent: every batch)")
+        rule = StallRule(after_lines=after_lines, times=times)
+        with self._lock:
+            self._stalls.append(rule)
+        return rule
+
+    def stall_for_new_batch(self) -> int | None:
+        """How many lines a batch being created runs before it stalls (None: it does not)."""
+        with self._lock:
+            for rule in list(self._stalls):
+                if rule.times is not None:
+                    rule.times -= 1
+                    if rule.times <= 0:
+                        self._stalls.remove(rule)
+                return rule.after_lines
+        return None
+
     def clear(self) -> None:
         with self._lock:
             self._faults.clear()
             self._line_rules.clear()
+            self._stalls.clear()
 
     def take(self, method: str, path: str) -> FaultPlan:
         """Consume the faults that apply to this request: every matching slow fault adds its delay,
@@ -221,6 +255,7 @@ class Faults:
                     }
                     for r in self._line_rules
                 ],
+                "stalls": [{"after_lines": r.after_lines, "times": r.times} for r in self._stalls],
             }
 
 

@@ -12,7 +12,9 @@ Admin surface (no auth; not recorded in `emu.calls`):
   `{"kind": "reply_lost", "method": "POST", "path": "/v1/batches", "times": 1}`,
   `{"kind": "line_errors", "code": "internal_error", "rate": 0.1, "seed": 0}` or
   `{"kind": "line_errors", "code": "rate_limit_exceeded", "custom_ids": ["q-2"]}`; add
-  `"times_per_line": N` to fail each such line on its first N attempts only (it heals when sent again).
+  `"times_per_line": N` to fail each such line on its first N attempts only (it heals when sent again);
+  `{"kind": "stall_batches", "after_lines": 0, "times": 1}`: the next batch created runs that many lines,
+  then stays `in_progress` with no progress until it is cancelled or expires (a stuck batch).
   `method` absent = any method; `path` is an fnmatch pattern (default `*`); `times: null` = forever.
 - `DELETE /_emulator/faults` clears every fault; `GET /_emulator/faults` lists them.
 - `GET /_emulator/calls`: `{"object": "list", "data": [{"method", "path", "status", "request_id", "at"}]}`.

@@ -89,6 +89,8 @@ class BatchRecord:
     read_offset: int = 0
     listed_counts: RequestCounts | None = None
     listed_at: float | None = None
+    stall_after: int | None = None
+    """A stall fault: the batch runs this many lines, then makes no progress (Faults.stall_batches)."""
 
     @property
     def input_path(self) -> Path:

@@ -333,6 +333,7 @@ class LocalStack:
                 "POLL_MIN_INTERVAL_SECONDS": "1",
                 "POLL_MAX_INTERVAL_SECONDS": "5",
                 "REDRIVE_BACKOFF_SECONDS": "2",
+                "STUCK_AFTER_MINUTES": "1",
                 "SECRET_MAX_AGE_SECONDS": "5",
                 "POWERTOOLS_METRICS_DISABLED": "true",
                 "POWERTOOLS_TRACE_DISABLED": "true",

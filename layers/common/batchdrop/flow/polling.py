@@ -29,6 +29,7 @@ from enum import StrEnum
 
 from botocore.exceptions import ClientError
 
+from batchdrop.flow import watch
 from batchdrop.integrations.store import StaleRecord
 from batchdrop.integrations.zerogpu import (
     CANCELLABLE_STATUSES,
@@ -331,8 +332,13 @@ def _refresh(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Vis
     except ZeroGPUError as error:
         return _retrieve_failed(shard, error, services, not_found=False)
     status = str(batch.status)
+    counts = batch.request_counts
+    request_counts = (
+        RequestCounts(total=counts.total, completed=counts.completed, failed=counts.failed) if counts else None
+    )
+    look = watch.look_at(shard, batch, request_counts, now, services.settings)
     past_deadline = now > _deadline(shard, services)
-    if status in CANCELLABLE_STATUSES and (cancelled(shard.job_id) or past_deadline):
+    if status in CANCELLABLE_STATUSES and (cancelled(shard.job_id) or past_deadline or look.cancel_early):
         try:
             batch = services.api.cancel_batch(shard.batch_id)
         except ZeroGPUError:
@@ -340,10 +346,13 @@ def _refresh(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Vis
                 raise  # tried again next run
             logger.warning("the batch could not be cancelled at its deadline; it is ended all the same")
         status = str(batch.status)
-    counts = batch.request_counts
-    request_counts = (
-        RequestCounts(total=counts.total, completed=counts.completed, failed=counts.failed) if counts else None
-    )
+        if look.cancel_early:
+            count(Metric.BATCHES_CANCELLED_EARLY)
+            logger.warning(
+                "batch cancelled near its expiry (CANCEL_NEAR_EXPIRY): its unrun lines go into the next round",
+                extra={"shard": shard.index, "batch_id": shard.batch_id, "request_counts": _counts_of(request_counts)},
+            )
+    _report_look(shard, look, request_counts)
     if batch.is_terminal or past_deadline:
         timed_out = not batch.is_terminal
         shard = services.store.end_shard(
@@ -374,12 +383,29 @@ def _refresh(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Vis
         shard,
         batch_status=status,
         request_counts=request_counts,
-        next_poll_at=now + next_poll_interval(shard, request_counts, status, now, services),
+        next_poll_at=now
+        + next_poll_interval(shard.model_copy(update=look.changes), request_counts, status, now, services),
         poll_failing_since=None,
         not_found_since=None,
         poll_error=None,
+        **look.changes,
     )
     return Visit.POLLED
+
+
+def _counts_of(counts: RequestCounts | None) -> dict[str, int] | None:
+    return counts.model_dump() if counts else None
+
+
+def _report_look(shard: Shard, look: watch.Look, counts: RequestCounts | None) -> None:
+    details = {"shard": shard.index, "batch_id": shard.batch_id, "request_counts": _counts_of(counts)}
+    if look.stuck:
+        count(Metric.BATCHES_STUCK)  # on every look while stuck: the alarm stays on while it is
+        if look.newly_stuck:
+            logger.warning("batch makes no progress (STUCK_AFTER_MINUTES)", extra=details)
+    if look.newly_near_expiry:
+        count(Metric.BATCHES_NEAR_EXPIRY)
+        logger.warning("batch near its expiry with work left (EXPIRY_WARNING_HOURS)", extra=details)
 
 
 def _deadline(shard: Shard, services: Services) -> int:
@@ -459,6 +485,14 @@ def next_poll_interval(shard: Shard, counts: RequestCounts | None, status: str, 
     else:
         interval = age / 10
     deadline_in = _deadline(shard, services) - now
+    # A look when the expiry warning is due (and, while no line moves, when the batch would count as stuck).
+    warning_at = watch.expiry_warning_at(shard, services.settings)
+    if warning_at is not None and warning_at > now and shard.near_expiry_at is None:
+        interval = min(interval, warning_at - now)
+    if status == "in_progress" and shard.stuck_since is None and shard.progress_at is not None:
+        stuck_at = shard.progress_at + int(services.settings.stuck_after_minutes * 60)
+        if stuck_at > now:
+            interval = min(interval, stuck_at - now)
     return int(max(low, min(high, interval, max(deadline_in, low))))
 
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -51,6 +52,7 @@ class LocalShards:
         self._lock = threading.Lock()
         self._copier: ThreadPoolExecutor | None = None
         self._copies: dict[Future[None], str] = {}  # each copy, with the work key of its file
+        self._queued: deque[Future[None]] = deque()  # the copies that may not be done yet
         self._busy: dict[str, int] = {}
         """Files being copied or read (an upload under way): a drop of one waits for the last to end."""
         self._dropped: set[str] = set()
@@ -60,9 +62,11 @@ class LocalShards:
         Waits while COPIES_QUEUED copies already wait behind the one being written."""
         if self._copier is None:
             self._copier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="work-copy")
-        pending = [copy for copy in self._copies if not copy.done()]  # in order: dicts keep it
-        if len(pending) > COPIES_QUEUED:
-            futures.wait(pending[: len(pending) - COPIES_QUEUED])
+        queued = self._queued  # in order (one copier): the ones done are at the front
+        while queued and queued[0].done():
+            queued.popleft()
+        if len(queued) > COPIES_QUEUED:
+            futures.wait(list(queued)[: len(queued) - COPIES_QUEUED])
 
         def copy_then_release() -> None:
             try:
@@ -71,7 +75,9 @@ class LocalShards:
                 self._release(work_key)
 
         self._pin(work_key)
-        self._copies[self._copier.submit(copy_then_release)] = work_key
+        submitted = self._copier.submit(copy_then_release)
+        self._copies[submitted] = work_key
+        queued.append(submitted)
 
     def cancel_copies(self) -> None:
         """Copies not started yet are dropped; the one running ends; none raises."""
@@ -88,6 +94,7 @@ class LocalShards:
 
     def _drain(self, *, report: bool, timeout: float | None) -> int:
         copies, self._copies = list(self._copies), {}
+        self._queued.clear()
         _, unfinished = futures.wait(copies, timeout=timeout)
         failed = len(unfinished)
         if unfinished and report:
