@@ -4,12 +4,14 @@ the operator wants it, is cancelled then, so that its unrun lines go into the ne
 
 from __future__ import annotations
 
+import argparse
+import json
 from collections import Counter
 from datetime import datetime
 from typing import Any
 
 import pytest
-from pipeline_harness import Pipeline, chat_line, jsonl
+from pipeline_harness import TABLE, Pipeline, chat_line, jsonl
 
 from batchdrop.flow import polling, watch
 from batchdrop.integrations.zerogpu import Batch
@@ -42,8 +44,24 @@ def the_shard(pipeline: Pipeline, index: int = 0) -> Shard:
     return next(shard for shard in pipeline.services.store.get_shards(job.job_id) if shard.index == index)
 
 
+def operator_sees(
+    pipeline: Pipeline, job_id: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> dict[str, Any]:
+    """What `batchdrop jobs show JOB_ID` prints, at the pipeline's time."""
+    from batchdrop_tools import jobs
+
+    parser = argparse.ArgumentParser()
+    jobs.add_arguments(parser)
+    monkeypatch.setattr(jobs.time, "time", pipeline.clock.now)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    capsys.readouterr()
+    assert jobs.run(parser.parse_args(["show", job_id, "--table", TABLE])) == 0
+    shown: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return shown
+
+
 def test_a_stalled_batch_counts_as_stuck_until_it_ends_and_its_unrun_lines_are_re_driven(
-    make_pipeline: Any, counted: Counter[str]
+    make_pipeline: Any, counted: Counter[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Given a batch that runs 3 of its 10 lines, then stalls at the API
     pipeline: Pipeline = make_pipeline(POLL_MAX_INTERVAL_SECONDS=900)
@@ -64,6 +82,7 @@ def test_a_stalled_batch_counts_as_stuck_until_it_ends_and_its_unrun_lines_are_r
     assert counted["BatchesStuck"] >= 2
     (warning,) = watch.warnings_of(shard, int(pipeline.clock.now()))
     assert warning.startswith(f"stuck: batch {shard.batch_id} has done no line for ")
+    assert operator_sees(pipeline, shard.job_id, monkeypatch, capsys)["warnings"] == [f"shard 0: {warning}"]
 
     # And when its window ends, its 7 unrun lines go again and are answered (the stall was for one batch)
     pipeline.run(rounds=40, step=HOUR)

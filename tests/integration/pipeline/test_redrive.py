@@ -428,3 +428,29 @@ def test_a_retry_event_re_drives_the_failed_lines(pipeline: Pipeline) -> None:
     assert [event["detail"]["outcome"] for event in pipeline.finished_events] == ["partial", "succeeded"]
     for event in pipeline.finished_events:
         assert_matches_schema(event["detail"], "batch-job-finished.schema.json")
+
+
+def test_a_retry_after_the_work_copies_expired_takes_its_lines_from_the_input(make_pipeline: Any) -> None:
+    # Given a job whose line r-1 failed in both of its rounds (one re-drive), and every work copy expired
+    pipeline: Pipeline = make_pipeline(MAX_REDRIVE_ROUNDS=1)
+    pipeline.emulator.faults.line_errors("rate_limit_exceeded", custom_ids={"r-1"}, times_per_line=2)
+    pipeline.drop("inbox/aged.jsonl", lines_for(6))
+    pipeline.run()
+    report = pipeline.report("aged")
+    assert report["outcome"] == "partial" and len(report["rounds"]) == 2
+    listing = pipeline.s3.list_object_versions(Bucket=BUCKET, Prefix="work/")
+    for entry in listing.get("Versions", []) + listing.get("DeleteMarkers", []):
+        if "/shards/" in entry["Key"]:
+            pipeline.s3.delete_object(Bucket=BUCKET, Key=entry["Key"], VersionId=entry["VersionId"])
+
+    # When the operator retries it
+    job = the_job(pipeline)
+    redrive.request_retry(pipeline.services.store, job.job_id, now=pipeline.services.now())
+    pipeline.run()
+
+    # Then the line is found in the input, byte for byte, and answered on its third attempt
+    report = pipeline.report("aged")
+    assert report["outcome"] == "succeeded" and report["counts"] == {"total": 6, "succeeded": 6, "failed": 0}
+    assert report["attempts"] == {"1": 5, "3": 1}
+    output, errors = outcome_files(pipeline, "aged")
+    assert sorted(output) == sorted(ids(6)) and errors == []

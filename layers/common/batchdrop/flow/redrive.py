@@ -48,7 +48,17 @@ from batchdrop.integrations.shard_copies import ShardSourceMissing, local_shard_
 from batchdrop.integrations.store import JobStore
 from batchdrop.integrations.zerogpu import LineCategory, category_for_code, parse_result_line
 from batchdrop.integrations.zerogpu.lines import CODE_CATEGORIES
-from batchdrop.models import FailureCode, Job, JobStatus, KeptErrors, Shard, ShardResult, ShardState, add_count
+from batchdrop.models import (
+    FailureCode,
+    Job,
+    JobStatus,
+    KeptErrors,
+    ObjectRef,
+    Shard,
+    ShardResult,
+    ShardState,
+    add_count,
+)
 from batchdrop.observability import Metric, count, logger
 from batchdrop.services import Services
 from batchdrop.timing import NOTIFY_LEASE_SECONDS
@@ -338,7 +348,12 @@ def _send_found_lines(
 ) -> int:
     """The shard's lines whose custom_id is in `retry`, in the shard's order, to the cutter (each found one
     leaves `retry`)."""
-    path = local_shard_copy(source, job, directory, services.s3)
+    try:
+        path = local_shard_copy(source, job, directory, services.s3)
+    except ShardSourceMissing:
+        if not source.round:
+            raise  # the input itself is gone or changed: nothing to take the lines from
+        path = _lines_from_input(source, job, directory, set(retry), services)
     sent = 0
     try:
         with open(path, "rb") as lines:
@@ -353,6 +368,36 @@ def _send_found_lines(
     finally:
         os.remove(path)
     return sent
+
+
+def _lines_from_input(source: Shard, job: Job, directory: str, wanted: set[str], services: Services) -> str:
+    """A round shard whose work copy expired: the lines of the input with the wanted custom_ids (a round's
+    lines are input lines, byte for byte), in a local file. Raises ShardSourceMissing if the input is gone or
+    was replaced (its ETag is pinned)."""
+    logger.warning(
+        "a re-drive shard's work copy expired; its lines are taken from the input",
+        extra={"shard": source.index, "lines": len(wanted)},
+    )
+    count(Metric.SHARDS_REBUILT)
+    path = os.path.join(directory, f"from-input-{source.index:05d}.jsonl")
+    ref = ObjectRef(job.input.bucket, job.input.key, job.input.version_id, job.input.etag)
+    left = set(wanted)
+    try:
+        with s3io.open_object(services.s3, ref) as stream, open(path, "wb") as found:
+            for physical in iter_physical_lines(stream):
+                if not physical.content.strip():
+                    continue
+                custom_id = orjson.loads(physical.content)["custom_id"]  # validated by the split
+                if custom_id in left:
+                    left.discard(custom_id)
+                    found.write(physical.content + b"\n")
+                    if not left:
+                        break
+    except ClientError as error:
+        if s3io.is_missing(error):
+            raise ShardSourceMissing(f"shard {source.index} of {job.job_id}: the input object is gone too") from None
+        raise
+    return path
 
 
 class _RoundCutter:
