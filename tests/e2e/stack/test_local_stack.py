@@ -345,3 +345,33 @@ def test_quota_failures_wait_and_jobs_retry_all_failed_recovers_them(stack: Runn
     assert report["counts"] == {"total": 20, "succeeded": 20, "failed": 0}
     assert [r["lines"] for r in report["rounds"]] == [20, 3] and report["recovered"] == 3
     assert (stack.read_object("outbox/quota/errors.jsonl") or b"") == b""
+
+
+def test_an_expired_batch_s_unrun_lines_are_re_driven_and_answered(stack: RunningStack, tmp_path: Path) -> None:
+    import httpx
+
+    # Given an API whose next batch stalls after 3 of its 10 lines
+    stall = {"kind": "stall_batches", "after_lines": 3, "times": 1}
+    assert httpx.post(f"{stack.emulator_url}/_emulator/faults", json=stall, timeout=10).is_success
+    try:
+        source = tmp_path / "expiry.jsonl"
+        source.write_text("".join(request(f"expiry-{n}", f"question {n}") + "\n" for n in range(10)))
+        stack.aws("s3", "cp", str(source), f"s3://{BUCKET}/inbox/expiry.jsonl")
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{stack.emulator_url}/_emulator/faults", timeout=10).json()["stalls"]:
+            assert time.monotonic() < deadline, "the batch was never created"
+            time.sleep(0.2)
+
+        # When its 24-hour window passes at the API (the emulator's clock moves a day ahead)
+        moved = httpx.post(f"{stack.emulator_url}/_emulator/advance", json={"seconds": 86_401}, timeout=10)
+        assert moved.is_success, moved.text
+        report = stack.wait_for_report("expiry", timeout=90)
+    finally:
+        httpx.delete(f"{stack.emulator_url}/_emulator/faults", timeout=10)
+
+    # Then the 7 lines that never ran went again in a second round and were answered
+    assert report["outcome"] == "succeeded", report
+    assert report["rounds"][0]["errors_by_code"] == {"batch_expired": 7}
+    assert report["attempts"] == {"1": 3, "2": 7} and report["recovered"] == 7
+    output = (stack.read_object("outbox/expiry/output.jsonl") or b"").splitlines()
+    assert sorted(json.loads(line)["custom_id"] for line in output) == sorted(f"expiry-{n}" for n in range(10))

@@ -14,7 +14,7 @@ connection is dropped); a bare WSGI caller just gets the reply.
 
 from batchdrop_tools.emulator.app import CallRecord
 from batchdrop_tools.emulator.backends import Backend, BackendReply, EchoBackend, UpstreamBackend
-from batchdrop_tools.emulator.clock import Clock, ManualClock, SystemClock
+from batchdrop_tools.emulator.clock import Clock, ManualClock, SkewableClock, SystemClock
 from batchdrop_tools.emulator.emulator import Emulator
 from batchdrop_tools.emulator.faults import Fault
 from batchdrop_tools.emulator.settings import EmulatorSettings
@@ -29,6 +29,7 @@ __all__ = [
     "EmulatorSettings",
     "Fault",
     "ManualClock",
+    "SkewableClock",
     "SystemClock",
     "UpstreamBackend",
 ]

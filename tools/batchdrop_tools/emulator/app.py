@@ -244,7 +244,11 @@ class EmulatorApp:
         if route == ("POST", "/_emulator/advance"):
             body = _json_body(request)
             if self._advance is None:
-                raise ApiError(400, "advance needs the emulator to run on a ManualClock", code="not_manual_clock")
+                raise ApiError(
+                    400,
+                    "advance needs the emulator to run on a ManualClock or a SkewableClock (batchdrop local)",
+                    code="not_manual_clock",
+                )
             seconds = body.get("seconds")
             if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
                 raise ApiError(400, "seconds must be a non-negative number", param="seconds")

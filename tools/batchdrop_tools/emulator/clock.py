@@ -20,6 +20,26 @@ class SystemClock:
         return time.time()
 
 
+class SkewableClock:
+    """Wall-clock time that can be moved ahead (never back), e.g. a day, to watch a batch expire on a live
+    stack (`POST /_emulator/advance`); thread-safe."""
+
+    def __init__(self) -> None:
+        self._offset = 0.0
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        with self._lock:
+            return time.time() + self._offset
+
+    def advance(self, seconds: float) -> float:
+        if seconds < 0:
+            raise ValueError("the emulator's clock cannot go backwards")
+        with self._lock:
+            self._offset += seconds
+            return time.time() + self._offset
+
+
 class ManualClock:
     """A clock that moves only when told to; thread-safe."""
 

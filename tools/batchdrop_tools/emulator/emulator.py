@@ -6,7 +6,7 @@ from types import TracebackType
 
 from batchdrop_tools.emulator.app import CallLog, CallRecord, EmulatorApp
 from batchdrop_tools.emulator.backends import Backend, EchoBackend
-from batchdrop_tools.emulator.clock import Clock, ManualClock, SystemClock
+from batchdrop_tools.emulator.clock import Clock, ManualClock, SkewableClock, SystemClock
 from batchdrop_tools.emulator.engine import Engine
 from batchdrop_tools.emulator.faults import Faults
 from batchdrop_tools.emulator.inprocess import EmulatorTransport
@@ -35,7 +35,7 @@ class Emulator:
         self.storage = StorageDir(self.settings.storage_dir)
         self.engine = Engine(self.settings, self.clock, self.backend, self.faults, self.storage)
         self._calls = CallLog()
-        advance = self.advance if isinstance(self.clock, ManualClock) else None
+        advance = self.advance if isinstance(self.clock, ManualClock | SkewableClock) else None
         self.app = EmulatorApp(self.engine, self.faults, self.settings, self._calls, advance)
 
     @property
@@ -55,9 +55,9 @@ class Emulator:
         self.engine.process()
 
     def advance(self, seconds: float) -> float:
-        """ManualClock only: move time forward, then process. Returns the new time."""
-        if not isinstance(self.clock, ManualClock):
-            raise TypeError("advance() needs the emulator to run on a ManualClock")
+        """A ManualClock or SkewableClock only: move time forward, then process. Returns the new time."""
+        if not isinstance(self.clock, ManualClock | SkewableClock):
+            raise TypeError("advance() needs the emulator to run on a ManualClock or a SkewableClock")
         now = self.clock.advance(seconds)
         self.engine.process()
         return now

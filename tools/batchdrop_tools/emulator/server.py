@@ -18,7 +18,8 @@ Admin surface (no auth; not recorded in `emu.calls`):
   `method` absent = any method; `path` is an fnmatch pattern (default `*`); `times: null` = forever.
 - `DELETE /_emulator/faults` clears every fault; `GET /_emulator/faults` lists them.
 - `GET /_emulator/calls`: `{"object": "list", "data": [{"method", "path", "status", "request_id", "at"}]}`.
-- `POST /_emulator/advance` `{"seconds": N}`: ManualClock only (400 otherwise); replies `{"now": t}`.
+- `POST /_emulator/advance` `{"seconds": N}`: moves the emulator's clock ahead (a ManualClock, or the SkewableClock
+  of `batchdrop local`: wall time plus what was advanced; 400 on the wall clock); replies `{"now": t}`.
 - `POST /_emulator/process`: run a processing step now.
 """
 

@@ -228,7 +228,7 @@ class LocalStack:
     # the parts
 
     def _start_emulator(self) -> str:
-        from batchdrop_tools.emulator import Emulator, EmulatorSettings, SystemClock
+        from batchdrop_tools.emulator import Emulator, EmulatorSettings, SkewableClock
         from batchdrop_tools.emulator.server import EmulatorServer
 
         emulator = Emulator(
@@ -237,7 +237,7 @@ class LocalStack:
                 project_id=LOCAL_PROJECT_ID,
                 lines_per_second=self.config.lines_per_second,
             ),
-            clock=SystemClock(),
+            clock=SkewableClock(),  # POST /_emulator/advance: a day passes at the API, to watch an expiry
         )
         self._emulator_server = EmulatorServer(emulator, self.config.host, self.config.emulator_port).start()
         return str(self._emulator_server.url)
