@@ -15,7 +15,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
-from batchdrop.models import InputInfo, Job, Outcome, RequestCounts, Shard, add_count
+from batchdrop.models import InputInfo, Job, Outcome, RequestCounts, Shard, TokenUsage, add_count
+from batchdrop.pricing import DEFAULT_PRICES, PriceTable
 from batchdrop.validation import Problem
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -113,6 +114,34 @@ class Recovery(_Document):
     """Lines that failed first and succeeded on a later attempt."""
 
 
+class Tokens(_Document):
+    lines: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cached_tokens: int
+
+
+class Usage(_Document):
+    """The tokens of the succeeded lines, each counted for the attempt that answered it (over every
+    round), in total and by the model that answered; `wasted`: tokens reported on failed lines."""
+
+    total: Tokens
+    by_model: dict[str, Tokens]
+    wasted: Tokens
+
+
+class Cost(_Document):
+    """`usage` at the price table's prices; null for a model the table does not know, and a null total
+    when it knows none of them (`unpriced_models` names those left out of the total)."""
+
+    currency: str
+    total: float | None
+    by_model: dict[str, float | None]
+    unpriced_models: list[str]
+    prices_as_of: str
+
+
 class ValidationProblem(_Document):
     line: int | None
     code: str
@@ -132,6 +161,8 @@ class Report(_Document):
             "attempts",
             "retried",
             "recovered",
+            "usage",
+            "cost",
         }
     )
 
@@ -153,12 +184,16 @@ class Report(_Document):
     attempts: dict[str, int] | None = None
     retried: int | None = None
     recovered: int | None = None
+    usage: Usage | None = None
+    cost: Cost | None = None
 
 
 class FinishedDetail(_Document):
     """`Batch Job Finished` (also the SNS message's source)."""
 
-    OMITTED_WHEN_NONE = frozenset({"validation_error_count", "rounds", "attempts", "retried", "recovered", "round"})
+    OMITTED_WHEN_NONE = frozenset(
+        {"validation_error_count", "rounds", "attempts", "retried", "recovered", "round", "usage", "cost"}
+    )
 
     schema_version: Literal[1] = SCHEMA_VERSION
     event_id: str
@@ -176,6 +211,8 @@ class FinishedDetail(_Document):
     recovered: int | None = None
     round: int | None = None
     """The job's last round; a job retried by hand is announced again at the end of each retry."""
+    usage: Usage | None = None
+    cost: Cost | None = None
 
 
 class SubmittedDetail(_Document):
@@ -283,8 +320,57 @@ def recovery(job: Job, shards: Sequence[Shard]) -> Recovery:
     )
 
 
-def finished_report(job: Job, shards: Sequence[Shard], counts: Counts, errors_by_code: dict[str, int]) -> Report:
+def _tokens(usage: TokenUsage) -> Tokens:
+    return Tokens.model_validate(usage.model_dump())
+
+
+def usage_of(shards: Sequence[Shard]) -> Usage:
+    """The job's tokens, from its committed shards' results (a succeeded line is in exactly one of them)."""
+    by_model: dict[str, TokenUsage] = {}
+    wasted = TokenUsage()
+    for shard in shards:
+        if shard.result is None:
+            continue
+        for model, tokens in shard.result.usage.items():
+            by_model[model] = by_model.get(model, TokenUsage()).plus(tokens)
+        if shard.result.wasted is not None:
+            wasted = wasted.plus(shard.result.wasted)
+    total = TokenUsage()
+    for tokens in by_model.values():
+        total = total.plus(tokens)
+    return Usage(
+        total=_tokens(total),
+        by_model={model: _tokens(by_model[model]) for model in sorted(by_model)},
+        wasted=_tokens(wasted),
+    )
+
+
+def cost_of(usage: Usage, prices: PriceTable) -> Cost:
+    by_model: dict[str, float | None] = {}
+    for model, tokens in usage.by_model.items():
+        price = prices.price_of(model)
+        by_model[model] = (
+            None if price is None else round(price.cost(tokens.prompt_tokens, tokens.completion_tokens), 9)
+        )
+    known = [value for value in by_model.values() if value is not None]
+    return Cost(
+        currency=prices.currency,
+        total=round(sum(known), 9) if known else None,
+        by_model=by_model,
+        unpriced_models=[model for model, value in by_model.items() if value is None],
+        prices_as_of=prices.as_of,
+    )
+
+
+def finished_report(
+    job: Job,
+    shards: Sequence[Shard],
+    counts: Counts,
+    errors_by_code: dict[str, int],
+    prices: PriceTable = DEFAULT_PRICES,
+) -> Report:
     recovered = recovery(job, shards)
+    usage = usage_of(shards)
     return Report(
         job_id=job.job_id,
         outcome=job.outcome or Outcome.FAILED,
@@ -301,6 +387,8 @@ def finished_report(job: Job, shards: Sequence[Shard], counts: Counts, errors_by
         attempts=recovered.attempts,
         retried=recovered.retried,
         recovered=recovered.recovered,
+        usage=usage,
+        cost=cost_of(usage, prices),
     )
 
 
@@ -326,7 +414,13 @@ def rejection_report(
 
 
 def finished_detail(
-    job: Job, counts: Counts, errors_by_code: dict[str, int], recovered: Recovery | None = None
+    job: Job,
+    counts: Counts,
+    errors_by_code: dict[str, int],
+    recovered: Recovery | None = None,
+    *,
+    usage: Usage | None = None,
+    cost: Cost | None = None,
 ) -> FinishedDetail:
     return FinishedDetail(
         event_id=finished_event_id(job.job_id, job.retries),
@@ -342,6 +436,8 @@ def finished_detail(
         retried=recovered.retried if recovered else None,
         recovered=recovered.recovered if recovered else None,
         round=job.round if recovered else None,
+        usage=usage,
+        cost=cost,
     )
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -259,6 +261,46 @@ class KeptErrors(BaseModel):
     errors_by_code: dict[str, int] = Field(default_factory=dict)
 
 
+class TokenUsage(BaseModel):
+    """Tokens as the API reported them in its result lines (`response.body.usage`), summed."""
+
+    lines: int = 0
+    """Result lines whose usage is in these sums."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int = 0
+    """Of the prompt tokens, those served from the API's cache (`prompt_tokens_details.cached_tokens`)."""
+
+    def add_reported(self, usage: Mapping[str, Any]) -> None:
+        """Adds one line's `usage` object; a count that is missing or not a whole number adds nothing."""
+        self.lines += 1
+        self.prompt_tokens += _tokens(usage.get("prompt_tokens"))
+        self.completion_tokens += _tokens(usage.get("completion_tokens"))
+        total = usage.get("total_tokens")
+        self.total_tokens += (
+            _tokens(total)
+            if total is not None
+            else _tokens(usage.get("prompt_tokens")) + _tokens(usage.get("completion_tokens"))
+        )
+        details = usage.get("prompt_tokens_details")
+        if isinstance(details, Mapping):
+            self.cached_tokens += _tokens(details.get("cached_tokens"))
+
+    def plus(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            lines=self.lines + other.lines,
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+        )
+
+
+def _tokens(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
 class ShardResult(BaseModel):
     succeeded: int = 0
     failed: int = 0
@@ -267,6 +309,10 @@ class ShardResult(BaseModel):
     errors_key: str
     kept: list[KeptErrors] = Field(default_factory=list)
     """One entry per round that re-drove some of this shard's failed lines, in order."""
+    usage: dict[str, TokenUsage] = Field(default_factory=dict)
+    """The succeeded lines' tokens, by the model that answered (the response's `model`)."""
+    wasted: TokenUsage | None = None
+    """Tokens the API reported on lines that failed (rare: most failed lines carry no usage)."""
 
     def final(self, job_round: int) -> tuple[int, dict[str, int], str]:
         """The failed lines that stay this shard's once the job is at `job_round` (rounds not committed

@@ -11,6 +11,7 @@ The three prefixes may not contain one another, or the pipeline's own writes wou
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from functools import lru_cache
@@ -19,6 +20,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from batchdrop.custom_ids import MAX_IDS
+from batchdrop.pricing import DEFAULT_PRICES, PriceTable
 from batchdrop.validation import MAX_LINES_PER_BATCH, MAX_UPLOAD_BYTES
 
 Function = Literal["submit", "poll", "collect"]
@@ -96,8 +98,23 @@ class Settings(BaseModel):
     cancel_near_expiry: bool = Field(default=False, alias="CANCEL_NEAR_EXPIRY")
     """Whether a batch near its expiry is cancelled then (its finished lines kept), so that its unrun lines
     go into the job's next round at once instead of waiting for the expiry."""
+    price_table: str = Field(default="", alias="PRICE_TABLE")
+    """The operator's prices as JSON (`{"models": {"<model>": {"input_per_million": ..., "output_per_million":
+    ..., "batch_discount": ...}}, "currency"?, "as_of"?}`), over the default table (pricing.py); "" keeps it."""
     job_retention_days: int = Field(default=30, alias="JOB_RETENTION_DAYS", ge=1)
     secret_max_age_seconds: int = Field(default=300, alias="SECRET_MAX_AGE_SECONDS", ge=0)
+
+    @field_validator("price_table")
+    @classmethod
+    def _price_table_reads(cls, value: str) -> str:
+        if value.strip():
+            _read_prices(value)
+        return value
+
+    @property
+    def prices(self) -> PriceTable:
+        """The default price table with the operator's changes."""
+        return _read_prices(self.price_table) if self.price_table.strip() else DEFAULT_PRICES
 
     @field_validator("input_prefix", "output_prefix", "work_prefix")
     @classmethod
@@ -141,6 +158,19 @@ class Settings(BaseModel):
             raise ConfigurationError(
                 f"invalid {what} configuration: {problems} (template.yaml sets every one of them)"
             ) from None
+
+
+def _read_prices(text: str) -> PriceTable:
+    try:
+        override = json.loads(text)
+        if not isinstance(override, dict):
+            raise ValueError("it must be a JSON object")
+        return DEFAULT_PRICES.merged(override)
+    except (ValueError, ValidationError) as error:
+        raise ValueError(
+            f'is not a price table ({str(error).splitlines()[0]}): give {{"models": {{"<model>": '
+            '{"input_per_million": 0.15, "output_per_million": 0.6}}}, as the README\'s "Prices" says'
+        ) from None
 
 
 class SubmitSettings(Settings):

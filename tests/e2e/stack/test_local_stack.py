@@ -293,6 +293,13 @@ def test_failed_lines_are_re_driven_when_another_try_can_help(
     answered = {json.loads(line)["custom_id"] for line in output}
     failed = {json.loads(line)["custom_id"] for line in errors}
     assert answered | failed == {f"{prefix}-{n}" for n in range(1000)} and not answered & failed
+    # report.json's usage is the sum over output.jsonl's own lines (each answered line once, any round)
+    replies = [json.loads(line)["response"]["body"] for line in output]
+    assert {key: report["usage"]["total"][key] for key in ("lines", "prompt_tokens", "completion_tokens")} == {
+        "lines": len(answered),
+        "prompt_tokens": sum(reply["usage"]["prompt_tokens"] for reply in replies),
+        "completion_tokens": sum(reply["usage"]["completion_tokens"] for reply in replies),
+    }
     if outcome == "succeeded":
         assert len(answered) == 1000 and report["recovered"] == failed_first
         assert report["attempts"] == {"1": 1000 - failed_first, "2": failed_first}

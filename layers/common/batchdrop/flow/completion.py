@@ -246,10 +246,11 @@ def _write_results(job: Job, shards: list[Shard], services: Services) -> None:
     except s3io.SourceMissing:
         _restore_expired_results(job, shards, services)
         _merge(job, shards, services)
-    report = contracts.finished_report(job, shards, counts, errors_by_code)
+    report = contracts.finished_report(job, shards, counts, errors_by_code, services.settings.prices)
     s3io.put_json(services.s3, bucket, f"{job.output_prefix}report.json", report.document())
     recovered = contracts.recovery(job, shards)
-    _publish(job, contracts.finished_detail(job, counts, errors_by_code, recovered).document(), services)
+    detail = contracts.finished_detail(job, counts, errors_by_code, recovered, usage=report.usage, cost=report.cost)
+    _publish(job, detail.document(), services)
 
 
 def _merge(job: Job, shards: list[Shard], services: Services) -> None:

@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from batchdrop.integrations import s3io
 from batchdrop.integrations.shard_copies import ShardSourceMissing, local_shard_copy
 from batchdrop.integrations.zerogpu import BatchStatus, ZeroGPUError, parse_result_line
-from batchdrop.models import FailureCode, Job, Shard, ShardResult, add_count
+from batchdrop.models import FailureCode, Job, Shard, ShardResult, TokenUsage, add_count
 from batchdrop.observability import Metric, count, logger
 from batchdrop.services import Services
 from batchdrop.validation import iter_physical_lines
@@ -216,14 +216,23 @@ class _ResultSorter:
             self._unexpected += 1
             return
         del self._unreported[line.custom_id]
+        usage = line.body.get("usage") if line.body else None
         if line.succeeded:
             self._output.write(content)
             self._output.write(b"\n")
             self._result.succeeded += 1
+            if isinstance(usage, dict):
+                model = line.body.get("model") if line.body else None
+                name = model if isinstance(model, str) and model else "unknown"
+                self._result.usage.setdefault(name, TokenUsage()).add_reported(usage)
         else:
             self._errors.write(content)
             self._errors.write(b"\n")
             _count_failure(self._result, line.code or "unknown_error")
+            if isinstance(usage, dict):
+                if self._result.wasted is None:
+                    self._result.wasted = TokenUsage()
+                self._result.wasted.add_reported(usage)
 
 
 def _unreported_reason(shard: Shard) -> tuple[str, str]:

@@ -1,0 +1,140 @@
+"""What a job cost: report.json's and Batch Job Finished's `usage` are the sums over output.jsonl's own
+lines (each answered line once, whichever round answered it), and `cost` prices them from the table, with
+null, never a guess, for a model the table does not know."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pipeline_harness import Pipeline, chat_line, jsonl
+
+from batchdrop.settings import ConfigurationError, Settings
+
+KNOWN = "llama-3.1-8b-instruct-fast"  # list price 0.02 in, 0.05 out per million tokens
+UNKNOWN = "zgpu-small"
+
+
+def lines(n: int, model: str, prefix: str) -> list[dict[str, Any]]:
+    return [
+        chat_line(f"{prefix}-{i}", f"question {i}: " + "words " * (i % 7)) | {"body": body(model, i)} for i in range(n)
+    ]
+
+
+def body(model: str, i: int) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": f"question {i}: " + "words " * (i % 7)}]}
+
+
+def summed_from_output(pipeline: Pipeline, name: str) -> dict[str, dict[str, int]]:
+    """The usage of output.jsonl's lines, summed here, by model (the test's own reading)."""
+    sums: dict[str, dict[str, int]] = {}
+    for line in pipeline.lines(f"outbox/{name}/output.jsonl"):
+        reply = line["response"]["body"]
+        tokens = sums.setdefault(reply["model"], {"lines": 0, "prompt_tokens": 0, "completion_tokens": 0})
+        tokens["lines"] += 1
+        tokens["prompt_tokens"] += reply["usage"]["prompt_tokens"]
+        tokens["completion_tokens"] += reply["usage"]["completion_tokens"]
+    return sums
+
+
+def test_usage_is_the_sum_over_the_output_and_cost_prices_it(pipeline: Pipeline) -> None:
+    # Given a file of 40 lines for a model of the price table
+    pipeline.drop("inbox/priced.jsonl", jsonl(lines(40, KNOWN, "p")))
+
+    # When it runs to the end
+    pipeline.run()
+
+    # Then report.json's usage is what output.jsonl's lines say, and its cost is those tokens at list price
+    report = pipeline.report("priced")
+    expected = summed_from_output(pipeline, "priced")[KNOWN]
+    usage = report["usage"]
+    assert expected["lines"] == 40 and expected["prompt_tokens"] > 40 * 3
+    for field in ("lines", "prompt_tokens", "completion_tokens"):
+        assert usage["total"][field] == usage["by_model"][KNOWN][field] == expected[field]
+    assert usage["total"]["total_tokens"] == expected["prompt_tokens"] + expected["completion_tokens"]
+    assert usage["wasted"]["lines"] == 0
+    price = (expected["prompt_tokens"] * 0.02 + expected["completion_tokens"] * 0.05) / 1_000_000
+    cost = report["cost"]
+    assert cost["currency"] == "USD" and cost["unpriced_models"] == []
+    assert cost["by_model"][KNOWN] == pytest.approx(price) and cost["total"] == pytest.approx(price)
+    assert cost["prices_as_of"].startswith("2026-08")
+
+    # And Batch Job Finished carries the same figures
+    (finished,) = pipeline.finished_events
+    assert finished["detail"]["usage"] == usage and finished["detail"]["cost"] == cost
+
+
+def test_a_model_the_table_does_not_know_has_its_tokens_and_a_null_cost(pipeline: Pipeline) -> None:
+    # Given one file with lines for a priced model and for one no table knows
+    pipeline.drop("inbox/mixed.jsonl", jsonl(lines(6, KNOWN, "k") + lines(4, UNKNOWN, "u")))
+    pipeline.run()
+
+    report = pipeline.report("mixed")
+    sums = summed_from_output(pipeline, "mixed")
+    assert {model: tokens["lines"] for model, tokens in report["usage"]["by_model"].items()} == {KNOWN: 6, UNKNOWN: 4}
+    assert report["usage"]["by_model"][UNKNOWN]["prompt_tokens"] == sums[UNKNOWN]["prompt_tokens"]
+    cost = report["cost"]
+    assert cost["by_model"][UNKNOWN] is None and cost["unpriced_models"] == [UNKNOWN]
+    assert cost["total"] == cost["by_model"][KNOWN] > 0  # the priced part; unpriced_models says what is left out
+
+
+def test_with_no_model_priced_the_total_is_null(pipeline: Pipeline) -> None:
+    pipeline.drop("inbox/unpriced.jsonl", jsonl(lines(3, UNKNOWN, "n")))
+    pipeline.run()
+    cost = pipeline.report("unpriced")["cost"]
+    assert cost["total"] is None and cost["by_model"] == {UNKNOWN: None}
+
+
+def test_lines_answered_in_a_later_round_count_once(make_pipeline: Any) -> None:
+    # Given 30% of 100 lines failing their first attempt (re-driven, then answered)
+    pipeline: Pipeline = make_pipeline()
+    pipeline.emulator.faults.line_errors("rate_limit_exceeded", rate=0.3, seed=5, times_per_line=1)
+    pipeline.drop("inbox/rounds.jsonl", jsonl(lines(100, KNOWN, "r")))
+    pipeline.run()
+
+    report = pipeline.report("rounds")
+    assert len(report["rounds"]) == 2 and report["counts"]["succeeded"] == 100
+    expected = summed_from_output(pipeline, "rounds")[KNOWN]
+    total = report["usage"]["total"]
+    assert (total["lines"], total["prompt_tokens"], total["completion_tokens"]) == (
+        100,
+        expected["prompt_tokens"],
+        expected["completion_tokens"],
+    )
+
+
+def test_the_operator_s_prices_replace_the_list_prices(make_pipeline: Any) -> None:
+    # Given an operator's table: the model at 1.00 / 2.00 per million, half price for batches
+    table = {"models": {KNOWN: {"input_per_million": 1.0, "output_per_million": 2.0, "batch_discount": 0.5}}}
+    pipeline: Pipeline = make_pipeline(PRICE_TABLE=json.dumps(table))
+    pipeline.drop("inbox/own.jsonl", jsonl(lines(5, KNOWN, "o")))
+    pipeline.run()
+
+    report = pipeline.report("own")
+    tokens = report["usage"]["total"]
+    price = (tokens["prompt_tokens"] * 1.0 + tokens["completion_tokens"] * 2.0) / 1_000_000 * 0.5
+    assert report["cost"]["total"] == pytest.approx(price) and report["cost"]["prices_as_of"] == "operator"
+
+
+@pytest.mark.parametrize(
+    ("table", "says"),
+    [
+        ("not json", "is not a price table"),
+        ('{"models": {"m": {"input_per_million": 1}}}', "models.m.output_per_million: Field required"),
+        ('{"models": {"m": {"input_per_million": -1, "output_per_million": 1}}}', "models.m.input_per_million"),
+        ('{"prices": {}}', "unknown keys ['prices']"),
+    ],
+)
+def test_a_price_table_that_does_not_read_fails_at_start_naming_the_problem(table: str, says: str) -> None:
+    environ = {
+        "TABLE_NAME": "t",
+        "SECRET_ID": "s",
+        "INPUT_PREFIX": "inbox/",
+        "OUTPUT_PREFIX": "outbox/",
+        "WORK_PREFIX": "work/",
+        "PRICE_TABLE": table,
+    }
+    with pytest.raises(ConfigurationError, match="PRICE_TABLE") as raised:
+        Settings.from_environ(environ)
+    assert says in str(raised.value) and "input_per_million" in str(raised.value)
