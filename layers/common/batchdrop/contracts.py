@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
+from batchdrop import estimate
 from batchdrop.models import InputInfo, Job, Outcome, RequestCounts, Shard, TokenUsage, add_count
 from batchdrop.pricing import DEFAULT_PRICES, PriceTable
 from batchdrop.validation import Problem
@@ -142,6 +143,34 @@ class Cost(_Document):
     prices_as_of: str
 
 
+class TokenEstimateEntry(_Document):
+    lines: int
+    input_tokens: int
+    max_output_tokens: int
+    lines_without_max_tokens: int
+    """Lines that set no max_tokens: their output has no bound, so only their input is in `cost`."""
+
+
+class EstimatedCost(_Document):
+    currency: str
+    total: float | None
+    """Input plus worst-case output of the priced models (null when none is priced)."""
+    by_model: dict[str, float | None]
+    unpriced_models: list[str]
+    prices_as_of: str
+    limit: float | None
+    """MaxEstimatedCostPerJob (null: no limit)."""
+
+
+class Estimate(_Document):
+    """What the split estimated before any batch was created (estimate.py), beside `usage` and `cost`."""
+
+    method: str
+    total: TokenEstimateEntry
+    by_model: dict[str, TokenEstimateEntry]
+    cost: EstimatedCost
+
+
 class ValidationProblem(_Document):
     line: int | None
     code: str
@@ -163,6 +192,7 @@ class Report(_Document):
             "recovered",
             "usage",
             "cost",
+            "estimate",
         }
     )
 
@@ -186,6 +216,7 @@ class Report(_Document):
     recovered: int | None = None
     usage: Usage | None = None
     cost: Cost | None = None
+    estimate: Estimate | None = None
 
 
 class FinishedDetail(_Document):
@@ -362,12 +393,35 @@ def cost_of(usage: Usage, prices: PriceTable) -> Cost:
     )
 
 
+def estimate_of(job: Job, prices: PriceTable, limit: float) -> Estimate | None:
+    if job.estimate is None:
+        return None  # split before estimates were kept, or taken over from an attempt that died
+    total, by_model = job.estimate.cost(prices)
+    return Estimate(
+        method=estimate.METHOD,
+        total=TokenEstimateEntry.model_validate(job.estimate.total().model_dump()),
+        by_model={
+            model: TokenEstimateEntry.model_validate(entry.model_dump())
+            for model, entry in sorted(job.estimate.by_model.items())
+        },
+        cost=EstimatedCost(
+            currency=prices.currency,
+            total=total,
+            by_model=by_model,
+            unpriced_models=[model for model, value in by_model.items() if value is None],
+            prices_as_of=prices.as_of,
+            limit=limit or None,
+        ),
+    )
+
+
 def finished_report(
     job: Job,
     shards: Sequence[Shard],
     counts: Counts,
     errors_by_code: dict[str, int],
     prices: PriceTable = DEFAULT_PRICES,
+    cost_limit: float = 0,
 ) -> Report:
     recovered = recovery(job, shards)
     usage = usage_of(shards)
@@ -389,11 +443,20 @@ def finished_report(
         recovered=recovered.recovered,
         usage=usage,
         cost=cost_of(usage, prices),
+        estimate=estimate_of(job, prices, cost_limit),
     )
 
 
 def rejection_report(
-    job: Job, *, lines: int, problems: Sequence[Problem], problem_count: int, errors_by_code: dict[str, int], now: int
+    job: Job,
+    *,
+    lines: int,
+    problems: Sequence[Problem],
+    problem_count: int,
+    errors_by_code: dict[str, int],
+    now: int,
+    prices: PriceTable = DEFAULT_PRICES,
+    cost_limit: float = 0,
 ) -> Report:
     return Report(
         job_id=job.job_id,
@@ -410,6 +473,7 @@ def rejection_report(
         validation_errors_truncated=problem_count > len(problems),
         outputs=outputs(job, report_only=True),
         timestamps=timestamps(job, finished_at=now),
+        estimate=estimate_of(job, prices, cost_limit),
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from batchdrop.estimate import TokenEstimate
 from batchdrop.validation import Problem, ProblemCode, echo
 
 
@@ -224,6 +225,8 @@ class Job(BaseModel):
     failures the next round sends again, whatever the automatic rules and bounds say."""
     retries: int = 0
     """Retries asked for by hand so far: each ends with its own `Batch Job Finished`."""
+    estimate: TokenEstimate | None = None
+    """What the split estimated the job to use (estimate.py), for report.json beside the actual."""
     version: int = 0
 
     @property

@@ -98,6 +98,9 @@ class Settings(BaseModel):
     cancel_near_expiry: bool = Field(default=False, alias="CANCEL_NEAR_EXPIRY")
     """Whether a batch near its expiry is cancelled then (its finished lines kept), so that its unrun lines
     go into the job's next round at once instead of waiting for the expiry."""
+    max_estimated_cost_per_job: float = Field(default=0, alias="MAX_ESTIMATED_COST_PER_JOB", ge=0)
+    """A job whose estimated cost (estimate.py, at the price table's prices) is above this is rejected
+    before any API call; 0: no limit."""
     price_table: str = Field(default="", alias="PRICE_TABLE")
     """The operator's prices as JSON (`{"models": {"<model>": {"input_per_million": ..., "output_per_million":
     ..., "batch_discount": ...}}, "currency"?, "as_of"?}`), over the default table (pricing.py); "" keeps it."""

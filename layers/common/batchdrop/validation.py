@@ -71,6 +71,7 @@ class ProblemCode(StrEnum):
     VALIDATION_TIMEOUT = "validation_timeout"
     INVALID_KEY = "invalid_key"
     KEY_TOO_LONG = "key_too_long"
+    ESTIMATED_COST_TOO_HIGH = "estimated_cost_too_high"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,8 @@ class ValidLine(NamedTuple):
     custom_id: str
     content: bytes
     """The line without its line ending (and without a leading UTF-8 BOM on line 1)."""
+    body: dict[str, Any] | None = None
+    """The parsed request body."""
 
 
 class Readable(Protocol):
@@ -448,7 +451,7 @@ class LineValidator:
             )
         if self.strict and (problem := _check_chat_body(n, body)):
             return problem
-        return ValidLine(n, custom_id, content)
+        return ValidLine(n, custom_id, content, body)
 
 
 def _check_chat_body(n: int, body: dict[str, Any]) -> Problem | None:

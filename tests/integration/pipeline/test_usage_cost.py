@@ -138,3 +138,58 @@ def test_a_price_table_that_does_not_read_fails_at_start_naming_the_problem(tabl
     with pytest.raises(ConfigurationError, match="PRICE_TABLE") as raised:
         Settings.from_environ(environ)
     assert says in str(raised.value) and "input_per_million" in str(raised.value)
+
+
+# -- the estimate before any batch, and the guardrail -------------------------------------------------
+
+
+def bounded(n: int, model: str, prefix: str, max_tokens: int | None, text: str) -> list[dict[str, Any]]:
+    made = []
+    for i in range(n):
+        request = {"model": model, "messages": [{"role": "user", "content": text}]}
+        if max_tokens is not None:
+            request["max_tokens"] = max_tokens
+        made.append(chat_line(f"{prefix}-{i}") | {"body": request})
+    return made
+
+
+def test_the_report_shows_the_estimate_beside_the_actual(pipeline: Pipeline) -> None:
+    # Given 10 lines of 400 bytes of text with max_tokens 100, and 5 with no max_tokens, of a priced model
+    text = "é" * 100 + "x" * 200  # 400 UTF-8 bytes: 100 estimated input tokens a line
+    pipeline.drop(
+        "inbox/estimated.jsonl", jsonl(bounded(10, KNOWN, "b", 100, text) + bounded(5, KNOWN, "u", None, text))
+    )
+    pipeline.run()
+
+    estimate = pipeline.report("estimated")["estimate"]
+    assert estimate["total"] == {
+        "lines": 15,
+        "input_tokens": 1500,
+        "max_output_tokens": 1000,
+        "lines_without_max_tokens": 5,
+    }
+    assert estimate["by_model"] == {KNOWN: estimate["total"]}
+    assert estimate["cost"]["total"] == pytest.approx((1500 * 0.02 + 1000 * 0.05) / 1_000_000)
+    assert estimate["cost"]["limit"] is None and "bytes" in estimate["method"]
+
+
+def test_a_job_over_the_cost_limit_is_rejected_before_any_api_call(make_pipeline: Any) -> None:
+    # Given a limit of 0.01 USD and a file that may cost more: 100 lines of 4,000 bytes, up to 4,000 tokens
+    # out each, on glm-5.2 (1.10 in, 3.50 out per million): about 1.51 USD at most
+    pipeline: Pipeline = make_pipeline(MAX_ESTIMATED_COST_PER_JOB="0.01")
+    pipeline.drop("inbox/costly.jsonl", jsonl(bounded(100, "glm-5.2", "c", 4000, "y" * 4000)))
+
+    # Then it is rejected with the estimate in its report, and the API was never called
+    report = pipeline.report("costly")
+    assert report["outcome"] == "rejected"
+    (problem,) = report["validation_errors"]
+    assert problem["code"] == "estimated_cost_too_high" and problem["line"] is None
+    assert "up to 1.51 USD" in problem["message"] and "MaxEstimatedCostPerJob (0.01 USD)" in problem["message"]
+    assert report["estimate"]["cost"]["limit"] == 0.01
+    assert report["estimate"]["cost"]["total"] == pytest.approx((100_000 * 1.10 + 400_000 * 3.50) / 1_000_000)
+    assert pipeline.emulator.calls == []
+
+    # And a file under the limit runs as usual
+    pipeline.drop("inbox/cheap.jsonl", jsonl(bounded(2, "glm-5.2", "d", 10, "short")))
+    pipeline.run()
+    assert pipeline.report("cheap")["outcome"] == "succeeded"

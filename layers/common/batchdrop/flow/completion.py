@@ -47,6 +47,8 @@ def publish_rejection(job: Job, split: SplitResult, services: Services) -> Job:
         problem_count=split.problem_count,
         errors_by_code=errors_by_code,
         now=now,
+        prices=services.settings.prices,
+        cost_limit=services.settings.max_estimated_cost_per_job,
     )
     # outbox/<name>/ holds one version's files: the previous version's results go.
     services.s3.delete_objects(
@@ -246,7 +248,10 @@ def _write_results(job: Job, shards: list[Shard], services: Services) -> None:
     except s3io.SourceMissing:
         _restore_expired_results(job, shards, services)
         _merge(job, shards, services)
-    report = contracts.finished_report(job, shards, counts, errors_by_code, services.settings.prices)
+    settings = services.settings
+    report = contracts.finished_report(
+        job, shards, counts, errors_by_code, settings.prices, settings.max_estimated_cost_per_job
+    )
     s3io.put_json(services.s3, bucket, f"{job.output_prefix}report.json", report.document())
     recovered = contracts.recovery(job, shards)
     detail = contracts.finished_detail(job, counts, errors_by_code, recovered, usage=report.usage, cost=report.cost)

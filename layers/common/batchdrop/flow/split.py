@@ -25,10 +25,12 @@ from typing import IO, Any
 import orjson
 
 from batchdrop.custom_ids import DigestIdSet
+from batchdrop.estimate import TokenEstimate
 from batchdrop.integrations import s3io
 from batchdrop.models import Job, JobStatus, ObjectRef, Shard, ShardState
 from batchdrop.observability import Metric, count, logger
 from batchdrop.services import Services
+from batchdrop.settings import Settings
 from batchdrop.validation import LineValidator, PhysicalLine, Problem, ProblemCode, ValidLine, iter_physical_lines
 
 MAX_REPORTED_PROBLEMS = 1000
@@ -138,6 +140,7 @@ def validate_and_split(
     time_left: Callable[[], bool] = lambda: True,
     on_shard: Callable[[ShardFile], None] | None = None,
     keep_ids: bool = True,
+    estimate: TokenEstimate | None = None,
 ) -> SplitResult:
     """Reads `stream` once; shard files are written under `directory`.
 
@@ -192,6 +195,8 @@ def validate_and_split(
             if result.problem_count:
                 continue  # already rejected: keep checking, stop writing
             assert isinstance(checked, ValidLine)
+            if estimate is not None and checked.body is not None:
+                estimate.add(checked.body)
             size = len(checked.content) + 1
             if current is None or current.lines >= limits.max_lines or current.bytes + size > limits.max_bytes:
                 if handle is not None:
@@ -364,6 +369,7 @@ def split_input(
         max_input_lines=settings.max_input_lines,
         max_batches=settings.max_batches_per_input,
     )
+    estimate = TokenEstimate()
     with tempfile.TemporaryDirectory(dir=services.workdir) as directory, s3io.open_object(services.s3, ref) as stream:
         try:
             split = validate_and_split(
@@ -373,15 +379,20 @@ def split_input(
                 is_gzip=ref.is_gzip,
                 time_left=lambda: services.remaining_time() > VALIDATION_MARGIN_SECONDS,
                 on_shard=store_shard,
+                estimate=estimate,
             )
         except BaseException:
             services.local_shards.cancel_copies()
             raise
+        estimated = split.valid  # every line was read: the estimate is whole
+        if estimated and (over := _over_budget(estimate, settings)):
+            split.note(over)
         if not split.valid:
             services.local_shards.cancel_copies()  # the shards before a bad line need no copy
     # The shards are recorded while their last copies are still being written: a shard whose copy never
     # lands (a crash, an S3 failure) is rebuilt from the input when it is needed, as after the expiry.
     job_input = job.input.model_copy(update={"lines": split.lines})
+    job = job.model_copy(update={"estimate": estimate if estimated else None})
     timed_out = set(split.problem_codes) == {ProblemCode.VALIDATION_TIMEOUT.value}
     if not split.valid and timed_out and not first_attempt and services.store.get_shards(job.job_id):
         # An earlier attempt validated the file and recorded some shards: too slow now is no reason to
@@ -403,7 +414,12 @@ def split_input(
             f"job {job.job_id} was split with other limits by an earlier attempt: restore "
             "MAX_LINES_PER_BATCH / MAX_BYTES_PER_BATCH, or upload the file again"
         )
-    accepted: dict[str, Any] = {"status": JobStatus.SUBMITTING, "shard_count": len(shards), "input": job_input}
+    accepted: dict[str, Any] = {
+        "status": JobStatus.SUBMITTING,
+        "shard_count": len(shards),
+        "input": job_input,
+        "estimate": estimate,
+    }
     # A cancel may come in meanwhile: the change is then decided again on the fresh record.
     job = (
         services.store.modify_job(
@@ -414,6 +430,24 @@ def split_input(
     logger.info("input accepted", extra={"lines": split.lines, "shards": len(shards)})
     count(Metric.JOBS_ACCEPTED)
     return job, split, recorded
+
+
+def _over_budget(estimate: TokenEstimate, settings: Settings) -> Problem | None:
+    """The MAX_ESTIMATED_COST_PER_JOB guardrail: the input's problem if its estimate is above the limit."""
+    limit = settings.max_estimated_cost_per_job
+    if not limit:
+        return None
+    prices = settings.prices
+    total, _ = estimate.cost(prices)
+    if total is None or total <= limit:
+        return None
+    tokens = estimate.total()
+    return Problem(
+        ProblemCode.ESTIMATED_COST_TOO_HIGH,
+        f"The job's estimated cost, up to {total:.2f} {prices.currency} ({tokens.input_tokens:,} input tokens "
+        f"and up to {tokens.max_output_tokens:,} output tokens), is over MaxEstimatedCostPerJob "
+        f"({limit:g} {prices.currency}): split the file, lower max_tokens, or raise the limit",
+    )
 
 
 def adopt_recorded_split(job: Job, services: Services) -> Job | None:
