@@ -55,11 +55,12 @@ class Counts(_Document):
 
 
 class Outputs(_Document):
-    OMITTED_WHEN_NONE = frozenset({"output", "errors"})
+    OMITTED_WHEN_NONE = frozenset({"output", "errors", "results_csv"})
 
     output: str | None = None
     errors: str | None = None
     report: str
+    results_csv: str | None = None
 
 
 class Timestamps(_Document):
@@ -277,11 +278,16 @@ def finished_event_id(job_id: str, retries: int = 0) -> str:
     return f"{job_id}:finished" if not retries else f"{job_id}:finished:retry-{retries}"
 
 
-def outputs(job: Job, *, report_only: bool = False) -> Outputs:
+def outputs(job: Job, *, report_only: bool = False, results_csv: bool = False) -> Outputs:
     base = f"s3://{job.input.bucket}/{job.output_prefix}"
     if report_only:
         return Outputs(report=f"{base}report.json")
-    return Outputs(output=f"{base}output.jsonl", errors=f"{base}errors.jsonl", report=f"{base}report.json")
+    return Outputs(
+        output=f"{base}output.jsonl",
+        errors=f"{base}errors.jsonl",
+        report=f"{base}report.json",
+        results_csv=f"{base}results.csv" if results_csv else None,
+    )
 
 
 def timestamps(job: Job, *, finished_at: int | None = None) -> Timestamps:
@@ -422,6 +428,7 @@ def finished_report(
     errors_by_code: dict[str, int],
     prices: PriceTable = DEFAULT_PRICES,
     cost_limit: float = 0,
+    results_csv: bool = False,
 ) -> Report:
     recovered = recovery(job, shards)
     usage = usage_of(shards)
@@ -435,7 +442,7 @@ def finished_report(
         batch_count=len(shards),
         batches_truncated=len(shards) > MAX_REPORTED_BATCHES,
         validation_errors=[],
-        outputs=outputs(job),
+        outputs=outputs(job, results_csv=results_csv),
         timestamps=timestamps(job),
         rounds=recovered.rounds,
         attempts=recovered.attempts,
@@ -485,6 +492,7 @@ def finished_detail(
     *,
     usage: Usage | None = None,
     cost: Cost | None = None,
+    results_csv: bool = False,
 ) -> FinishedDetail:
     return FinishedDetail(
         event_id=finished_event_id(job.job_id, job.retries),
@@ -493,7 +501,7 @@ def finished_detail(
         counts=counts,
         errors_by_code=errors_by_code,
         input=job.input,
-        outputs=outputs(job),
+        outputs=outputs(job, results_csv=results_csv),
         finished_at=iso(job.finished_at),
         rounds=recovered.rounds if recovered else None,
         attempts=recovered.attempts if recovered else None,

@@ -98,6 +98,8 @@ class Settings(BaseModel):
     cancel_near_expiry: bool = Field(default=False, alias="CANCEL_NEAR_EXPIRY")
     """Whether a batch near its expiry is cancelled then (its finished lines kept), so that its unrun lines
     go into the job's next round at once instead of waiting for the expiry."""
+    results_csv: bool = Field(default=True, alias="RESULTS_CSV")
+    """Whether a finished job also gets outbox/<name>/results.csv (results_table.py)."""
     max_estimated_cost_per_job: float = Field(default=0, alias="MAX_ESTIMATED_COST_PER_JOB", ge=0)
     """A job whose estimated cost (estimate.py, at the price table's prices) is above this is rejected
     before any API call; 0: no limit."""

@@ -293,6 +293,15 @@ def test_failed_lines_are_re_driven_when_another_try_can_help(
     answered = {json.loads(line)["custom_id"] for line in output}
     failed = {json.loads(line)["custom_id"] for line in errors}
     assert answered | failed == {f"{prefix}-{n}" for n in range(1000)} and not answered & failed
+    # results.csv has a row per input line, in input order, as csv and pandas read it
+    import io
+
+    import pandas
+
+    table = stack.read_object(f"outbox/{prefix}/results.csv") or b""
+    frame = pandas.read_csv(io.BytesIO(table), dtype=str, keep_default_na=False)
+    assert frame["custom_id"].tolist() == [f"{prefix}-{n}" for n in range(1000)]
+    assert sorted(frame.loc[frame["status"] == "failed", "custom_id"]) == sorted(failed)
     # report.json's usage is the sum over output.jsonl's own lines (each answered line once, any round)
     replies = [json.loads(line)["response"]["body"] for line in output]
     assert {key: report["usage"]["total"][key] for key in ("lines", "prompt_tokens", "completion_tokens")} == {

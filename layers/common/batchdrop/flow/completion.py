@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from batchdrop import contracts
 from batchdrop.flow import redrive
 from batchdrop.flow.results import export_results
+from batchdrop.flow.results_table import write_results_csv
 from batchdrop.flow.split import SplitResult
 from batchdrop.integrations import s3io
 from batchdrop.integrations.store import StaleRecord
@@ -249,12 +250,22 @@ def _write_results(job: Job, shards: list[Shard], services: Services) -> None:
         _restore_expired_results(job, shards, services)
         _merge(job, shards, services)
     settings = services.settings
+    if settings.results_csv:
+        write_results_csv(job, shards, services)
     report = contracts.finished_report(
-        job, shards, counts, errors_by_code, settings.prices, settings.max_estimated_cost_per_job
+        job,
+        shards,
+        counts,
+        errors_by_code,
+        settings.prices,
+        settings.max_estimated_cost_per_job,
+        results_csv=settings.results_csv,
     )
     s3io.put_json(services.s3, bucket, f"{job.output_prefix}report.json", report.document())
     recovered = contracts.recovery(job, shards)
-    detail = contracts.finished_detail(job, counts, errors_by_code, recovered, usage=report.usage, cost=report.cost)
+    detail = contracts.finished_detail(
+        job, counts, errors_by_code, recovered, usage=report.usage, cost=report.cost, results_csv=settings.results_csv
+    )
     _publish(job, detail.document(), services)
 
 

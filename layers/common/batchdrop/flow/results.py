@@ -56,7 +56,7 @@ def export_results(shard: Shard, job: Job, services: Services, *, skip_unavailab
     result = ShardResult(output_key=f"{base}.output.jsonl", errors_key=f"{base}.errors.jsonl")
     with tempfile.TemporaryDirectory(dir=services.workdir) as directory:
         try:
-            unreported = _shard_custom_ids(shard, job, directory, services)
+            unreported = shard_custom_ids(shard, job, directory, services)
         except ShardSourceMissing as error:
             # Neither the work copy nor the input exists any more: the lines cannot be named, only counted.
             logger.error("shard lines lost with their input", extra={"shard": shard.index, "reason": str(error)})
@@ -91,7 +91,7 @@ def export_results(shard: Shard, job: Job, services: Services, *, skip_unavailab
     return result
 
 
-def _shard_custom_ids(shard: Shard, job: Job, directory: str, services: Services) -> dict[str, None]:
+def shard_custom_ids(shard: Shard, job: Job, directory: str, services: Services) -> dict[str, None]:
     """The shard's custom_ids in input order (a dict as an ordered set): from the list the split wrote
     beside the shard (a few bytes a line), or, if there is none (any more), from the shard's lines."""
     if shard.ids_key is not None:

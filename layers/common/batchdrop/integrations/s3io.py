@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -203,3 +204,72 @@ def _concatenate_in_parts(s3: S3Client, bucket: str, sources: list[tuple[str, in
         raise
     finally:
         copier.shutdown(wait=True)
+
+
+class StreamedUpload(io.RawIOBase):
+    """A write-only stream into one S3 object, sent in parts of WRITE_PART_BYTES as it fills (one part in
+    memory at a time); an object that stays under one part is sent with one PutObject. Closing completes
+    it; `abort()` (or an error inside `with`) drops it."""
+
+    def __init__(self, s3: S3Client, bucket: str, key: str, *, content_type: str) -> None:
+        super().__init__()
+        self._s3, self._bucket, self._key, self._type = s3, bucket, key, content_type
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[CompletedPartTypeDef] = []
+        self._aborted = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._buffer += data
+        if len(self._buffer) >= WRITE_PART_BYTES:
+            self._send_part()
+        return len(data)
+
+    def _send_part(self) -> None:
+        if self._upload_id is None:
+            self._upload_id = self._s3.create_multipart_upload(
+                Bucket=self._bucket, Key=self._key, ContentType=self._type
+            )["UploadId"]
+        number = len(self._parts) + 1
+        reply = self._s3.upload_part(
+            Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=bytes(self._buffer)
+        )
+        self._parts.append({"PartNumber": number, "ETag": reply["ETag"]})
+        self._buffer.clear()
+
+    def abort(self) -> None:
+        self._aborted = True
+        if self._upload_id is not None:
+            try:
+                self._s3.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id)
+            except ClientError as error:  # the lifecycle rule ends it if this fails
+                logger.warning("a failed upload could not be aborted", extra={"error": repr(error)})
+        super().close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        if not self._aborted:
+            if self._upload_id is None:
+                self._s3.put_object(
+                    Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer), ContentType=self._type
+                )
+            else:
+                if self._buffer:
+                    self._send_part()
+                self._s3.complete_multipart_upload(
+                    Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
+                )
+        super().close()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if exc_info[0] is not None:
+            self.abort()
+        else:
+            self.close()
+
+
+WRITE_PART_BYTES = 8 * 1024 * 1024
