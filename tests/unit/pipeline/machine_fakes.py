@@ -168,6 +168,9 @@ class FakeS3:
         self.objects[Key] = Body
         return {}
 
+    def generate_presigned_url(self, operation: str, Params: dict[str, str], ExpiresIn: int) -> str:
+        return f"https://{Params['Bucket']}.example/{Params['Key']}?X-Amz-Expires={ExpiresIn}"
+
     def copy(self, source: Mapping[str, str], bucket: str, key: str, **_: Any) -> None:
         if source["Key"] not in self.objects:
             raise self._missing("CopyObject")
@@ -203,7 +206,7 @@ class FakeNotifier:
     def request_rejected(self, detail: dict[str, Any]) -> None:
         self.events.append(("Batch Job Rejected", detail))
 
-    def finished_message(self, detail: dict[str, Any]) -> None:
+    def finished_message(self, detail: dict[str, Any], **_: Any) -> None:
         if self.fail_messages:
             self.fail_messages -= 1
             raise RuntimeError("SNS is down")

@@ -335,7 +335,9 @@ def _publish(job: Job, detail: dict[str, Any], services: Services) -> None:
     if job.finished_message_sent_at is None:
         # The last announcement's mark goes with the job's (one write fewer per job); a crash between the
         # send and this write sends the message again, at least once, as any send before its mark.
-        services.notifier.finished_message(detail)
+        hours = services.settings.result_link_hours
+        links = s3io.presigned_links(detail["outputs"], services.s3, hours=hours)
+        services.notifier.finished_message(detail, links=links, link_hours=hours, received_at=job.received_at)
         done["finished_message_sent_at"] = services.now()
     store.mark_job(job, **done)
     logger.info("job finished", extra={"outcome": detail["outcome"], "counts": detail["counts"]})

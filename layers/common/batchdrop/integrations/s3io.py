@@ -88,6 +88,21 @@ def download_file(s3: S3Client, bucket: str, key: str, path: str, *, size: int |
     s3.download_file(bucket, key, path, Config=TRANSFER_CONFIG)
 
 
+def presigned_links(uris: dict[str, str], s3: S3Client, *, hours: float) -> dict[str, str]:
+    """HTTPS links that open these `s3://` objects for `hours` (none with 0: the URIs stand as they are).
+    Signed here, with no call; a link signed with temporary credentials (a Lambda role's) works no longer
+    than they do."""
+    if not hours:
+        return {}
+    links = {}
+    for name, uri in uris.items():
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        links[name] = s3.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=int(hours * 3600)
+        )
+    return links
+
+
 def put_json(s3: S3Client, bucket: str, key: str, document: Any) -> None:
     body = json.dumps(document, indent=2, ensure_ascii=False).encode() + b"\n"
     s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")

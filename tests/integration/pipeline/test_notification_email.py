@@ -1,0 +1,72 @@
+"""The SNS message reads as an email a person can act on: outcome, counts, time, re-drives, top errors,
+tokens and cost, and pre-signed links that open the results."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import requests
+from pipeline_harness import Pipeline, chat_line, jsonl
+
+
+def the_message(pipeline: Pipeline) -> dict[str, Any]:
+    pipeline.read_notifications()
+    (message,) = pipeline.sns_messages
+    return message
+
+
+def test_the_message_says_what_happened_what_it_cost_and_links_the_results(make_pipeline: Any) -> None:
+    # Given a 20-line file of a priced model: 3 lines fail for good, 2 heal in a second round
+    pipeline: Pipeline = make_pipeline()
+    pipeline.emulator.faults.line_errors("invalid_request_error", custom_ids={"m-3", "m-4", "m-5"})
+    pipeline.emulator.faults.line_errors("rate_limit_exceeded", custom_ids={"m-10", "m-11"}, times_per_line=1)
+    lines = [chat_line(f"m-{i}") for i in range(20)]
+    for line in lines:
+        line["body"]["model"] = "gpt-oss-120b"
+    pipeline.drop("inbox/team/claims.jsonl", jsonl(lines))
+    pipeline.run()
+
+    # When the SNS message arrives
+    message = the_message(pipeline)
+    text = message["Message"]
+
+    # Then its subject names the input and the outcome, and its text reads as a summary with links
+    assert message["Subject"] == "batchdrop: claims.jsonl partial (17 of 20 lines)"
+    report = pipeline.report("team/claims")
+    assert text.startswith("inbox/team/claims.jsonl: partial.\n")
+    assert "Lines: 20 in total: 17 succeeded, 3 failed." in text
+    assert "Took: " in text
+    assert "Re-driven: 2 line(s) went again in 1 more round(s); 2 recovered." in text
+    assert "Top errors: invalid_request_error 3 (errors.jsonl has each line)." in text
+    tokens = report["usage"]["total"]
+    assert f"Tokens: {tokens['prompt_tokens']:,} in, {tokens['completion_tokens']:,} out (gpt-oss-120b)." in text
+    assert "Cost: 0.0000" in text and " USD, at prices as of 2026-08" in text
+    assert "Open the results (links valid for 24 hours):" in text
+
+    # And each link opens its file
+    links = dict(line.strip().split(": ", 1) for line in text.splitlines() if line.startswith("  "))
+    assert list(links) == ["results.csv (a row per line)", "output.jsonl", "errors.jsonl", "report.json"]
+    for name, key in (("results.csv (a row per line)", "results.csv"), ("report.json", "report.json")):
+        assert links[name].startswith("https://") and "Signature=" in links[name]
+        fetched = requests.get(links[name], timeout=10)
+        assert fetched.status_code == 200
+        assert fetched.content == pipeline.read(f"outbox/team/claims/{key}")
+    assert json.loads(requests.get(links["report.json"], timeout=10).content)["outcome"] == "partial"
+
+
+def test_with_no_link_hours_the_message_has_the_s3_uris(make_pipeline: Any) -> None:
+    pipeline: Pipeline = make_pipeline(RESULT_LINK_HOURS=0)
+    pipeline.drop("inbox/plain.jsonl", jsonl([chat_line("p-1")]))
+    pipeline.run()
+    text = the_message(pipeline)["Message"]
+    assert "Results:\n" in text and "  report.json: s3://" in text and "Signature" not in text
+    assert "Cost: not known (no model of this job is in the price table; see PriceTable)." in text
+
+
+def test_a_rejected_file_s_message_says_nothing_was_sent(pipeline: Pipeline) -> None:
+    pipeline.drop("inbox/bad.jsonl", b'{"custom_id": "x"}\nnot json\n')
+    text = the_message(pipeline)["Message"]
+    assert text.startswith("inbox/bad.jsonl: rejected.\n")
+    assert "nothing was sent to the API. report.json names each line and the fix." in text
+    assert "  report.json: https://" in text
