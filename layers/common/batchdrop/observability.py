@@ -148,6 +148,8 @@ class Metric(StrEnum):
     JOBS_FAILED = "JobsFailed"
     JOBS_CANCELLED = "JobsCancelled"
     ANNOUNCEMENTS_ABANDONED = "AnnouncementsAbandoned"
+    PROVIDER_FILES_DELETED = "ProviderFilesDeleted"
+    PROVIDER_FILES_NOT_DELETED = "ProviderFilesNotDeleted"
     # re-drive
     ROUNDS_STARTED = "RedriveRoundsStarted"
     LINES_REDRIVEN = "LinesRedriven"

@@ -98,6 +98,9 @@ class Settings(BaseModel):
     cancel_near_expiry: bool = Field(default=False, alias="CANCEL_NEAR_EXPIRY")
     """Whether a batch near its expiry is cancelled then (its finished lines kept), so that its unrun lines
     go into the job's next round at once instead of waiting for the expiry."""
+    delete_provider_files: bool = Field(default=False, alias="DELETE_PROVIDER_FILES")
+    """Whether a job's input, output and error files are deleted at the API once the job has ended and
+    their contents are in S3."""
     result_link_hours: float = Field(default=24, alias="RESULT_LINK_HOURS", ge=0, le=168)
     """How long the SNS message's pre-signed links to the results work (0: plain s3:// URIs only)."""
     results_csv: bool = Field(default=True, alias="RESULTS_CSV")

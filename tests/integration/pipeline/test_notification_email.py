@@ -70,3 +70,50 @@ def test_a_rejected_file_s_message_says_nothing_was_sent(pipeline: Pipeline) -> 
     assert text.startswith("inbox/bad.jsonl: rejected.\n")
     assert "nothing was sent to the API. report.json names each line and the fix." in text
     assert "  report.json: https://" in text
+
+
+# -- provider-side clean-up ---------------------------------------------------------------------------
+
+
+def file_ids_of(pipeline: Pipeline, name: str) -> set[str]:
+    return {
+        file_id
+        for batch in pipeline.report(name)["batches"]
+        for file_id in (batch["input_file_id"], batch["output_file_id"], batch["error_file_id"])
+        if file_id
+    }
+
+
+def test_with_delete_provider_files_the_api_keeps_none_of_the_job_s_files(make_pipeline: Any) -> None:
+    # Given a job of two batches, one line failing
+    pipeline: Pipeline = make_pipeline(DELETE_PROVIDER_FILES="true", MAX_LINES_PER_BATCH=3)
+    pipeline.emulator.faults.line_errors("invalid_request_error", custom_ids={"d-1"})
+    pipeline.drop("inbox/tidy.jsonl", jsonl([chat_line(f"d-{i}") for i in range(5)]))
+    pipeline.run()
+
+    # Then once it has ended, every file it had at the API is deleted, once each, and the results are in S3
+    report = pipeline.report("tidy")
+    ids = file_ids_of(pipeline, "tidy")
+    assert len(ids) == 5  # two inputs, two outputs, one error file
+    deletes = [call.path for call in pipeline.emulator.calls if call.method == "DELETE"]
+    assert sorted(deletes) == sorted(f"/v1/files/{file_id}" for file_id in ids)
+    assert report["counts"] == {"total": 5, "succeeded": 4, "failed": 1}
+    assert len(pipeline.lines("outbox/tidy/output.jsonl")) == 4
+
+
+def test_a_failed_delete_never_fails_the_job(make_pipeline: Any) -> None:
+    from batchdrop_tools.emulator import Fault
+
+    pipeline: Pipeline = make_pipeline(DELETE_PROVIDER_FILES="true")
+    pipeline.emulator.faults.add(Fault.http(500, method="DELETE", path="/v1/files/*", times=None))
+    pipeline.drop("inbox/sticky.jsonl", jsonl([chat_line("s-1")]))
+    pipeline.run()
+    assert pipeline.report("sticky")["outcome"] == "succeeded"
+    pipeline.read_notifications()
+    assert len(pipeline.finished_events) == 1
+
+
+def test_by_default_the_provider_files_stay(pipeline: Pipeline) -> None:
+    pipeline.drop("inbox/kept.jsonl", jsonl([chat_line("k-1")]))
+    pipeline.run()
+    assert not [call for call in pipeline.emulator.calls if call.method == "DELETE"]

@@ -23,6 +23,7 @@ from batchdrop.flow.results_table import write_results_csv
 from batchdrop.flow.split import SplitResult
 from batchdrop.integrations import s3io
 from batchdrop.integrations.store import StaleRecord
+from batchdrop.integrations.zerogpu import NotFoundError
 from batchdrop.models import Job, JobStatus, Outcome, Shard, ShardState, add_count
 from batchdrop.observability import Metric, count, logger
 from batchdrop.services import Services
@@ -171,7 +172,37 @@ def finalize_job(job_id: str, services: Services, *, repair: bool = False) -> Jo
     if claimed is None:
         return job  # someone else is announcing it; if they die, the poller's sweep hands it back
     _released_on_failure(job_id, services, lambda: _write_results(claimed, ready, services))
+    if services.settings.delete_provider_files:
+        delete_provider_files(ready, services)
     return claimed
+
+
+def delete_provider_files(shards: list[Shard], services: Services) -> None:
+    """The job's files at the API (each batch's input, output and error file), deleted once the job has
+    ended and announced its results from S3. A failure never fails the job: it is counted and logged (the
+    API deletes output files 30 days after completion anyway)."""
+    file_ids = sorted(
+        {
+            file_id
+            for shard in shards
+            for file_id in (shard.input_file_id, shard.output_file_id, shard.error_file_id)
+            if file_id
+        }
+    )
+    deleted = failed = 0
+    for file_id in file_ids:
+        try:
+            services.api.delete_file(file_id)
+            deleted += 1
+        except NotFoundError:
+            deleted += 1  # gone already (an earlier pass, or the API's own expiry)
+        except Exception as error:  # the job is done: nothing here may undo that
+            failed += 1
+            logger.warning("a provider file could not be deleted", extra={"file_id": file_id, "error": repr(error)})
+    if deleted:
+        count(Metric.PROVIDER_FILES_DELETED, deleted)
+    if failed:
+        count(Metric.PROVIDER_FILES_NOT_DELETED, failed)
 
 
 def _repair_progress(job_id: str, services: Services) -> None:

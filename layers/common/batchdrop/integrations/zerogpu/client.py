@@ -30,7 +30,7 @@ from batchdrop.integrations.zerogpu.errors import (
     PartialDownloadError,
     UnexpectedResponseError,
 )
-from batchdrop.integrations.zerogpu.models import Batch, FileObject
+from batchdrop.integrations.zerogpu.models import Batch, FileDeleted, FileObject
 from batchdrop.integrations.zerogpu.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
@@ -182,6 +182,10 @@ class ZeroGPUClient:
         params = {"purpose": purpose, "order": order, "limit": page_size}
         for item in self._calls.paginate("/v1/files", params):
             yield _parse_item(FileObject, item)
+
+    def delete_file(self, file_id: str) -> FileDeleted:
+        """Deletes a file at the API (its bytes go; a running batch keeps its own copy)."""
+        return self._calls.call("DELETE", f"/v1/files/{path_id(file_id)}", handle=json_handler(FileDeleted))
 
     def download_file_content(self, file_id: str, target: BinaryIO) -> int:
         """Stream a file's content into ``target``; returns the bytes written.
