@@ -194,15 +194,40 @@ def test_queues_redrive_to_dead_letter_queues_that_keep_messages_14_days(cfn: di
 
 def test_every_rule_target_has_a_dead_letter_queue_and_retry_policy(cfn: dict[str, Any]) -> None:
     rules = resources_of(cfn, "AWS::Events::Rule")
-    assert set(rules) == {"ObjectCreatedRule", "SubmitJobRule"}
-    for rule in rules.values():
+    assert set(rules) == {"ObjectCreatedRule", "SubmitJobRule", "WebhookRule"}
+    dead_letters = {"ObjectCreatedRule": "IngestDeadLetterQueue", "SubmitJobRule": "IngestDeadLetterQueue"}
+    for logical_id, rule in rules.items():
         for target in rule["Properties"]["Targets"]:
-            assert target["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["IngestDeadLetterQueue", "Arn"]}
+            queue = dead_letters.get(logical_id, "WebhookDeadLetterQueue")
+            assert target["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": [queue, "Arn"]}
             assert target["RetryPolicy"]["MaximumRetryAttempts"] > 0
 
 
+def test_the_webhook_is_an_api_destination_of_batch_job_finished_only_when_asked_for(cfn: dict[str, Any]) -> None:
+    webhook = {logical_id for logical_id, resource in cfn["Resources"].items() if logical_id.startswith("Webhook")}
+    assert webhook == {
+        "WebhookConnection",
+        "WebhookDestination",
+        "WebhookDeadLetterQueue",
+        "WebhookDeadLetterQueuePolicy",
+        "WebhookRole",
+        "WebhookRule",
+        "WebhookDeadLetterAlarm",
+    }
+    assert all(cfn["Resources"][logical_id].get("Condition") == "HasWebhook" for logical_id in webhook)
+    rule = cfn["Resources"]["WebhookRule"]["Properties"]
+    assert rule["EventPattern"] == {"source": ["batchdrop"], "detail-type": ["Batch Job Finished"]}
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["WebhookDestination", "Arn"]}
+    (statement,) = cfn["Resources"]["WebhookRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "events:InvokeApiDestination"
+    assert statement["Resource"] == {"Fn::GetAtt": ["WebhookDestination", "Arn"]}
+    connection = cfn["Resources"]["WebhookConnection"]["Properties"]["AuthParameters"]["ApiKeyAuthParameters"]
+    assert "resolve:secretsmanager" in connection["ApiKeyValue"]["Fn::Sub"]  # never the secret itself
+
+
 def test_the_ingest_queue_policy_admits_only_the_two_rules(cfn: dict[str, Any]) -> None:
-    (policy,) = resources_of(cfn, "AWS::SQS::QueuePolicy").values()
+    policy = resources_of(cfn, "AWS::SQS::QueuePolicy")["IngestQueuePolicy"]
     (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
     assert statement["Principal"] == {"Service": "events.amazonaws.com"}
     assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == [

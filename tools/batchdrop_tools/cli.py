@@ -22,6 +22,10 @@ def _build_parser() -> argparse.ArgumentParser:
     local.add_argument("--emulator-port", type=int, default=8400)
     local.add_argument("--poll-seconds", type=float, default=1.0, help="how often the poll function runs")
     local.add_argument(
+        "--webhook-url",
+        help="the stack's WebhookUrl: each Batch Job Finished it would receive is printed (moto delivers none)",
+    )
+    local.add_argument(
         "--lines-per-second",
         type=_positive_float,
         default=None,

@@ -24,6 +24,8 @@ def stack() -> Iterator[RunningStack]:
             str(emulator_port),
             "--poll-seconds",
             "0.5",
+            "--webhook-url",
+            "https://hooks.example/batchdrop",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -391,3 +391,29 @@ def test_an_expired_batch_s_unrun_lines_are_re_driven_and_answered(stack: Runnin
     assert report["attempts"] == {"1": 3, "2": 7} and report["recovered"] == 7
     output = (stack.read_object("outbox/expiry/output.jsonl") or b"").splitlines()
     assert sorted(json.loads(line)["custom_id"] for line in output) == sorted(f"expiry-{n}" for n in range(10))
+
+
+def test_the_webhook_would_receive_batch_job_finished_and_the_stack_prints_it(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    # Given the stack started with --webhook-url (moto delivers no API destinations)
+    source = tmp_path / "hook.jsonl"
+    source.write_text(request("hook-1", "question") + "\n")
+
+    # When a job finishes
+    stack.aws("s3", "cp", str(source), f"s3://{BUCKET}/inbox/hook.jsonl")
+    report = stack.wait_for_report("hook", timeout=60)
+
+    # Then the stack prints the event the webhook would be sent
+    deadline = time.monotonic() + 30
+    printed: list[str] = []
+    while not printed and time.monotonic() < deadline:
+        printed = [
+            line
+            for line in list(stack.output)
+            if "would POST https://hooks.example/batchdrop" in line and report["job_id"] in line
+        ]
+        time.sleep(0.2)
+    assert printed, "".join(stack.output[-20:])
+    event = json.loads(printed[0].split("https://hooks.example/batchdrop ", 1)[1])
+    assert event["detail-type"] == "Batch Job Finished" and event["detail"]["job_id"] == report["job_id"]

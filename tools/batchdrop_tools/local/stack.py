@@ -64,6 +64,9 @@ class LocalStackConfig:
     """The emulator's speed per batch: None answers every line at once; a number lets progress be watched."""
     log_level: str = "INFO"
     """The handlers' log level (their JSON logs go to standard output)."""
+    webhook_url: str | None = None
+    """The template's WebhookUrl: moto delivers no API destinations, so each Batch Job Finished the webhook
+    would receive is printed instead."""
 
 
 class PortInUse(OSError):
@@ -149,6 +152,7 @@ class LocalStack:
         self._moto: ThreadedMotoServer | None = None
         self._emulator_server: Any = None
         self._stop = threading.Event()
+        self._webhook_queue_url = ""
         self._threads: list[threading.Thread] = []
         # One invocation at a time: the handlers share Powertools' process-wide logger, whose
         # invocation keys would mix between threads (on Lambda each function has its own process).
@@ -321,7 +325,41 @@ class LocalStack:
             events.put_targets(
                 Rule=f"batchdrop-local-{rule.logical_id}", EventBusName=rule.event_bus_name, Targets=[target]
             )
+        if self.config.webhook_url:
+            self._route_webhook_events(events)
         self._set_function_environment()
+
+    def _route_webhook_events(self, events: Any) -> None:
+        """What template.yaml's WebhookRule matches, into a queue of ours that `_print_webhook_events` drains."""
+        sqs = self.client("sqs")
+        url = sqs.create_queue(QueueName="batchdrop-local-webhook")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        bus = (
+            next((rule.event_bus_name for rule in self.resources.rules.values()), "default")
+            if self.resources
+            else "default"
+        )
+        events.put_rule(
+            Name="batchdrop-local-WebhookRule",
+            EventBusName=bus,
+            EventPattern=json.dumps({"source": ["batchdrop"], "detail-type": ["Batch Job Finished"]}),
+        )
+        events.put_targets(
+            Rule="batchdrop-local-WebhookRule", EventBusName=bus, Targets=[{"Id": "webhook", "Arn": arn}]
+        )
+        self._webhook_queue_url = url
+
+    def _print_webhook_events(self) -> None:
+        sqs = self.client("sqs")
+        while not self._stop.is_set():
+            reply = sqs.receive_message(QueueUrl=self._webhook_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+            for message in reply.get("Messages", []):
+                print(
+                    f"webhook (not delivered: moto has no API destinations): would POST {self.config.webhook_url} "
+                    f"{message['Body']}",
+                    flush=True,
+                )
+                sqs.delete_message(QueueUrl=self._webhook_queue_url, ReceiptHandle=message["ReceiptHandle"])
 
     def _set_function_environment(self) -> None:
         assert self.resources is not None
@@ -357,6 +395,10 @@ class LocalStack:
             else:
                 continue
             thread = threading.Thread(target=worker, name=f"local-{function.logical_id}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        if self.config.webhook_url:
+            thread = threading.Thread(target=self._print_webhook_events, name="local-webhook", daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -486,6 +528,7 @@ def run_local(args: Any) -> int:
         emulator_port=args.emulator_port,
         poll_seconds=args.poll_seconds,
         lines_per_second=args.lines_per_second,
+        webhook_url=args.webhook_url,
     )
     stack = LocalStack(config)
     try:
@@ -500,6 +543,10 @@ def run_local(args: Any) -> int:
     print(f"Bucket:                s3://{bucket}   (inputs under inbox/, results under outbox/)")
     print(f"Try:  aws --endpoint-url {stack.endpoint_url} s3 cp x.jsonl s3://{bucket}/inbox/x.jsonl")
     print(f"Then: aws --endpoint-url {stack.endpoint_url} s3 cp s3://{bucket}/outbox/x/report.json -")
+    if config.webhook_url:
+        print(
+            f"Webhook:               {config.webhook_url}   (printed here, not delivered: moto has no API destinations)"
+        )
     print("State is kept in memory: it is gone when this command stops.")
     print("ready", flush=True)
     stopped = threading.Event()
