@@ -87,6 +87,11 @@ def allow_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, 
     for role_id, role in resources_of(template, "AWS::IAM::Role").items():
         for policy in role["Properties"].get("Policies", []):
             for statement in policy["PolicyDocument"]["Statement"]:
+                if "Fn::If" in statement:  # a statement that only some parameters grant
+                    condition, granted, otherwise = statement["Fn::If"]
+                    statement = granted if resolver.condition(condition) else otherwise
+                    if statement == {"Ref": "AWS::NoValue"}:
+                        continue
                 if statement["Effect"] != "Allow":
                     continue
                 resolved = resolver.resolve(statement)
@@ -605,3 +610,19 @@ def test_the_timing_policy_fits_the_functions_timeouts(cfn: dict[str, Any]) -> N
     assert timing.HANDOVER_RETRY_SECONDS > timing.POLL_TIMEOUT_SECONDS
     # collect is asked again only after an invocation that took the message could have finished
     assert timing.COLLECT_RETRY_SECONDS >= timing.COLLECT_TIMEOUT_SECONDS
+
+
+def test_the_price_table_parameter_is_readable_by_submit_and_collect_only_when_named(cfn: dict[str, Any]) -> None:
+    readers = set()
+    for logical_id, resource in cfn["Resources"].items():
+        if resource["Type"] != "AWS::IAM::Role":
+            continue
+        for policy in resource["Properties"].get("Policies", []):
+            for statement in policy["PolicyDocument"]["Statement"]:
+                if "Fn::If" in statement and statement["Fn::If"][0] == "HasPriceTableParameter":
+                    granted = statement["Fn::If"][1]
+                    assert granted["Action"] == "ssm:GetParameter"
+                    assert "parameter${PriceTableParameterName}" in granted["Resource"]["Fn::Sub"]
+                    assert statement["Fn::If"][2] == {"Ref": "AWS::NoValue"}
+                    readers.add(logical_id)
+    assert readers == {"SubmitFunctionRole", "CollectFunctionRole"}

@@ -6,6 +6,7 @@ a `null` cost: never a guessed price."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +36,13 @@ class PriceTable(BaseModel):
 
     def price_of(self, model: str) -> ModelPrice | None:
         return self.models.get(model)
+
+    def merged_json(self, text: str) -> PriceTable:
+        """`merged` with the changes as JSON text."""
+        override = json.loads(text)
+        if not isinstance(override, dict):
+            raise ValueError("it must be a JSON object")
+        return self.merged(override)
 
     def merged(self, override: Mapping[str, Any]) -> PriceTable:
         """This table with the operator's changes: `models` entries added or replaced, `currency` and

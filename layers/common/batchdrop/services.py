@@ -16,6 +16,8 @@ from batchdrop.integrations.queues import Queues
 from batchdrop.integrations.shard_copies import LocalShards
 from batchdrop.integrations.store import JobStore
 from batchdrop.integrations.zerogpu import ZeroGPUClient
+from batchdrop.observability import logger
+from batchdrop.pricing import PriceTable
 from batchdrop.settings import Settings
 
 # Stop starting new work when less than this is left of the invocation.
@@ -38,6 +40,7 @@ class Services:
     clock: Callable[[], float] = time.time
     local_shards: LocalShards = field(init=False, repr=False)
     """The shard files this invocation's split wrote, for its own uploads to read (see shard_copies.py)."""
+    _prices: PriceTable | None = field(default=None, init=False, repr=False)
     _api: ZeroGPUClient | None = field(default=None, init=False, repr=False)
     _api_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -51,6 +54,27 @@ class Services:
             if self._api is None:
                 self._api = self.api_factory()
             return self._api
+
+    @property
+    def prices(self) -> PriceTable:
+        """The price table: the shipped one, with PRICE_TABLE's changes, then the SSM parameter's (read once
+        per invocation, cached for 5 minutes). A parameter that cannot be read or does not read as a table is
+        logged as an error and left out: a cost is informational, and the job goes on."""
+        if self._prices is None:
+            table = self.settings.prices
+            name = self.settings.price_table_parameter
+            if name:
+                try:
+                    from aws_lambda_powertools.utilities import parameters
+
+                    table = table.merged_json(str(parameters.get_parameter(name, max_age=300)))
+                except Exception as error:  # a cost must not stop a job
+                    logger.error(
+                        "the price table parameter cannot be used; prices without it",
+                        extra={"parameter": name, "error": str(error).splitlines()[0][:300]},
+                    )
+            self._prices = table
+        return self._prices
 
     @property
     def queues(self) -> Queues:

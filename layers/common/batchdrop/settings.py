@@ -11,7 +11,6 @@ The three prefixes may not contain one another, or the pipeline's own writes wou
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from functools import lru_cache
@@ -108,6 +107,9 @@ class Settings(BaseModel):
     max_estimated_cost_per_job: float = Field(default=0, alias="MAX_ESTIMATED_COST_PER_JOB", ge=0)
     """A job whose estimated cost (estimate.py, at the price table's prices) is above this is rejected
     before any API call; 0: no limit."""
+    price_table_parameter: str = Field(default="", alias="PRICE_TABLE_PARAMETER")
+    """An SSM parameter holding a price table as PRICE_TABLE does, read at run time over it (Services.prices),
+    for tables too big for the environment or changed without a deploy; "" for none."""
     price_table: str = Field(default="", alias="PRICE_TABLE")
     """The operator's prices as JSON (`{"models": {"<model>": {"input_per_million": ..., "output_per_million":
     ..., "batch_discount": ...}}, "currency"?, "as_of"?}`), over the default table (pricing.py); "" keeps it."""
@@ -172,10 +174,7 @@ class Settings(BaseModel):
 
 def _read_prices(text: str) -> PriceTable:
     try:
-        override = json.loads(text)
-        if not isinstance(override, dict):
-            raise ValueError("it must be a JSON object")
-        return DEFAULT_PRICES.merged(override)
+        return DEFAULT_PRICES.merged_json(text)
     except (ValueError, ValidationError) as error:
         raise ValueError(
             f'is not a price table ({str(error).splitlines()[0]}): give {{"models": {{"<model>": '

@@ -193,3 +193,37 @@ def test_a_job_over_the_cost_limit_is_rejected_before_any_api_call(make_pipeline
     pipeline.drop("inbox/cheap.jsonl", jsonl(bounded(2, "glm-5.2", "d", 10, "short")))
     pipeline.run()
     assert pipeline.report("cheap")["outcome"] == "succeeded"
+
+
+def test_a_price_table_in_ssm_is_read_at_run_time_over_the_parameter(make_pipeline: Any) -> None:
+    import boto3
+
+    # Given PRICE_TABLE pricing the model at 1/2, and an SSM parameter pricing it at 3/4
+    ssm = boto3.client("ssm", region_name="us-east-1")
+    ssm.put_parameter(
+        Name="/batchdrop/prices-test",
+        Type="String",
+        Value=json.dumps({"models": {KNOWN: {"input_per_million": 3.0, "output_per_million": 4.0}}}),
+    )
+    table = {"models": {KNOWN: {"input_per_million": 1.0, "output_per_million": 2.0}}}
+    pipeline: Pipeline = make_pipeline(PRICE_TABLE=json.dumps(table), PRICE_TABLE_PARAMETER="/batchdrop/prices-test")
+    pipeline.drop("inbox/ssm.jsonl", jsonl(lines(4, KNOWN, "s")))
+    pipeline.run()
+
+    # Then the parameter's prices are the ones used
+    report = pipeline.report("ssm")
+    tokens = report["usage"]["total"]
+    assert report["cost"]["total"] == pytest.approx(
+        (tokens["prompt_tokens"] * 3 + tokens["completion_tokens"] * 4) / 1e6
+    )
+
+
+def test_an_unreadable_price_parameter_never_stops_the_job(make_pipeline: Any) -> None:
+    # Given a parameter that does not exist
+    pipeline: Pipeline = make_pipeline(PRICE_TABLE_PARAMETER="/batchdrop/no-such-prices")
+    pipeline.drop("inbox/noprices.jsonl", jsonl(lines(2, KNOWN, "n")))
+    pipeline.run()
+
+    # Then the job ends as usual, priced from the shipped table
+    report = pipeline.report("noprices")
+    assert report["outcome"] == "succeeded" and report["cost"]["prices_as_of"].startswith("2026-08")

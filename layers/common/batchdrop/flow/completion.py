@@ -49,7 +49,7 @@ def publish_rejection(job: Job, split: SplitResult, services: Services) -> Job:
         problem_count=split.problem_count,
         errors_by_code=errors_by_code,
         now=now,
-        prices=services.settings.prices,
+        prices=services.prices,
         cost_limit=services.settings.max_estimated_cost_per_job,
     )
     # outbox/<name>/ holds one version's files: the previous version's results go.
@@ -288,7 +288,7 @@ def _write_results(job: Job, shards: list[Shard], services: Services) -> None:
         shards,
         counts,
         errors_by_code,
-        settings.prices,
+        services.prices,
         settings.max_estimated_cost_per_job,
         results_csv=settings.results_csv,
     )

@@ -29,6 +29,7 @@ from batchdrop.estimate import TokenEstimate
 from batchdrop.integrations import s3io
 from batchdrop.models import Job, JobStatus, ObjectRef, Shard, ShardState
 from batchdrop.observability import Metric, count, logger
+from batchdrop.pricing import PriceTable
 from batchdrop.services import Services
 from batchdrop.settings import Settings
 from batchdrop.validation import LineValidator, PhysicalLine, Problem, ProblemCode, ValidLine, iter_physical_lines
@@ -385,7 +386,7 @@ def split_input(
             services.local_shards.cancel_copies()
             raise
         estimated = split.valid  # every line was read: the estimate is whole
-        if estimated and (over := _over_budget(estimate, settings)):
+        if estimated and (over := _over_budget(estimate, settings, services.prices)):
             split.note(over)
         if not split.valid:
             services.local_shards.cancel_copies()  # the shards before a bad line need no copy
@@ -432,12 +433,11 @@ def split_input(
     return job, split, recorded
 
 
-def _over_budget(estimate: TokenEstimate, settings: Settings) -> Problem | None:
+def _over_budget(estimate: TokenEstimate, settings: Settings, prices: PriceTable) -> Problem | None:
     """The MAX_ESTIMATED_COST_PER_JOB guardrail: the input's problem if its estimate is above the limit."""
     limit = settings.max_estimated_cost_per_job
     if not limit:
         return None
-    prices = settings.prices
     total, _ = estimate.cost(prices)
     if total is None or total <= limit:
         return None
