@@ -33,6 +33,7 @@ def test_the_bundled_sample_prints_an_answer_per_line_and_exits_0() -> None:
     assert "translate: echo: Translate 'good morning' into Spanish." in result.stdout
     assert "Outcome: succeeded (5 succeeded, 0 failed, 5 total)" in result.stdout
     assert "report: s3://batchdrop-local/outbox/demo/report.json" in result.stdout
+    assert " Tokens: " in result.stdout and "   Cost: 0.0000" in result.stdout and " USD" in result.stdout
 
 
 def test_a_bad_file_is_rejected_naming_its_lines_and_exits_1(tmp_path: Path) -> None:

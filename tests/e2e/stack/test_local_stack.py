@@ -417,3 +417,21 @@ def test_the_webhook_would_receive_batch_job_finished_and_the_stack_prints_it(
     assert printed, "".join(stack.output[-20:])
     event = json.loads(printed[0].split("https://hooks.example/batchdrop ", 1)[1])
     assert event["detail-type"] == "Batch Job Finished" and event["detail"]["job_id"] == report["job_id"]
+
+
+def test_the_bundled_sample_s_usage_is_the_sum_over_its_output(stack: RunningStack) -> None:
+    # Given the sample the demo drops, dropped with the AWS CLI
+    sample = Path(__file__).parents[3] / "tools" / "batchdrop_tools" / "samples" / "demo.jsonl"
+    stack.aws("s3", "cp", str(sample), f"s3://{BUCKET}/inbox/sample.jsonl")
+    report = stack.wait_for_report("sample", timeout=60)
+
+    # Then report.json's usage is what output.jsonl's lines say, and its model is priced
+    replies = [
+        json.loads(line)["response"]["body"]
+        for line in (stack.read_object("outbox/sample/output.jsonl") or b"").splitlines()
+    ]
+    assert len(replies) == 5
+    total = report["usage"]["total"]
+    assert total["prompt_tokens"] == sum(reply["usage"]["prompt_tokens"] for reply in replies)
+    assert total["completion_tokens"] == sum(reply["usage"]["completion_tokens"] for reply in replies)
+    assert report["cost"]["by_model"]["llama-3.1-8b-instruct-fast"] > 0

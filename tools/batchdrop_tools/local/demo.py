@@ -111,5 +111,15 @@ def _print_results(s3: Any, bucket: str, base: str, report: dict[str, Any]) -> N
         f"Outcome: {report['outcome']} ({counts['succeeded']} succeeded, {counts['failed']} failed, "
         f"{counts['total']} total)"
     )
+    usage = (report.get("usage") or {}).get("total")
+    if usage and usage.get("lines"):
+        print(f" Tokens: {usage['prompt_tokens']:,} in, {usage['completion_tokens']:,} out")
+    cost = report.get("cost")
+    if cost:
+        total = cost.get("total")
+        priced = (
+            f"{total:.6f} {cost['currency']}" if total is not None else "not known (no model of this file is priced)"
+        )
+        print(f"   Cost: {priced}")
     for label, uri in report["outputs"].items():
         print(f"{label:>7}: {uri}")
