@@ -101,7 +101,18 @@ def test_a_file_dropped_with_the_aws_cli_comes_back_with_answers_and_one_notific
     sns = received(sns_queue)
     finished = received(events_queue)
     assert len(sns) == 1
-    assert json.loads(sns[0]["Body"])["MessageAttributes"]["outcome"]["Value"] == "succeeded"
+    notification = json.loads(sns[0]["Body"])
+    assert notification["MessageAttributes"]["outcome"]["Value"] == "succeeded"
+    assert notification["Subject"] == "batchdrop: q+1 ?.jsonl succeeded (5 of 5 lines)"  # SNS subjects: ASCII
+
+    # And the message's links open the results (pre-signed against the stack's S3)
+    import httpx
+
+    text = notification["Message"]
+    links = dict(line.strip().split(": ", 1) for line in text.splitlines() if line.startswith("  "))
+    fetched = httpx.get(links["results.csv (a row per line)"], timeout=10)
+    assert fetched.status_code == 200 and fetched.content.startswith(b"custom_id,status,answer,")
+    assert fetched.content == stack.read_object("outbox/team a/q+1 ü/results.csv")
     assert len(finished) == 1
     assert json.loads(finished[0]["Body"])["detail"]["job_id"] == report["job_id"]
 
