@@ -243,7 +243,10 @@ def test_upstream_backend_records_replies_and_maps_failures(make_api: Callable[.
             raise httpx.ConnectError("refused", request=request)
         status = statuses[question]
         if status == 200:
-            return httpx.Response(200, json={"id": "chatcmpl-up", "object": "chat.completion", "choices": []})
+            usage = {"prompt_tokens": 17, "completion_tokens": 4, "total_tokens": 21}
+            return httpx.Response(
+                200, json={"id": "chatcmpl-up", "object": "chat.completion", "choices": [], "usage": usage}
+            )
         return httpx.Response(status, json={"error": {"message": f"upstream says {status}", "type": "x"}})
 
     api = make_api(backend=_upstream(handler))
@@ -253,6 +256,7 @@ def test_upstream_backend_records_replies_and_maps_failures(make_api: Callable[.
     assert done["request_counts"] == {"total": 5, "completed": 1, "failed": 4}
     (ok,) = api.content(done["output_file_id"])
     assert ok["response"]["body"]["id"] == "chatcmpl-up"
+    assert ok["response"]["body"]["usage"] == {"prompt_tokens": 17, "completion_tokens": 4, "total_tokens": 21}
     errors = {line["custom_id"]: line["error"] for line in api.content(done["error_file_id"])}
     assert errors["q-2"] == {
         "code": "invalid_request_error",
