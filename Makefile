@@ -73,6 +73,7 @@ scale: $(STAMP)
 # a poll run over 1,000 running batches, and the handlers' import times. bench-large adds 1 GB.
 bench: $(STAMP)
 	$(PY) bench/bench_streaming.py
+	$(PY) bench/bench_results_table.py
 	$(PY) bench/bench_stack.py --sizes 10,100
 	$(PY) bench/bench_poll.py
 	$(PY) bench/bench_cold_start.py
