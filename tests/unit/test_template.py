@@ -170,6 +170,8 @@ def test_nothing_can_write_under_the_input_prefix(cfn: dict[str, Any]) -> None:
         ("CollectFunction", "s3:PutObject", "outbox/x/output.jsonl", True),
         ("CollectFunction", "s3:GetObject", "inbox/x.jsonl", True),  # rebuilds an expired work copy
         ("CollectFunction", "s3:PutObject", "inbox/x.jsonl", False),
+        ("CollectFunction", "s3:DeleteObject", "outbox/x/results.csv", True),  # a stale one, only
+        ("CollectFunction", "s3:DeleteObject", "outbox/x/output.jsonl", False),
     ],
 )
 def test_s3_access_is_scoped_by_prefix(

@@ -77,8 +77,9 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "retry":
         codes = [code.strip() for code in (args.codes or "").split(",") if code.strip()]
         try:
+            s3 = boto3.client("s3", endpoint_url=args.endpoint_url)
             job, lines = redrive.request_retry(
-                store, args.job_id, now=int(time.time()), codes=codes, all_failed=args.all_failed
+                store, args.job_id, now=int(time.time()), codes=codes, all_failed=args.all_failed, s3=s3
             )
         except redrive.RetryRefused as error:
             print(f"batchdrop jobs retry: {error}", file=sys.stderr)

@@ -149,6 +149,7 @@ class Metric(StrEnum):
     JOBS_CANCELLED = "JobsCancelled"
     ANNOUNCEMENTS_ABANDONED = "AnnouncementsAbandoned"
     PROVIDER_FILES_DELETED = "ProviderFilesDeleted"
+    RESULTS_CSV_FAILED = "ResultsCsvFailed"
     PROVIDER_FILES_NOT_DELETED = "ProviderFilesNotDeleted"
     # re-drive
     ROUNDS_STARTED = "RedriveRoundsStarted"

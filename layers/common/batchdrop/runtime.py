@@ -38,7 +38,15 @@ IDEMPOTENCY_SECONDS = 2 * 86400  # longer than any redelivery window (EventBridg
 @lru_cache(maxsize=16)
 def aws_client(service: str) -> Any:
     create: Any = boto3.client  # the service is named at run time: its typed overloads cannot apply
-    return create(service, config=_BOTO_CONFIG)
+    return create(service, config=_s3_config() if service == "s3" else _BOTO_CONFIG)
+
+
+def _s3_config() -> Config:
+    """S3 also pre-signs the SNS message's links: SigV4 (the legacy signature is refused in newer regions),
+    for the bucket's regional host (the global one redirects a new bucket's requests, and a redirected
+    signature fails). Against another endpoint (the local stack) the addressing stays botocore's choice."""
+    on_aws = not (os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3"))
+    return _BOTO_CONFIG.merge(Config(signature_version="s3v4", s3={"addressing_style": "virtual"} if on_aws else None))
 
 
 def build_services(settings: Settings, context: Any | None = None) -> Services:

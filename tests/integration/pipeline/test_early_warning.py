@@ -211,3 +211,7 @@ def test_near_expiry_needs_work_left_and_a_batch_that_can_still_be_cancelled() -
     early = look(running(), at, batch(done=4), CANCEL_NEAR_EXPIRY="true")
     assert early.cancel_early and early.changes["cancelled_early_at"] == at
     assert not look(running(cancelled_early_at=at), at + 60, batch(done=4), CANCEL_NEAR_EXPIRY="true").cancel_early
+    # no round can follow: with re-drive off, or on the lines' last allowed attempt, the batch runs on
+    assert not look(running(), at, batch(done=4), CANCEL_NEAR_EXPIRY="true", REDRIVE_ENABLED="false").cancel_early
+    last = look(running(attempt=3), at, batch(done=4), CANCEL_NEAR_EXPIRY="true", MAX_REDRIVE_ROUNDS=2)
+    assert last.newly_near_expiry and not last.cancel_early

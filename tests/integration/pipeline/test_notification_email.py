@@ -42,7 +42,7 @@ def test_the_message_says_what_happened_what_it_cost_and_links_the_results(make_
     tokens = report["usage"]["total"]
     assert f"Tokens: {tokens['prompt_tokens']:,} in, {tokens['completion_tokens']:,} out (gpt-oss-120b)." in text
     assert "Cost: 0.0000" in text and " USD, at prices as of 2026-08" in text
-    assert "Open the results (links valid for 24 hours):" in text
+    assert "Open the results (links valid for up to 24 hours):" in text
 
     # And each link opens its file
     links = dict(line.strip().split(": ", 1) for line in text.splitlines() if line.startswith("  "))

@@ -454,3 +454,21 @@ def test_a_retry_after_the_work_copies_expired_takes_its_lines_from_the_input(ma
     assert report["attempts"] == {"1": 5, "3": 1}
     output, errors = outcome_files(pipeline, "aged")
     assert sorted(output) == sorted(ids(6)) and errors == []
+
+
+def test_a_retry_after_the_working_files_expired_is_refused_naming_why(make_pipeline: Any) -> None:
+    # Given a finished job with a retryable failure, and everything under the work prefix expired
+    pipeline: Pipeline = make_pipeline(REDRIVE_ENABLED="false")
+    pipeline.emulator.faults.line_errors("rate_limit_exceeded", custom_ids={"r-1"})
+    pipeline.drop("inbox/expired.jsonl", lines_for(3))
+    pipeline.run()
+    listing = pipeline.s3.list_object_versions(Bucket=BUCKET, Prefix="work/")
+    for entry in listing.get("Versions", []) + listing.get("DeleteMarkers", []):
+        pipeline.s3.delete_object(Bucket=BUCKET, Key=entry["Key"], VersionId=entry["VersionId"])
+    job = the_job(pipeline)
+
+    # Then a retry is refused with the reason and the fix, and the job stays as it ended
+    with pytest.raises(redrive.RetryRefused, match="working files have expired") as refused:
+        redrive.request_retry(pipeline.services.store, job.job_id, now=pipeline.services.now(), s3=pipeline.s3)
+    assert "upload the input again" in str(refused.value) and "WorkRetentionDays" in str(refused.value)
+    assert the_job(pipeline).status == JobStatus.FINISHED

@@ -78,3 +78,25 @@ def test_it_can_be_switched_off(make_pipeline: Any) -> None:
         "output.jsonl",
         "report.json",
     ]
+
+
+def test_a_table_that_cannot_be_written_never_stops_the_job(make_pipeline: Any, monkeypatch: Any) -> None:
+    from batchdrop.flow import results_table
+    from batchdrop.integrations.shard_copies import ShardSourceMissing
+
+    # Given a job whose shard's custom_ids cannot be read back any more (list, copy and input all gone)
+    def gone(*_: Any) -> Any:
+        raise ShardSourceMissing("shard 0 of job-x: the input object is gone too")
+
+    monkeypatch.setattr(results_table, "shard_custom_ids", gone)
+    pipeline: Pipeline = make_pipeline()
+    pipeline.drop("inbox/notable.jsonl", jsonl(questions(3)))
+    pipeline.run()
+
+    # Then the job still ends, reported and announced, without a results.csv
+    report = pipeline.report("notable")
+    assert report["outcome"] == "succeeded" and "results_csv" not in report["outputs"]
+    listed = pipeline.s3.list_objects_v2(Bucket=pipeline.services.settings.bucket_name, Prefix="outbox/notable/")
+    assert "outbox/notable/results.csv" not in [item["Key"] for item in listed["Contents"]]
+    pipeline.read_notifications()
+    assert len(pipeline.finished_events) == 1

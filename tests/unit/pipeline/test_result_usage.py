@@ -44,3 +44,14 @@ def test_usage_by_model_and_wasted_apart() -> None:
     }
     assert result.wasted == TokenUsage(lines=1, prompt_tokens=9, total_tokens=9)
     assert (result.succeeded, result.failed) == (2, 2)
+
+
+def test_a_rewound_download_does_not_count_its_lines_twice() -> None:
+    result = ShardResult(output_key="o", errors_key="e")
+    sorter = _ResultSorter(io.BytesIO(), io.BytesIO(), dict.fromkeys(["a", "b"]), result)
+    sorter.tell()
+    sorter.write(ok("a", "m1", 10, 5) + b"\n")  # the download breaks off here and starts again
+    sorter.seek(0)
+    sorter.write(ok("a", "m1", 10, 5) + b"\n" + ok("b", "m1", 1, 1) + b"\n")
+    sorter.finish()
+    assert result.usage == {"m1": TokenUsage(lines=2, prompt_tokens=11, completion_tokens=6, total_tokens=17)}

@@ -281,8 +281,7 @@ def _write_results(job: Job, shards: list[Shard], services: Services) -> None:
         _restore_expired_results(job, shards, services)
         _merge(job, shards, services)
     settings = services.settings
-    if settings.results_csv:
-        write_results_csv(job, shards, services)
+    results_csv = settings.results_csv and _results_table(job, shards, services)
     report = contracts.finished_report(
         job,
         shards,
@@ -290,14 +289,30 @@ def _write_results(job: Job, shards: list[Shard], services: Services) -> None:
         errors_by_code,
         services.prices,
         settings.max_estimated_cost_per_job,
-        results_csv=settings.results_csv,
+        results_csv=results_csv,
     )
     s3io.put_json(services.s3, bucket, f"{job.output_prefix}report.json", report.document())
     recovered = contracts.recovery(job, shards)
     detail = contracts.finished_detail(
-        job, counts, errors_by_code, recovered, usage=report.usage, cost=report.cost, results_csv=settings.results_csv
+        job, counts, errors_by_code, recovered, usage=report.usage, cost=report.cost, results_csv=results_csv
     )
     _publish(job, detail.document(), services)
+
+
+def _results_table(job: Job, shards: list[Shard], services: Services) -> bool:
+    """results.csv, best effort: whatever stops it (a shard whose lines are gone, a full disk) never stops
+    the report and the announcement; the job's outputs then leave it out (a stale one is removed)."""
+    try:
+        write_results_csv(job, shards, services)
+        return True
+    except Exception as error:
+        count(Metric.RESULTS_CSV_FAILED)
+        logger.error("results.csv could not be written; the job ends without it", extra={"error": repr(error)})
+        try:
+            services.s3.delete_object(Bucket=job.input.bucket, Key=f"{job.output_prefix}results.csv")
+        except Exception as cleanup:  # the lifecycle does not remove it: say so
+            logger.warning("a stale results.csv could not be removed", extra={"error": repr(cleanup)})
+        return False
 
 
 def _merge(job: Job, shards: list[Shard], services: Services) -> None:

@@ -98,7 +98,12 @@ def retry_job(request: RetryRequest, services: Services) -> SubmitOutcome:
     `Batch Job Rejected`, saying why."""
     try:
         job, lines = redrive.request_retry(
-            services.store, request.job_id, now=services.now(), codes=request.codes, all_failed=request.all_failed
+            services.store,
+            request.job_id,
+            now=services.now(),
+            codes=request.codes,
+            all_failed=request.all_failed,
+            s3=services.s3,
         )
     except redrive.RetryRefused as error:
         return reject_request(RejectedRequest(request.detail, str(error)), services)

@@ -157,11 +157,18 @@ class RetryRefused(Exception):
 
 
 def request_retry(
-    store: JobStore, job_id: str, *, now: int, codes: Collection[str] = (), all_failed: bool = False
+    store: JobStore,
+    job_id: str,
+    *,
+    now: int,
+    codes: Collection[str] = (),
+    all_failed: bool = False,
+    s3: Any = None,
 ) -> tuple[Job, int]:
     """Sets a finished job up for one more round of its failed lines with `codes` (by default those
     another try can help; with `all_failed` also the account's: quota, key), from any of its rounds; the
-    poller's sweep starts it at once. Returns the job and the lines it will send again."""
+    poller's sweep starts it at once. Returns the job and the lines it will send again. With `s3`, a job
+    whose working files have expired is refused (its results could not be merged again)."""
     job = store.get_job(job_id)
     if job is None:
         raise RetryRefused(f"no job {job_id} in the table: check the id (`batchdrop jobs list` lists them)")
@@ -175,10 +182,13 @@ def request_retry(
     if job.cancel_requested_at is not None:
         raise RetryRefused(f"job {job_id} was cancelled: upload the file again to run it")
     failures: dict[str, int] = {}
-    for shard in store.get_shards(job_id):
-        if shard.result is not None and shard.index < (job.shard_count or 0):
-            for code, n in shard.result.final(job.round)[1].items():
-                add_count(failures, code, n)
+    committed = [s for s in store.get_shards(job_id) if s.result is not None and s.index < (job.shard_count or 0)]
+    for shard in committed:
+        assert shard.result is not None
+        for code, n in shard.result.final(job.round)[1].items():
+            add_count(failures, code, n)
+    if s3 is not None:
+        _working_files_kept(job, committed, s3)
     categories = REDRIVEN_CATEGORIES | ({LineCategory.OPERATIONAL} if all_failed else frozenset())
     wanted = set(codes) if codes else {code for code in failures if category_of(code) in categories}
     lines = sum(n for code, n in failures.items() if code in wanted)
@@ -205,6 +215,27 @@ def request_retry(
     if retried is None or retried.retry_codes is None:
         raise RetryRefused(f"job {job_id} changed while the retry was asked for: ask again")
     return retried, lines
+
+
+def _working_files_kept(job: Job, shards: list[Shard], s3: Any) -> None:
+    """Raises RetryRefused if a file the retry's merge reads (each shard's results under the work prefix)
+    has expired: listed a thousand keys a call, not looked up one by one."""
+    needed: set[str] = set()
+    for shard in shards:
+        assert shard.result is not None
+        needed.update(key for key in (shard.result.output_key, shard.result.final(job.round)[2]) if key)
+    prefixes = {key.rsplit("/", 1)[0] + "/" for key in needed}
+    present: set[str] = set()
+    for prefix in prefixes:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=job.input.bucket, Prefix=prefix):
+            present.update(item["Key"] for item in page.get("Contents", []))
+    gone = needed - present
+    if gone:
+        raise RetryRefused(
+            f"job {job.job_id}'s working files have expired ({len(gone)} of its result files under the work "
+            "prefix, kept WorkRetentionDays): its results can no longer be merged again; upload the input again "
+            f"to run it (its failed lines are listed in {job.output_prefix}errors.jsonl)"
+        )
 
 
 def awaiting_account_fix(codes: dict[str, int]) -> int:

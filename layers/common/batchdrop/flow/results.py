@@ -140,34 +140,33 @@ class _ResultSorter:
         self._pending_bytes = 0
         self._overflow = False  # the current line passed _MAX_RESULT_LINE_BYTES: its bytes are dropped
         self._unexpected = 0
-        self._start: tuple[int, int, dict[str, None], int, int, dict[str, int]] | None = None
+        self._start: tuple[int, int, dict[str, None], ShardResult] | None = None
 
     def seekable(self) -> bool:
         return True
 
     def tell(self) -> int:
         """Marks the start (the only place a retried download rewinds to)."""
-        result = self._result
         self._start = (
             self._output.tell(),
             self._errors.tell(),
             dict(self._unreported),
-            result.succeeded,
-            result.failed,
-            dict(result.errors_by_code),
+            self._result.model_copy(deep=True),  # counts, codes and usage as they were
         )
         return 0
 
     def seek(self, offset: int, whence: int = 0) -> int:
         assert offset == 0 and whence == 0 and self._start is not None, "rewinds to the start only"
-        output_at, errors_at, unreported, succeeded, failed, errors_by_code = self._start
+        output_at, errors_at, unreported, before = self._start
         for handle, at in ((self._output, output_at), (self._errors, errors_at)):
             handle.seek(at)
             handle.truncate()
         self._unreported.clear()
         self._unreported.update(unreported)
-        self._result.succeeded, self._result.failed = succeeded, failed
-        self._result.errors_by_code = dict(errors_by_code)
+        self._result.succeeded, self._result.failed = before.succeeded, before.failed
+        self._result.errors_by_code = dict(before.errors_by_code)
+        self._result.usage = {model: tokens.model_copy() for model, tokens in before.usage.items()}
+        self._result.wasted = before.wasted.model_copy() if before.wasted else None
         self._pieces, self._pending_bytes, self._overflow, self._unexpected = [], 0, False, 0
         return 0
 

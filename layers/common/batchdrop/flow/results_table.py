@@ -81,6 +81,7 @@ def _count(value: Any) -> int | None:
 def write_results_csv(job: Job, shards: Sequence[Shard], services: Services) -> str:
     """Writes the job's results.csv (its shards are the committed ones, every one collected); returns its key."""
     key = f"{job.output_prefix}{RESULTS_CSV}"
+    missing = 0
     with tempfile.TemporaryDirectory(dir=services.workdir) as directory:
         table = sqlite3.connect(os.path.join(directory, "rows.sqlite"))
         try:
@@ -93,26 +94,31 @@ def write_results_csv(job: Job, shards: Sequence[Shard], services: Services) -> 
                 for result_key in _final_result_keys(shard, job):
                     _load(table, result_key, job, directory, services)
             table.commit()
-            missing = 0
+            rows = io.StringIO()
+            writer = csv.writer(rows)  # RFC 4180: minimal quoting, CRLF
+            writer.writerow(COLUMNS)
             with s3io.StreamedUpload(
                 services.s3, job.input.bucket, key, content_type="text/csv; charset=utf-8"
             ) as sink:
-                text = io.TextIOWrapper(io.BufferedWriter(sink, 1024 * 1024), encoding="utf-8", newline="")
-                writer = csv.writer(text)  # RFC 4180: minimal quoting, CRLF
-                writer.writerow(COLUMNS)
                 for custom_id in _input_order(shards, job, directory, services):
                     row = table.execute("SELECT * FROM rows WHERE custom_id = ?", (custom_id,)).fetchone()
                     if row is None:
                         missing += 1
                         row = (custom_id, "failed", None, None, None, None, None, "missing_result", "no result line")
                     writer.writerow(row)
-                text.flush()
-                text.detach()
+                    if rows.tell() >= _TEXT_PIECE:
+                        sink.write(rows.getvalue().encode("utf-8"))
+                        rows.seek(0)
+                        rows.truncate()
+                sink.write(rows.getvalue().encode("utf-8"))
         finally:
             table.close()
     if missing:
         logger.warning("results.csv: input lines without a result line", extra={"lines": missing})
     return key
+
+
+_TEXT_PIECE = 1024 * 1024
 
 
 def _final_result_keys(shard: Shard, job: Job) -> list[str]:
@@ -149,6 +155,9 @@ def _load(table: sqlite3.Connection, key: str, job: Job, directory: str, service
 
 
 def _input_order(shards: Sequence[Shard], job: Job, directory: str, services: Services) -> Iterator[str]:
-    """Every input line's custom_id in input order: the first round's shards, one after the other."""
+    """Every input line's custom_id in input order: the first round's shards, one after the other (a shard
+    read back from its lines leaves no copy behind)."""
     for shard in sorted((s for s in shards if s.round == 0), key=lambda s: s.index):
-        yield from shard_custom_ids(shard, job, directory, services)
+        with tempfile.TemporaryDirectory(dir=directory) as own:
+            ids = shard_custom_ids(shard, job, own, services)
+        yield from ids

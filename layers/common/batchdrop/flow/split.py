@@ -442,10 +442,15 @@ def _over_budget(estimate: TokenEstimate, settings: Settings, prices: PriceTable
     if total is None or total <= limit:
         return None
     tokens = estimate.total()
+    unbounded = (
+        f"; {tokens.lines_without_max_tokens:,} lines set no max_tokens, so their output is not counted"
+        if tokens.lines_without_max_tokens
+        else ""
+    )
     return Problem(
         ProblemCode.ESTIMATED_COST_TOO_HIGH,
         f"The job's estimated cost, up to {total:.2f} {prices.currency} ({tokens.input_tokens:,} input tokens "
-        f"and up to {tokens.max_output_tokens:,} output tokens), is over MaxEstimatedCostPerJob "
+        f"and up to {tokens.max_output_tokens:,} output tokens{unbounded}), is over MaxEstimatedCostPerJob "
         f"({limit:g} {prices.currency}): split the file, lower max_tokens, or raise the limit",
     )
 

@@ -7,7 +7,8 @@ running batch besides its status.
 - **Near its expiry**: a batch that is still running EXPIRY_WARNING_HOURS into its window with less than
   EXPIRY_WARNING_DONE_FRACTION of its lines done is marked once (`near_expiry_at`, `BatchesNearExpiry`, an
   alarm); with CANCEL_NEAR_EXPIRY it is cancelled then, so that its unrun lines (`batch_cancelled`, which
-  never ran) go into the job's next round at once instead of waiting hours for the expiry.
+  never ran) go into the job's next round at once instead of waiting hours for the expiry; only where a
+  round can follow (re-drive on, and the batch's lines not on their last allowed attempt).
 
 Pure: the poller writes the changes with the look's own conditional write (no call of its own).
 """
@@ -77,7 +78,9 @@ def look_at(shard: Shard, batch: Batch, counts: RequestCounts | None, now: int, 
     newly_near = near and shard.near_expiry_at is None
     if newly_near:
         changes["near_expiry_at"] = now
-    cancel_early = near and settings.cancel_near_expiry and shard.cancelled_early_at is None
+    # Only where a round can follow: else the lines it could still finish would end as failures.
+    can_follow = settings.redrive_enabled and shard.attempt <= settings.max_redrive_rounds
+    cancel_early = near and settings.cancel_near_expiry and can_follow and shard.cancelled_early_at is None
     if cancel_early:
         changes["cancelled_early_at"] = now
     return Look(

@@ -137,7 +137,7 @@ def finished_email(
         models = ", ".join(detail["usage"]["by_model"])
         lines.append(f"Tokens: {usage['prompt_tokens']:,} in, {usage['completion_tokens']:,} out ({models}).")
     cost = detail.get("cost")
-    if cost:
+    if cost and usage and usage.get("lines"):
         if cost.get("total") is None:
             lines.append("Cost: not known (no model of this job is in the price table; see PriceTable).")
         else:
@@ -148,7 +148,7 @@ def finished_email(
             )
     lines.append("")
     if links:
-        lines.append(f"Open the results (links valid for {link_hours:g} hours):")
+        lines.append(f"Open the results (links valid for up to {link_hours:g} hours):")
     else:
         lines.append("Results:")
     outputs = detail["outputs"]

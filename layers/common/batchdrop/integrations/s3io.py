@@ -232,12 +232,13 @@ class StreamedUpload(io.RawIOBase):
         self._buffer = bytearray()
         self._upload_id: str | None = None
         self._parts: list[CompletedPartTypeDef] = []
-        self._aborted = False
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
+        if self.closed:
+            raise ValueError(f"s3://{self._bucket}/{self._key}: the upload is closed")
         self._buffer += data
         if len(self._buffer) >= WRITE_PART_BYTES:
             self._send_part()
@@ -256,7 +257,8 @@ class StreamedUpload(io.RawIOBase):
         self._buffer.clear()
 
     def abort(self) -> None:
-        self._aborted = True
+        if self.closed:
+            return
         if self._upload_id is not None:
             try:
                 self._s3.abort_multipart_upload(Bucket=self._bucket, Key=self._key, UploadId=self._upload_id)
@@ -265,9 +267,10 @@ class StreamedUpload(io.RawIOBase):
         super().close()
 
     def close(self) -> None:
+        """Completes the object (call it, or leave `with` without an error: it is never done in `__del__`)."""
         if self.closed:
             return
-        if not self._aborted:
+        try:
             if self._upload_id is None:
                 self._s3.put_object(
                     Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer), ContentType=self._type
@@ -278,7 +281,14 @@ class StreamedUpload(io.RawIOBase):
                 self._s3.complete_multipart_upload(
                     Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, MultipartUpload={"Parts": self._parts}
                 )
+        except BaseException:
+            self.abort()
+            raise
         super().close()
+
+    def __del__(self) -> None:
+        if not self.closed:  # dropped without close(): what was written is not an object
+            self.abort()
 
     def __exit__(self, *exc_info: Any) -> None:
         if exc_info[0] is not None:
