@@ -128,7 +128,7 @@ def test_rules_with_parameters_and_bucket_resolved(template: dict[str, Any]) -> 
     assert created.event_bus_name == "default"
     assert created.event_pattern["detail"] == {
         "bucket": {"name": ["b"]},
-        "object": {"key": [{"wildcard": "drop/*.jsonl"}, {"wildcard": "drop/*.jsonl.gz"}]},
+        "object": {"key": [{"wildcard": "drop/*"}]},
     }
     assert (created.target_queue, created.dead_letter_queue) == ("IngestQueue", "IngestDeadLetterQueue")
     submit = local.rules["SubmitJobRule"]
@@ -232,7 +232,9 @@ def drain(url: str) -> list[dict[str, Any]]:
     return bodies
 
 
-def test_only_jsonl_under_the_input_prefix_reaches_the_ingest_queue(moto_stack: dict[str, str]) -> None:
+def test_every_file_under_the_input_prefix_and_nothing_else_reaches_the_ingest_queue(
+    moto_stack: dict[str, str],
+) -> None:
     s3 = boto3.client("s3", region_name=REGION)
     for key in (
         "inbox/x.jsonl",
@@ -250,7 +252,9 @@ def test_only_jsonl_under_the_input_prefix_reaches_the_ingest_queue(moto_stack: 
     # moto, like EventBridge, carries the raw key (no URL encoding).
     assert sorted(event["detail"]["object"]["key"] for event in delivered) == [
         "inbox/deep/my file+ü.jsonl",
+        "inbox/readme.txt",  # answered with a rejected report by the submit function
         "inbox/x.jsonl",
+        "inbox/x.jsonl.bak",
         "inbox/y.jsonl.gz",
     ]
     assert {event["detail"]["bucket"]["name"] for event in delivered} == {BUCKET}

@@ -243,7 +243,7 @@ def test_the_ingest_queue_policy_admits_only_the_two_rules(cfn: dict[str, Any]) 
     ]
 
 
-def test_object_created_rule_matches_jsonl_under_the_input_prefix_of_the_bucket(cfn: dict[str, Any]) -> None:
+def test_object_created_rule_matches_every_key_under_the_input_prefix_of_the_bucket(cfn: dict[str, Any]) -> None:
     rule = cfn["Resources"]["ObjectCreatedRule"]["Properties"]
     assert "EventBusName" not in rule  # S3 publishes to the default bus only
     pattern = resolver_for(cfn, InputPrefix="drop/").resolve(rule["EventPattern"])
@@ -252,7 +252,7 @@ def test_object_created_rule_matches_jsonl_under_the_input_prefix_of_the_bucket(
         "detail-type": ["Object Created"],
         "detail": {
             "bucket": {"name": [BUCKET]},
-            "object": {"key": [{"wildcard": "drop/*.jsonl"}, {"wildcard": "drop/*.jsonl.gz"}]},
+            "object": {"key": [{"wildcard": "drop/*"}]},
         },
     }
 

@@ -89,7 +89,7 @@ class ObjectRef:
 
     @property
     def is_gzip(self) -> bool:
-        return self.key.endswith(".gz")
+        return self.key.lower().endswith(".gz")
 
 
 RESULT_NAMES = ("report.json", "output.jsonl", "errors.jsonl", "results.csv", "status.json")
@@ -116,8 +116,10 @@ def classify_key(
     key: str, *, input_prefix: str, output_prefix: str, reserved_prefixes: tuple[str, ...], any_key: bool = False
 ) -> InputKey | None:
     """None for keys that are not inputs: outside the input prefix (S3 events; a `Submit Batch Job` may
-    name any key, `any_key`), not `.jsonl`/`.jsonl.gz`, or under a prefix the pipeline writes to (never
-    its own writes). Every other key is either run, named by its path, or rejected with a problem."""
+    name any key, `any_key`, but only a `.jsonl`/`.jsonl.gz` one), a folder marker, or under a prefix the
+    pipeline writes to (never its own writes). Every other key is either run, named by its path (the
+    extension in any case: `.JSONL` too), or rejected with a problem: a file dropped under the input prefix
+    that is not JSON Lines gets its report at `<output prefix><file name>/report.json`."""
     if any(key.startswith(prefix) for prefix in reserved_prefixes):
         return None
     if key.startswith(input_prefix):
@@ -126,11 +128,28 @@ def classify_key(
         rest = key
     else:
         return None
-    suffix = next((suffix for suffix in INPUT_SUFFIXES if rest.endswith(suffix) and len(rest) > len(suffix)), None)
-    if suffix is None:
-        return None
-    name = rest[: -len(suffix)]
+    if not rest or rest.endswith("/"):
+        return None  # a folder marker, not a file
+    lowered = rest.lower()
+    suffix = next((suffix for suffix in INPUT_SUFFIXES if lowered.endswith(suffix)), None)
     shown = echo(repr(key)[1:-1])
+    if suffix is None or len(rest) == len(suffix):
+        if any_key:
+            return None  # a Submit Batch Job naming it is answered with Batch Job Rejected
+        # Dropped under the input prefix but never to be run: answered with a rejected report, not ignored.
+        stem = rest.rsplit("/", 1)[-1].split(".", 1)[0] or "data"
+        folder = rest.rsplit("/", 1)[0] + "/" if "/" in rest else ""
+        problem = Problem(
+            ProblemCode.NOT_JSONL,
+            f"The key '{shown}' is not processed: only .jsonl and .jsonl.gz files are (the extension in any "
+            f"case), one request object per line; rename it (for example {echo(input_prefix + folder + stem)}.jsonl) "
+            "and upload it again",
+        )
+        named = classify_key(
+            key + ".jsonl", input_prefix=input_prefix, output_prefix=output_prefix, reserved_prefixes=reserved_prefixes
+        )
+        return InputKey(named.name if named is not None and named.problem is None else None, problem)
+    name = rest[: -len(suffix)]
     segments = name.split("/")
     if any(segment in ("", ".", "..") for segment in segments):
         cleaned = "/".join(segment for segment in segments if segment not in ("", ".", ".."))

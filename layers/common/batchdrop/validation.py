@@ -72,6 +72,7 @@ class ProblemCode(StrEnum):
     INVALID_KEY = "invalid_key"
     KEY_TOO_LONG = "key_too_long"
     ESTIMATED_COST_TOO_HIGH = "estimated_cost_too_high"
+    NOT_JSONL = "not_jsonl"
 
 
 @dataclass(frozen=True, slots=True)

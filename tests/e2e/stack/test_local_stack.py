@@ -157,22 +157,21 @@ def test_other_services_submit_by_event_and_a_repeat_makes_no_second_batch(stack
     assert stack.api_calls("POST", "/v1/batches") == batches
 
 
-def test_keys_that_are_not_jsonl_are_ignored(stack: RunningStack, tmp_path: Path) -> None:
+def test_a_file_that_is_not_jsonl_is_answered_with_a_rejected_report(stack: RunningStack, tmp_path: Path) -> None:
+    # Given a text file and a JSON Lines file in capitals, dropped with the AWS CLI
     notes = tmp_path / "notes.txt"
     notes.write_text("not an input\n")
     stack.aws("s3", "cp", str(notes), f"s3://{BUCKET}/inbox/notes.txt")
-    marker = tmp_path / "marker.jsonl"
-    marker.write_text(request("m-1", "after the notes") + "\n")
-    stack.aws("s3", "cp", str(marker), f"s3://{BUCKET}/inbox/marker.jsonl")
-    stack.wait_for_report("marker")
+    shouted = tmp_path / "SHOUT.JSONL"
+    shouted.write_text(request("s-1", "in capitals") + "\n")
+    stack.aws("s3", "cp", str(shouted), f"s3://{BUCKET}/inbox/SHOUT.JSONL")
 
-    keys = [
-        item["Key"]
-        for item in stack.aws_json("s3api", "list-objects-v2", "--bucket", BUCKET, "--prefix", "outbox/").get(
-            "Contents", []
-        )
-    ]
-    assert not any(key.startswith("outbox/notes") for key in keys)
+    # Then the text file gets a report saying which names are processed, and the .JSONL one runs
+    rejected = stack.wait_for_report("notes.txt")
+    assert rejected["outcome"] == "rejected"
+    assert rejected["validation_errors"][0]["code"] == "not_jsonl"
+    assert "only .jsonl and .jsonl.gz files are" in rejected["validation_errors"][0]["message"]
+    assert stack.wait_for_report("SHOUT")["outcome"] == "succeeded"
 
 
 def test_the_local_resources_are_the_ones_template_yaml_declares(stack: RunningStack) -> None:

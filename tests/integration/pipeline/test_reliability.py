@@ -177,7 +177,9 @@ def test_keys_with_spaces_plus_and_unicode(pipeline: Pipeline, key_in_event: str
     assert len(pipeline.lines("outbox/my file+ü/output.jsonl")) == 2
 
 
-@pytest.mark.parametrize("key", ["inbox/readme.txt", "inbox/data.json", "outbox/x/output.jsonl", "inbox/.jsonl"])
+@pytest.mark.parametrize(
+    "key", ["outbox/x/output.jsonl", "work/job-x/shards/00000.jsonl", "elsewhere/x.jsonl", "inbox/dir/"]
+)
 def test_keys_that_are_not_inputs_are_ignored(pipeline: Pipeline, key: str) -> None:
     pipeline.drop(key, lines_for(1))
     pipeline.run()
@@ -347,3 +349,34 @@ def test_the_api_key_never_reaches_logs_errors_or_reports(
         assert API_KEY not in leak
         assert PROJECT_ID not in leak
     assert pipeline.report("secret")["outcome"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("key", "folder", "example"),
+    [
+        ("inbox/readme.txt", "readme.txt", "inbox/readme.jsonl"),
+        ("inbox/team/data.json", "team/data.json", "inbox/team/data.jsonl"),
+        ("inbox/export.csv", "export.csv", "inbox/export.jsonl"),
+    ],
+)
+def test_a_file_that_is_not_json_lines_gets_a_rejected_report_naming_the_fix(
+    pipeline: Pipeline, key: str, folder: str, example: str
+) -> None:
+    # Given a file dropped under the input prefix that will never run
+    pipeline.drop(key, lines_for(1))
+
+    # Then it is answered at once: a rejected report beside where its results would be, and the notification
+    report = pipeline.report(folder)
+    assert report["outcome"] == "rejected" and report["input"]["key"] == key
+    (problem,) = report["validation_errors"]
+    assert problem["code"] == "not_jsonl" and problem["line"] is None
+    assert "only .jsonl and .jsonl.gz files are" in problem["message"] and example in problem["message"]
+    assert pipeline.emulator.calls == []
+    pipeline.read_notifications()
+    assert [event["detail"]["outcome"] for event in pipeline.finished_events] == ["rejected"]
+
+
+def test_the_extension_is_read_in_any_case(pipeline: Pipeline) -> None:
+    pipeline.drop("inbox/Shout.JSONL", lines_for(2))
+    pipeline.run()
+    assert pipeline.report("Shout")["outcome"] == "succeeded"

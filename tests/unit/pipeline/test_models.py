@@ -42,9 +42,32 @@ def test_input_names(key: str, name: str) -> None:
     assert classified.output_prefix("outbox/", "job-1") == f"outbox/{name}/"
 
 
-@pytest.mark.parametrize("key", ["inbox/x.json", "inbox/x.jsonl.bak", "inbox/.jsonl", "outbox/x.jsonl", "x.jsonl"])
+@pytest.mark.parametrize("key", ["outbox/x.jsonl", "x.jsonl", "inbox/", "inbox/folder/"])
 def test_keys_that_are_not_inputs(key: str) -> None:
     assert classify(key) is None
+
+
+@pytest.mark.parametrize(
+    ("key", "name"),
+    [
+        ("inbox/x.json", "x.json"),
+        ("inbox/x.jsonl.bak", "x.jsonl.bak"),
+        ("inbox/.jsonl", ".jsonl"),
+        ("inbox/a/b.csv", "a/b.csv"),
+    ],
+)
+def test_files_under_the_input_prefix_that_are_not_json_lines_are_rejected_by_their_own_name(
+    key: str, name: str
+) -> None:
+    classified = classify(key)
+    assert classified is not None and classified.problem is not None
+    assert classified.problem.code.value == "not_jsonl" and classified.name == name
+
+
+@pytest.mark.parametrize(("key", "name"), [("inbox/X.JSONL", "X"), ("inbox/y.Jsonl.GZ", "y")])
+def test_the_extension_is_read_in_any_case(key: str, name: str) -> None:
+    classified = classify(key)
+    assert classified is not None and classified.problem is None and classified.name == name
 
 
 @pytest.mark.parametrize(

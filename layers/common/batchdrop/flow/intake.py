@@ -184,7 +184,7 @@ def _input_key(job: dict[str, Any]) -> InputKey:
     problem = job.get("key_problem")
     if problem is None:
         return InputKey(job["name"])
-    return InputKey(None, Problem(ProblemCode(problem["code"]), problem["message"]))
+    return InputKey(job.get("name"), Problem(ProblemCode(problem["code"]), problem["message"]))
 
 
 def resolve_object(request: SubmitRequest, services: Services) -> tuple[ObjectRef | None, str]:
