@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="batchdrop", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True)
 
     emulator = commands.add_parser("emulator", help="run the ZeroGPU Batch API emulator as an HTTP server")
@@ -60,7 +63,54 @@ def _positive_float(text: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+    args = argparse.Namespace(debug=False, command="")
+    try:
+        args = _build_parser().parse_args(argv)
+        return _run(args)
+    except BrokenPipeError:
+        # `batchdrop jobs list | head`: the reader has gone; nothing more to say, and nothing to flush.
+        with contextlib.suppress(OSError, ValueError):  # stdout not a file (a test's capture): nothing to flush
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:
+        if args.debug:
+            raise
+        message = _one_line(error)
+        if message is None:
+            raise
+        print(f"batchdrop {args.command}: {message}".replace("batchdrop : ", "batchdrop: "), file=sys.stderr)
+        return 2
+
+
+def _one_line(error: Exception) -> str | None:
+    """What went wrong and what to do, for the errors a person's setup causes (None: a bug; it is raised)."""
+    from botocore import exceptions as aws
+
+    if isinstance(error, aws.NoRegionError):
+        return "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or configure one with `aws configure`"
+    if isinstance(error, aws.NoCredentialsError | aws.PartialCredentialsError):
+        return (
+            "no AWS credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(any values do for batchdrop local's --endpoint-url)"
+        )
+    if isinstance(error, aws.EndpointConnectionError):
+        where = error.kwargs.get("endpoint_url", "the AWS endpoint")
+        return f"cannot reach {where}: is batchdrop local running, or is --endpoint-url right?"
+    if isinstance(error, aws.ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        text = error.response.get("Error", {}).get("Message", "")
+        if code == "ResourceNotFoundException":
+            return (
+                f"{text or 'not found'}: check --table (the stack output TableName; "
+                "batchdrop-local-jobs on batchdrop local)"
+            )
+        return f"AWS said {code}: {text} (--debug shows where)"
+    return None
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "emulator":
         from batchdrop_tools.emulator.server import serve
 

@@ -1,0 +1,50 @@
+"""The command line's errors are one clear line (a traceback only with --debug), and a closed pipe is quiet."""
+
+from __future__ import annotations
+
+import pytest
+
+from batchdrop_tools import cli
+
+
+def test_a_missing_region_is_one_line_naming_the_fix(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    assert cli.main(["jobs", "list", "--table", "t"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "batchdrop jobs: no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or configure one with `aws configure`"
+    ]
+
+
+def test_with_debug_the_error_is_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.exceptions import NoRegionError
+
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    with pytest.raises(NoRegionError):
+        cli.main(["--debug", "jobs", "list", "--table", "t"])
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def pipe_closed(args: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "_run", pipe_closed)
+    assert cli.main(["jobs", "list", "--table", "t"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_a_bug_is_still_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(args: object) -> int:
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(cli, "_run", broken)
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["jobs", "list", "--table", "t"])
