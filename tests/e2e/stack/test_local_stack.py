@@ -31,6 +31,10 @@ def test_the_banner_names_the_endpoint_the_bucket_and_an_example(stack: RunningS
     assert stack.endpoint in banner
     assert f"s3://{BUCKET}" in banner
     assert "aws --endpoint-url" in banner and "s3 cp" in banner
+    assert f"export AWS_ENDPOINT_URL={stack.endpoint}" in banner
+    assert "Jobs table:            batchdrop-local-jobs" in banner
+    assert "Queue IngestQueue:" in banner and "Queue CollectDeadLetterQueue:" in banner
+    assert "Topic NotificationTopic:" in banner and "key zgpu-local-emulator-key" in banner
 
 
 def test_a_file_dropped_with_the_aws_cli_comes_back_with_answers_and_one_notification(

@@ -148,6 +148,8 @@ class LocalStack:
         self.config = config
         self.resources: LocalResources | None = None
         self.queue_urls: dict[str, str] = {}
+        self.topic_arns: dict[str, str] = {}
+        self.table_name = ""
         self.queue_arns: dict[str, str] = {}
         self._moto: ThreadedMotoServer | None = None
         self._emulator_server: Any = None
@@ -298,6 +300,8 @@ class LocalStack:
             arn = sns.create_topic(Name=f"batchdrop-local-{logical_id}")["TopicArn"]
             names[logical_id] = arn
             names[f"{logical_id}.TopicArn"] = arn
+            self.topic_arns[logical_id] = arn
+        self.table_name = table_name
 
         credentials = {
             "api_key": self.config.api_key or LOCAL_API_KEY,
@@ -539,8 +543,25 @@ def run_local(args: Any) -> int:
         return 1
     bucket = config.bucket
     print(f"AWS endpoint (moto):   {stack.endpoint_url}   (any credentials, region {REGION})")
-    print(f"ZeroGPU API (emulator): {stack.api_url}")
+    print(
+        f"  export AWS_ENDPOINT_URL={stack.endpoint_url} AWS_REGION={REGION} "
+        "AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local"
+    )
+    if config.api_url:
+        print(f"ZeroGPU API:           {stack.api_url}")
+    else:
+        print(
+            f"ZeroGPU API (emulator): {stack.api_url}   (key {LOCAL_API_KEY}, project {LOCAL_PROJECT_ID}: not secrets)"
+        )
     print(f"Bucket:                s3://{bucket}   (inputs under inbox/, results under outbox/)")
+    print(
+        f"Jobs table:            {stack.table_name}   "
+        f"(batchdrop jobs list --table {stack.table_name} --endpoint-url {stack.endpoint_url})"
+    )
+    for logical_id, url in sorted(stack.queue_urls.items()):
+        print(f"Queue {logical_id + ':':<22} {url}")
+    for logical_id, arn in sorted(stack.topic_arns.items()):
+        print(f"Topic {logical_id + ':':<22} {arn}")
     print(f"Try:  aws --endpoint-url {stack.endpoint_url} s3 cp x.jsonl s3://{bucket}/inbox/x.jsonl")
     print(f"Then: aws --endpoint-url {stack.endpoint_url} s3 cp s3://{bucket}/outbox/x/report.json -")
     if config.webhook_url:
