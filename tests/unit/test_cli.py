@@ -48,3 +48,22 @@ def test_a_bug_is_still_raised(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli, "_run", broken)
     with pytest.raises(ZeroDivisionError):
         cli.main(["jobs", "list", "--table", "t"])
+
+
+def test_a_dead_letter_is_described_by_what_it_was_and_why_it_failed() -> None:
+    import json
+
+    from batchdrop_tools.dlq import describe
+
+    created = {
+        "detail-type": "Object Created",
+        "detail": {"bucket": {"name": "b"}, "object": {"key": "inbox/x.jsonl"}},
+    }
+    assert describe({"Body": json.dumps(created)}) == "Object Created s3://b/inbox/x.jsonl"
+    assert describe({"Body": json.dumps({"job_id": "job-1", "shard": 3})}) == "collect job-1 shard 3"
+    tick = {
+        "Body": json.dumps({"detail-type": "Scheduled Event", "detail": {}}),
+        "MessageAttributes": {"ERROR_MESSAGE": {"StringValue": "Lambda throttled"}},
+    }
+    assert describe(tick) == "Scheduled Event {}  (Lambda throttled)"
+    assert describe({"Body": "oops"}) == "not JSON: oops"

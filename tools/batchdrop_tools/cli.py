@@ -49,6 +49,10 @@ def _build_parser() -> argparse.ArgumentParser:
     from batchdrop_tools.jobs import add_arguments as add_jobs_arguments
 
     add_jobs_arguments(jobs)
+    dlq = commands.add_parser("dlq", help="list what is dead-lettered, or send it back (operators)")
+    from batchdrop_tools.dlq import add_arguments as add_dlq_arguments
+
+    add_dlq_arguments(dlq)
     return parser
 
 
@@ -119,6 +123,10 @@ def _run(args: argparse.Namespace) -> int:
         from batchdrop_tools.jobs import run
 
         return run(args)
+    if args.command == "dlq":
+        from batchdrop_tools.dlq import run as run_dlq
+
+        return run_dlq(args)
     if args.command == "local":
         from batchdrop_tools.local.stack import run_local
 

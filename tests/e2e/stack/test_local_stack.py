@@ -449,3 +449,56 @@ def test_the_bundled_sample_s_usage_is_the_sum_over_its_output(stack: RunningSta
     assert total["prompt_tokens"] == sum(reply["usage"]["prompt_tokens"] for reply in replies)
     assert total["completion_tokens"] == sum(reply["usage"]["completion_tokens"] for reply in replies)
     assert report["cost"]["by_model"]["llama-3.1-8b-instruct-fast"] > 0
+
+
+def test_a_dead_lettered_request_is_listed_and_sent_back_with_batchdrop_dlq(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    import subprocess
+
+    from stack_harness import BIN, clean_env
+
+    def dlq(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "batchdrop"), "dlq", *args, "--endpoint-url", stack.endpoint],
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+            timeout=60,
+        )
+
+    # Given a Submit Batch Job request that ended in the ingest dead-letter queue
+    source = tmp_path / "late.jsonl"
+    source.write_text(request("late-1", "from the dead letters") + "\n")
+    stack.aws("s3", "cp", str(source), f"s3://{BUCKET}/exports/late.jsonl")
+    event = {
+        "version": "0",
+        "id": "dead-1",
+        "detail-type": "Submit Batch Job",
+        "source": "my.service",
+        "account": "123456789012",
+        "time": "2026-12-02T10:00:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": {"bucket": BUCKET, "key": "exports/late.jsonl"},
+    }
+    url = stack.aws_json("sqs", "get-queue-url", "--queue-name", "batchdrop-local-IngestDeadLetterQueue")["QueueUrl"]
+    stack.aws("sqs", "send-message", "--queue-url", url, "--message-body", json.dumps(event))
+
+    # When the operator lists the queue, then sends it back
+    listed = dlq("list", "--queue", "ingest")
+    assert listed.returncode == 0, listed.stderr
+    assert "Submit Batch Job" in listed.stdout and "exports/late.jsonl" in listed.stdout
+    assert "1 message(s) in batchdrop-local-IngestDeadLetterQueue (hidden for 5 s by this listing)" in listed.stdout
+    time.sleep(6)  # the listing hid it for 5 s (SQS has no peek)
+    moved = dlq("redrive", "--queue", "ingest")
+    assert moved.returncode == 0, moved.stderr
+    assert (
+        "moved 1 message(s) from batchdrop-local-IngestDeadLetterQueue back to batchdrop-local-IngestQueue"
+        in moved.stdout
+    )
+
+    # Then the request runs as if it had never failed
+    assert stack.wait_for_report("exports/late", timeout=60)["outcome"] == "succeeded"
+    schedule = dlq("redrive", "--queue", "schedule")
+    assert schedule.returncode == 1 and "nothing replays them" in schedule.stderr

@@ -1,0 +1,133 @@
+"""`batchdrop dlq list|redrive [--queue ingest|collect|schedule]`: what is dead-lettered, and sending it back.
+
+The queues are found by the stack's outputs (`--stack-name`) or, without one, by the local stack's names
+(`batchdrop-local-<LogicalId>`, with `--endpoint-url`). Redrive moves each message back to the queue it
+came from, one at a time (sent, then deleted), so it works where `start-message-move-task` does not (the
+local stack). The schedule's dead letters are poll ticks: nothing replays them (the next tick does the
+work); they are listed, not redriven.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+
+QUEUES = {
+    "ingest": ("IngestDeadLetterQueue", "IngestQueue"),
+    "collect": ("CollectDeadLetterQueue", "CollectQueue"),
+    "schedule": ("PollScheduleDeadLetterQueue", None),
+}
+_LIST_VISIBILITY_SECONDS = 5
+"""Listing receives the messages (SQS has no peek): they are back in the queue after this (a message seen
+again while listing is shown once)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("list", "redrive"))
+    parser.add_argument("--queue", choices=tuple(QUEUES), default="ingest", help="which dead-letter queue")
+    parser.add_argument("--stack-name", help="find the queues by this stack's outputs (else: batchdrop local's)")
+    parser.add_argument("--endpoint-url", help="an AWS endpoint other than the default (e.g. batchdrop local)")
+    parser.add_argument("--limit", type=int, default=1000, help="most messages to list or move")
+
+
+def run(args: argparse.Namespace) -> int:
+    dead_letters, source = QUEUES[args.queue]
+    sqs = boto3.client("sqs", endpoint_url=args.endpoint_url)
+    urls = _queue_urls(args, sqs, [name for name in (dead_letters, source) if name])
+    if args.action == "list":
+        return _list(sqs, urls[dead_letters], args)
+    if source is None:
+        print(
+            "batchdrop dlq redrive: the schedule's dead letters are poll ticks; nothing replays them (the next tick "
+            "does their work): list them to see why they failed, then purge the queue",
+            file=sys.stderr,
+        )
+        return 1
+    return _redrive(sqs, urls[dead_letters], urls[source], args)
+
+
+def _queue_urls(args: argparse.Namespace, sqs: Any, names: list[str]) -> dict[str, str]:
+    if args.stack_name:
+        cloudformation = boto3.client("cloudformation", endpoint_url=args.endpoint_url)
+        (stack,) = cloudformation.describe_stacks(StackName=args.stack_name)["Stacks"]
+        outputs = {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
+        missing = [name for name in names if f"{name}Url" not in outputs]
+        if missing:
+            raise SystemExit(f"batchdrop dlq: stack {args.stack_name} has no output {missing[0]}Url")
+        return {name: outputs[f"{name}Url"] for name in names}
+    return {name: sqs.get_queue_url(QueueName=f"batchdrop-local-{name}")["QueueUrl"] for name in names}
+
+
+def _receive(sqs: Any, url: str, visibility: int) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = sqs.receive_message(
+        QueueUrl=url,
+        MaxNumberOfMessages=10,
+        VisibilityTimeout=visibility,
+        WaitTimeSeconds=1,
+        AttributeNames=["All"],
+        MessageAttributeNames=["All"],
+    ).get("Messages", [])
+    return messages
+
+
+def _list(sqs: Any, url: str, args: argparse.Namespace) -> int:
+    shown = 0
+    seen: set[str] = set()
+    while shown < args.limit and (messages := _receive(sqs, url, _LIST_VISIBILITY_SECONDS)):
+        fresh = [message for message in messages if message["MessageId"] not in seen]
+        if not fresh:
+            break
+        for message in fresh:
+            seen.add(message["MessageId"])
+            attributes = message.get("Attributes", {})
+            sent = datetime.fromtimestamp(int(attributes.get("SentTimestamp", "0")) / 1000, UTC)
+            print(
+                f"{sent:%Y-%m-%d %H:%M:%S}Z  received {attributes.get('ApproximateReceiveCount', '?')}x  "
+                f"{describe(message)}"
+            )
+            shown += 1
+    print(
+        f"{shown} message(s) in {url.rsplit('/', 1)[-1]}"
+        + (f" (hidden for {_LIST_VISIBILITY_SECONDS} s by this listing)" if shown else "")
+    )
+    return 0
+
+
+def describe(message: dict[str, Any]) -> str:
+    """What a dead letter was, and why it failed where the message says so."""
+    attributes = message.get("MessageAttributes", {})
+    error = attributes.get("ERROR_MESSAGE", {}).get("StringValue") or attributes.get("ERROR_CODE", {}).get(
+        "StringValue"
+    )
+    try:
+        body = json.loads(message["Body"])
+    except ValueError:
+        return f"not JSON: {message['Body'][:120]}"
+    what: str
+    if isinstance(body, dict) and "detail-type" in body:
+        detail = body.get("detail") or {}
+        if body["detail-type"] == "Object Created":
+            what = f"Object Created s3://{detail.get('bucket', {}).get('name')}/{detail.get('object', {}).get('key')}"
+        else:
+            what = f"{body['detail-type']} {json.dumps(detail)[:160]}"
+    elif isinstance(body, dict) and "job_id" in body:
+        what = f"collect {body['job_id']}" + (f" shard {body['shard']}" if "shard" in body else "")
+    else:
+        what = json.dumps(body)[:160]
+    return what + (f"  ({error})" if error else "")
+
+
+def _redrive(sqs: Any, dead_letters: str, source: str, args: argparse.Namespace) -> int:
+    moved = 0
+    while moved < args.limit and (messages := _receive(sqs, dead_letters, 120)):
+        for message in messages:
+            sqs.send_message(QueueUrl=source, MessageBody=message["Body"])
+            sqs.delete_message(QueueUrl=dead_letters, ReceiptHandle=message["ReceiptHandle"])
+            moved += 1
+    print(f"moved {moved} message(s) from {dead_letters.rsplit('/', 1)[-1]} back to {source.rsplit('/', 1)[-1]}")
+    return 0
