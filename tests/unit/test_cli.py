@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from batchdrop_tools import cli
@@ -67,3 +69,34 @@ def test_a_dead_letter_is_described_by_what_it_was_and_why_it_failed() -> None:
     }
     assert describe(tick) == "Scheduled Event {}  (Lambda throttled)"
     assert describe({"Body": "oops"}) == "not JSON: oops"
+
+
+def test_validate_checks_files_offline_with_line_numbers_and_exit_codes(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import gzip
+    import json
+
+    good = {
+        "custom_id": "a",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "gpt-oss-120b", "messages": [{"role": "user", "content": "x" * 400}], "max_tokens": 50},
+    }
+    fine = tmp_path / "fine.jsonl.gz"
+    fine.write_bytes(gzip.compress((json.dumps(good) + "\n").encode()))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(good) + "\nnot json\n" + json.dumps(good) + "\n")
+
+    assert cli.main(["validate", str(fine)]) == 0
+    out = capsys.readouterr().out
+    assert f"{fine}: valid: 1 lines in 1 batch(es); about 100 input tokens and up to 50 output tokens" in out
+
+    assert cli.main(["validate", str(fine), str(bad)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert f"{bad}: line 2: invalid_json: Line 2 is not valid JSON" in out
+    assert f'{bad}: line 3: duplicate_custom_id: Line 3 duplicates custom_id "a"' in out
+    assert out[-1] == f"{bad}: rejected: 2 problem(s); nothing would be sent to the API"
+
+    assert cli.main(["validate", str(tmp_path / "missing.jsonl")]) == 2
+    assert "cannot be read" in capsys.readouterr().err

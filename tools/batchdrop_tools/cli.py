@@ -49,6 +49,10 @@ def _build_parser() -> argparse.ArgumentParser:
     from batchdrop_tools.jobs import add_arguments as add_jobs_arguments
 
     add_jobs_arguments(jobs)
+    validate = commands.add_parser("validate", help="check JSONL files as the pipeline would, offline")
+    from batchdrop_tools.validate import add_arguments as add_validate_arguments
+
+    add_validate_arguments(validate)
     dlq = commands.add_parser("dlq", help="list what is dead-lettered, or send it back (operators)")
     from batchdrop_tools.dlq import add_arguments as add_dlq_arguments
 
@@ -123,6 +127,10 @@ def _run(args: argparse.Namespace) -> int:
         from batchdrop_tools.jobs import run
 
         return run(args)
+    if args.command == "validate":
+        from batchdrop_tools.validate import run as run_validate
+
+        return run_validate(args)
     if args.command == "dlq":
         from batchdrop_tools.dlq import run as run_dlq
 
