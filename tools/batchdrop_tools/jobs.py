@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--table", default=os.environ.get("TABLE_NAME"), help="the jobs table (default $TABLE_NAME)")
     parser.add_argument("--endpoint-url", help="an AWS endpoint other than the default (e.g. batchdrop local)")
     parser.add_argument("--limit", type=int, default=50, help="most jobs to list (newest first)")
+    parser.add_argument("--output", choices=("table", "json"), default="table", help="list: a table, or JSON")
     parser.add_argument("--days", type=int, default=31, help="how many days back to list (default 31)")
     parser.add_argument(
         "--codes",
@@ -46,6 +47,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _age(seconds: int) -> str:
+    if seconds < 120:
+        return f"{max(seconds, 0)} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172_800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86_400} d"
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.table:
         print("batchdrop jobs: name the table with --table or $TABLE_NAME", file=sys.stderr)
@@ -56,9 +67,30 @@ def run(args: argparse.Namespace) -> int:
     client = boto3.client("dynamodb", endpoint_url=args.endpoint_url)
     store = JobStore(client, args.table, clock=time.time)
     if args.action == "list":
-        for job in store.recent_jobs(limit=args.limit, days=args.days):
-            outcome = job.outcome.value if job.outcome else "-"
-            print(f"{job.job_id}  {job.status.value:<10} {outcome:<9} s3://{job.input.bucket}/{job.input.key}")
+        jobs = list(store.recent_jobs(limit=args.limit, days=args.days))
+        if args.output == "json":
+            print(json.dumps([job.model_dump(mode="json") for job in jobs], indent=2, ensure_ascii=False))
+            return 0
+        now = int(time.time())
+        rows = [("JOB ID", "STATUS", "OUTCOME", "LINES", "BATCHES DONE", "AGE", "INPUT")]
+        for job in jobs:
+            batches = f"{len(job.collected_shards or ())}/{job.shard_count}" if job.shard_count else "-"
+            rows.append(
+                (
+                    job.job_id,
+                    job.status.value,
+                    job.outcome.value if job.outcome else "-",
+                    f"{job.input.lines:,}" if job.input.lines is not None else "-",
+                    batches,
+                    _age(now - job.received_at),
+                    f"s3://{job.input.bucket}/{job.input.key}",
+                )
+            )
+        widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
+        for row in rows:
+            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+        if not jobs:
+            print(f"(no job in the last {args.days} days)")
         return 0
     if args.action == "show":
         found = store.get_job(args.job_id)

@@ -227,6 +227,12 @@ def test_the_operator_lists_shows_and_cannot_cancel_an_ended_job(stack: RunningS
 
     listing = jobs("list")
     assert listing.returncode == 0 and job_id in listing.stdout and "inbox/ops.jsonl" in listing.stdout
+    header, *rows = listing.stdout.splitlines()
+    assert header.split() == ["JOB", "ID", "STATUS", "OUTCOME", "LINES", "BATCHES", "DONE", "AGE", "INPUT"]
+    (row,) = [row for row in rows if job_id in row]
+    assert " finished " in row and " succeeded " in row and " 1/1 " in row
+    as_json = jobs("list", "--output", "json")
+    assert job_id in [job["job_id"] for job in json.loads(as_json.stdout)]
     shown = jobs("show", job_id)
     assert shown.returncode == 0
     assert json.loads(shown.stdout)["shards"][0]["state"] == "collected"
