@@ -17,6 +17,8 @@ from typing import Any
 
 import boto3
 
+from batchdrop_tools.stack_outputs import StackNotFound, output, stack_outputs
+
 QUEUES = {
     "ingest": ("IngestDeadLetterQueue", "IngestQueue"),
     "collect": ("CollectDeadLetterQueue", "CollectQueue"),
@@ -38,7 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     dead_letters, source = QUEUES[args.queue]
     sqs = boto3.client("sqs", endpoint_url=args.endpoint_url)
-    urls = _queue_urls(args, sqs, [name for name in (dead_letters, source) if name])
+    try:
+        urls = _queue_urls(args, sqs, [name for name in (dead_letters, source) if name])
+    except StackNotFound as error:
+        print(f"batchdrop dlq: {error}", file=sys.stderr)
+        return 2
     if args.action == "list":
         return _list(sqs, urls[dead_letters], args)
     if source is None:
@@ -53,13 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _queue_urls(args: argparse.Namespace, sqs: Any, names: list[str]) -> dict[str, str]:
     if args.stack_name:
-        cloudformation = boto3.client("cloudformation", endpoint_url=args.endpoint_url)
-        (stack,) = cloudformation.describe_stacks(StackName=args.stack_name)["Stacks"]
-        outputs = {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
-        missing = [name for name in names if f"{name}Url" not in outputs]
-        if missing:
-            raise SystemExit(f"batchdrop dlq: stack {args.stack_name} has no output {missing[0]}Url")
-        return {name: outputs[f"{name}Url"] for name in names}
+        outputs = stack_outputs(args.stack_name, endpoint_url=args.endpoint_url)
+        return {name: output(outputs, f"{name}Url", args.stack_name) for name in names}
     return {name: sqs.get_queue_url(QueueName=f"batchdrop-local-{name}")["QueueUrl"] for name in names}
 
 

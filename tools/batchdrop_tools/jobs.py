@@ -26,12 +26,14 @@ import boto3
 
 from batchdrop.flow import redrive, watch
 from batchdrop.integrations.store import JobStore
+from batchdrop_tools.stack_outputs import StackNotFound, output, stack_outputs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("list", "show", "cancel", "retry"))
     parser.add_argument("job_id", nargs="?")
     parser.add_argument("--table", default=os.environ.get("TABLE_NAME"), help="the jobs table (default $TABLE_NAME)")
+    parser.add_argument("--stack-name", help="read the jobs table from this stack's outputs (instead of --table)")
     parser.add_argument("--endpoint-url", help="an AWS endpoint other than the default (e.g. batchdrop local)")
     parser.add_argument("--limit", type=int, default=50, help="most jobs to list (newest first)")
     parser.add_argument("--output", choices=("table", "json"), default="table", help="list: a table, or JSON")
@@ -58,8 +60,18 @@ def _age(seconds: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.stack_name:
+        try:
+            outputs = stack_outputs(args.stack_name, endpoint_url=args.endpoint_url)
+            args.table = output(outputs, "TableName", args.stack_name)
+        except StackNotFound as error:
+            print(f"batchdrop jobs: {error}", file=sys.stderr)
+            return 2
     if not args.table:
-        print("batchdrop jobs: name the table with --table or $TABLE_NAME", file=sys.stderr)
+        print(
+            "batchdrop jobs: name the stack with --stack-name, or the table with --table or $TABLE_NAME",
+            file=sys.stderr,
+        )
         return 2
     if args.action in ("show", "cancel", "retry") and not args.job_id:
         print(f"batchdrop jobs {args.action}: a JOB_ID is needed", file=sys.stderr)
