@@ -383,16 +383,12 @@ def usage_of(shards: Sequence[Shard]) -> Usage:
 
 
 def cost_of(usage: Usage, prices: PriceTable) -> Cost:
-    by_model: dict[str, float | None] = {}
-    for model, tokens in usage.by_model.items():
-        price = prices.price_of(model)
-        by_model[model] = (
-            None if price is None else round(price.cost(tokens.prompt_tokens, tokens.completion_tokens), 9)
-        )
-    known = [value for value in by_model.values() if value is not None]
+    total, by_model = prices.costs(
+        {model: (tokens.prompt_tokens, tokens.completion_tokens) for model, tokens in usage.by_model.items()}
+    )
     return Cost(
         currency=prices.currency,
-        total=round(sum(known), 9) if known else None,
+        total=total,
         by_model=by_model,
         unpriced_models=[model for model, value in by_model.items() if value is None],
         prices_as_of=prices.as_of,

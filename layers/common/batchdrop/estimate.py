@@ -55,14 +55,9 @@ class TokenEstimate(BaseModel):
     def cost(self, prices: PriceTable) -> tuple[float | None, dict[str, float | None]]:
         """The most the job can cost at these prices (input, plus the worst-case output where bounded): in
         total over the priced models (None if none is priced), and by model (None: not priced)."""
-        by_model: dict[str, float | None] = {}
-        for model, entry in sorted(self.by_model.items()):
-            price = prices.price_of(model)
-            by_model[model] = (
-                None if price is None else round(price.cost(entry.input_tokens, entry.max_output_tokens), 9)
-            )
-        known = [value for value in by_model.values() if value is not None]
-        return (round(sum(known), 9) if known else None), by_model
+        return prices.costs(
+            {model: (entry.input_tokens, entry.max_output_tokens) for model, entry in sorted(self.by_model.items())}
+        )
 
 
 def _text_bytes(messages: Any) -> int:

@@ -37,6 +37,16 @@ class PriceTable(BaseModel):
     def price_of(self, model: str) -> ModelPrice | None:
         return self.models.get(model)
 
+    def costs(self, tokens_by_model: Mapping[str, tuple[int, int]]) -> tuple[float | None, dict[str, float | None]]:
+        """(input, output) tokens by model at these prices: the total over the priced models (None if
+        none is priced), and each model's cost (None: not priced, never a guess)."""
+        by_model: dict[str, float | None] = {}
+        for model, (input_tokens, output_tokens) in tokens_by_model.items():
+            price = self.price_of(model)
+            by_model[model] = None if price is None else round(price.cost(input_tokens, output_tokens), 9)
+        known = [value for value in by_model.values() if value is not None]
+        return (round(sum(known), 9) if known else None), by_model
+
     def merged_json(self, text: str) -> PriceTable:
         """`merged` with the changes as JSON text."""
         override = json.loads(text)

@@ -41,6 +41,19 @@ class RunningStack:
     process: subprocess.Popen[str]
     output: list[str] = field(default_factory=list)
 
+    def batchdrop(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The `batchdrop` command against this stack (its --endpoint-url added)."""
+        return subprocess.run(
+            [str(BIN / "batchdrop"), *args, "--endpoint-url", self.endpoint],
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+            timeout=60,
+        )
+
+    def jobs(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.batchdrop("jobs", *args, "--table", "batchdrop-local-jobs")
+
     def aws(self, *args: str, input_text: str | None = None, check: bool = True) -> str:
         result = subprocess.run(
             [str(BIN / "aws"), "--endpoint-url", self.endpoint, *args],

@@ -204,27 +204,12 @@ def test_the_local_resources_are_the_ones_template_yaml_declares(stack: RunningS
 
 
 def test_the_operator_lists_shows_and_cannot_cancel_an_ended_job(stack: RunningStack, tmp_path: Path) -> None:
-    import subprocess
-
-    from stack_harness import BIN, clean_env
-
     source = tmp_path / "ops.jsonl"
     source.write_text(request("o-1", "for the operator") + "\n")
     stack.aws("s3", "cp", str(source), f"s3://{BUCKET}/inbox/ops.jsonl")
     job_id = stack.wait_for_report("ops")["job_id"]
 
-    def jobs(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [
-            str(BIN / "batchdrop"),
-            "jobs",
-            *args,
-            "--table",
-            "batchdrop-local-jobs",
-            "--endpoint-url",
-            stack.endpoint,
-        ]
-        return subprocess.run(command, capture_output=True, text=True, env=clean_env(), timeout=60)
-
+    jobs = stack.jobs
     listing = jobs("list")
     assert listing.returncode == 0 and job_id in listing.stdout and "inbox/ops.jsonl" in listing.stdout
     header, *rows = listing.stdout.splitlines()
@@ -338,16 +323,9 @@ def test_failed_lines_are_re_driven_when_another_try_can_help(
 
 
 def test_quota_failures_wait_and_jobs_retry_all_failed_recovers_them(stack: RunningStack, tmp_path: Path) -> None:
-    import subprocess
-
     import httpx
-    from stack_harness import BIN, clean_env
 
-    def jobs(*args: str) -> subprocess.CompletedProcess[str]:
-        command = [str(BIN / "batchdrop"), "jobs", *args, "--table", "batchdrop-local-jobs"]
-        return subprocess.run(
-            [*command, "--endpoint-url", stack.endpoint], capture_output=True, text=True, env=clean_env(), timeout=60
-        )
+    jobs = stack.jobs
 
     # Given an account whose quota runs out for 3 of 20 lines
     rule = {"kind": "line_errors", "code": "insufficient_quota", "custom_ids": ["quota-3", "quota-7", "quota-11"]}
@@ -460,18 +438,8 @@ def test_the_bundled_sample_s_usage_is_the_sum_over_its_output(stack: RunningSta
 def test_a_dead_lettered_request_is_listed_and_sent_back_with_batchdrop_dlq(
     stack: RunningStack, tmp_path: Path
 ) -> None:
-    import subprocess
-
-    from stack_harness import BIN, clean_env
-
-    def dlq(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(BIN / "batchdrop"), "dlq", *args, "--endpoint-url", stack.endpoint],
-            capture_output=True,
-            text=True,
-            env=clean_env(),
-            timeout=60,
-        )
+    def dlq(*args: str) -> Any:
+        return stack.batchdrop("dlq", *args)
 
     # Given a Submit Batch Job request that ended in the ingest dead-letter queue
     source = tmp_path / "late.jsonl"

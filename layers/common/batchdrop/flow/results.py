@@ -111,7 +111,7 @@ def shard_custom_ids(shard: Shard, job: Job, directory: str, services: Services)
         return {orjson.loads(physical.content)["custom_id"]: None for physical in iter_physical_lines(lines)}
 
 
-_MAX_RESULT_LINE_BYTES = 64 * 1024 * 1024
+MAX_RESULT_LINE_BYTES = 64 * 1024 * 1024
 
 
 def _sort_api_file(
@@ -138,7 +138,7 @@ class _ResultSorter:
         self._output, self._errors, self._unreported, self._result = output, errors, unreported, result
         self._pieces: list[bytes] = []  # the line not ended yet
         self._pending_bytes = 0
-        self._overflow = False  # the current line passed _MAX_RESULT_LINE_BYTES: its bytes are dropped
+        self._overflow = False  # the current line passed MAX_RESULT_LINE_BYTES: its bytes are dropped
         self._unexpected = 0
         self._start: tuple[int, int, dict[str, None], ShardResult] | None = None
 
@@ -179,7 +179,7 @@ class _ResultSorter:
             if not self._overflow:
                 self._pieces.append(chunk)
                 self._pending_bytes += len(chunk)
-                if self._pending_bytes > _MAX_RESULT_LINE_BYTES:
+                if self._pending_bytes > MAX_RESULT_LINE_BYTES:
                     self._pieces, self._pending_bytes, self._overflow = [], 0, True
             return len(chunk)
         if self._overflow:

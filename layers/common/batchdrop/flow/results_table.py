@@ -20,7 +20,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from batchdrop.flow.results import shard_custom_ids
+from batchdrop.flow.results import MAX_RESULT_LINE_BYTES, shard_custom_ids
 from batchdrop.integrations import s3io
 from batchdrop.integrations.zerogpu import parse_result_line
 from batchdrop.models import Job, Shard
@@ -41,7 +41,6 @@ COLUMNS = (
     "error_message",
 )
 _ROWS_AT_ONCE = 1000
-_MAX_RESULT_LINE_BYTES = 64 * 1024 * 1024
 
 
 def row_of(content: bytes) -> tuple[Any, ...] | None:
@@ -140,7 +139,7 @@ def _load(table: sqlite3.Connection, key: str, job: Job, directory: str, service
     try:
         with open(path, "rb") as lines:
             rows = []
-            for physical in iter_physical_lines(lines, max_line_bytes=_MAX_RESULT_LINE_BYTES):
+            for physical in iter_physical_lines(lines, max_line_bytes=MAX_RESULT_LINE_BYTES):
                 if physical.too_long or not physical.content.strip():
                     continue
                 row = row_of(physical.content)
