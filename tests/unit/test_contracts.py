@@ -75,6 +75,7 @@ def _check(model: type[BaseModel], schema: dict[str, Any], home: str, where: str
         (contracts.FinishedDetail, "batch-job-finished.schema.json"),
         (contracts.SubmittedDetail, "batch-job-submitted.schema.json"),
         (contracts.RejectedDetail, "batch-job-rejected.schema.json"),
+        (contracts.Status, "status.schema.json"),
     ],
 )
 def test_each_model_is_the_schema_it_publishes(model: type[BaseModel], schema_name: str) -> None:
@@ -139,3 +140,55 @@ def test_what_the_builders_write_matches_the_schemas() -> None:
     detail = contracts.rejected_request_detail({"key": "x" * 10_000}, "no bucket", 1_767_229_200).document()
     assert_matches_schema(detail, "batch-job-rejected.schema.json")
     assert detail["request"]["truncated"] is True
+
+
+def test_status_json_while_running_and_at_the_end_matches_its_schema() -> None:
+    from batchdrop.flow import progress
+    from batchdrop.models import BatchProgress, LineCounts
+
+    # Given a job of two batches, one running at half of its lines after 100 s, one not started
+    running = JOB.model_copy(update={"status": JobStatus.SUBMITTING, "outcome": None, "finished_at": None})
+    running = running.model_copy(update={"shard_count": 2, "started_shards": {0, 1}})
+    batches = {
+        "0": BatchProgress(status="in_progress", total=10, completed=4, failed=1, created_at=1_767_225_700),
+        "1": BatchProgress(status="validating", total=10, created_at=1_767_225_700),
+    }
+    # When its progress is seen 100 s in
+    seen = progress.view(running, 1_767_225_800, batches)
+    status = contracts.status_document(running, seen).document()
+
+    # Then it is running, counts summed, the time left not known until the second batch has done a line
+    assert_matches_schema(status, "status.schema.json")
+    assert status["status"] == "running" and status["finished"] is False
+    assert status["request_counts"] == {"total": 20, "completed": 4, "failed": 1}
+    assert status["eta_seconds"] is None and status["counts"] is None
+    # and once both have done lines, the slower one says when: 9 of 10 left at 1 line per 100 s
+    batches["1"] = BatchProgress(status="in_progress", total=10, completed=1, created_at=1_767_225_700)
+    assert progress.view(running, 1_767_225_800, batches).eta_seconds == 900
+    # and with every batch ended, it is collecting
+    ended = {key: batch.model_copy(update={"status": "completed"}) for key, batch in batches.items()}
+    assert progress.view(running, 1_767_225_900, ended).status == "collecting"
+
+    # When the job has ended
+    final = contracts.status_document(
+        JOB.model_copy(update={"shard_count": 2}),
+        progress.view(JOB.model_copy(update={"shard_count": 2}), 1_767_229_200, ended),
+        counts=LineCounts(total=20, succeeded=19, failed=1),
+    ).document()
+    # Then it says the outcome, as report.json does
+    assert_matches_schema(final, "status.schema.json")
+    assert final["status"] == "partial" and final["finished"] is True and final["eta_seconds"] == 0
+    assert final["counts"] == {"total": 20, "succeeded": 19, "failed": 1}
+    assert final["outputs"]["output"].endswith("outbox/x/output.jsonl")
+
+
+def test_the_live_status_follows_the_job() -> None:
+    from batchdrop.flow import progress
+
+    received = JOB.model_copy(update={"status": JobStatus.RECEIVED, "outcome": None})
+    assert progress.live_status(received, {}) == "validating"
+    submitting = received.model_copy(update={"status": JobStatus.SUBMITTING, "shard_count": 2, "started_shards": {0}})
+    assert progress.live_status(submitting, {}) == "submitting"
+    waiting = submitting.model_copy(update={"started_shards": {0, 1}, "collected_shards": {0, 1}, "redrive_due_at": 1})
+    assert progress.live_status(waiting, {}) == "retrying"
+    assert progress.live_status(JOB.model_copy(update={"status": JobStatus.REJECTED}), {}) == "rejected"

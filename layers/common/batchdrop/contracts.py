@@ -16,7 +16,18 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from batchdrop import estimate
-from batchdrop.models import InputInfo, Job, Outcome, RequestCounts, Shard, TokenUsage, add_count
+from batchdrop.models import (
+    InputInfo,
+    Job,
+    JobProgress,
+    JobStatus,
+    LineCounts,
+    Outcome,
+    RequestCounts,
+    Shard,
+    TokenUsage,
+    add_count,
+)
 from batchdrop.pricing import DEFAULT_PRICES, PriceTable
 from batchdrop.validation import Problem
 
@@ -267,6 +278,34 @@ class RejectedDetail(_Document):
     request: Any
     reason: str
     rejected_at: str
+
+
+class BatchCounts(_Document):
+    total: int
+    running: int
+    ended: int
+
+
+class Status(_Document):
+    """outbox/<name>/status.json: a running job's progress (flow/progress.py); at its end, the outcome."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    job_id: str
+    status: str
+    """validating, submitting, running, collecting, retrying; at the end the outcome (as report.json's)."""
+    finished: bool
+    input: InputInfo
+    round: int
+    request_counts: RequestCounts
+    """Summed over the job's batches, of every round, as the poller last saw them."""
+    batches: BatchCounts
+    counts: Counts | None
+    """At the end: the job's lines, succeeded and failed (null while it runs)."""
+    eta_seconds: int | None
+    estimated_finish_at: str | None
+    updated_at: str | None
+    outputs: Outputs
+    timestamps: Timestamps
 
 
 # builders: one per document
@@ -543,3 +582,23 @@ def rejected_request_detail(request: Any, reason: str, now: int) -> RejectedDeta
     echoed = request if len(text) <= _MAX_ECHOED_REQUEST_CHARS else {"truncated": True, "preview": text[:1024]}
     event_id = hashlib.sha256(json.dumps([echoed, reason], sort_keys=True, default=str).encode()).hexdigest()[:32]
     return RejectedDetail(event_id=event_id, request=echoed, reason=reason, rejected_at=iso(now) or "")
+
+
+def status_document(job: Job, progress: JobProgress, *, counts: LineCounts | None = None) -> Status:
+    finished = job.status in (JobStatus.FINISHED, JobStatus.REJECTED)
+    eta = progress.eta_seconds
+    return Status(
+        job_id=job.job_id,
+        status=progress.status,
+        finished=finished,
+        input=job.input,
+        round=progress.round,
+        request_counts=progress.request_counts,
+        batches=BatchCounts(total=progress.batches, running=progress.batches_running, ended=progress.batches_ended),
+        counts=Counts(total=counts.total, succeeded=counts.succeeded, failed=counts.failed) if counts else None,
+        eta_seconds=eta,
+        estimated_finish_at=iso(progress.updated_at + eta) if eta is not None and not finished else None,
+        updated_at=iso(progress.updated_at),
+        outputs=outputs(job, results_csv=False) if finished else outputs(job, report_only=True),
+        timestamps=timestamps(job),
+    )

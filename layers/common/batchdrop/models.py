@@ -190,6 +190,41 @@ class RequestCounts(BaseModel):
     failed: int = 0
 
 
+class LineCounts(BaseModel):
+    """A finished job's lines: every input line is one of succeeded or failed."""
+
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+
+class BatchProgress(BaseModel):
+    """A shard's batch as the poller last saw it, kept on the job (`Job.live_batches`) for its progress."""
+
+    round: int = 0
+    status: str
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    created_at: int | None = None
+
+
+class JobProgress(BaseModel):
+    """What a running job's record says of it (written by the poller, flow/progress.py)."""
+
+    status: str
+    """validating, submitting, running, collecting, retrying; then the outcome."""
+    round: int = 0
+    request_counts: RequestCounts
+    """Summed over the job's batches (of every round) as last seen."""
+    batches: int = 0
+    batches_running: int = 0
+    batches_ended: int = 0
+    eta_seconds: int | None = None
+    """The time left, at the pace seen so far (None: not known yet)."""
+    updated_at: int
+
+
 class InputInfo(BaseModel):
     bucket: str
     key: str
@@ -246,6 +281,14 @@ class Job(BaseModel):
     """Retries asked for by hand so far: each ends with its own `Batch Job Finished`."""
     estimate: TokenEstimate | None = None
     """What the split estimated the job to use (estimate.py), for report.json beside the actual."""
+    counts: LineCounts | None = None
+    """A finished job's lines (as in report.json)."""
+    live_batches: dict[str, BatchProgress] = Field(default_factory=dict)
+    """Each shard's batch as the poller last saw it, by shard index: written key by key, unversioned."""
+    live_at: int | None = None
+    """When the poller last wrote the job's progress (and status.json): at most every
+    STATUS_INTERVAL_SECONDS."""
+    progress: JobProgress | None = None
     version: int = 0
 
     @property

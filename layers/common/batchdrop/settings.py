@@ -102,6 +102,9 @@ class Settings(BaseModel):
     their contents are in S3."""
     result_link_hours: float = Field(default=24, alias="RESULT_LINK_HOURS", ge=0, le=168)
     """How long the SNS message's pre-signed links to the results work (0: plain s3:// URIs only)."""
+    status_interval_seconds: int = Field(default=60, alias="STATUS_INTERVAL_SECONDS", ge=0, le=3600)
+    """How often, at most, the poller writes a running job's progress on its record and in
+    outbox/<name>/status.json (flow/progress.py)."""
     results_csv: bool = Field(default=True, alias="RESULTS_CSV")
     """Whether a finished job also gets outbox/<name>/results.csv (results_table.py)."""
     max_estimated_cost_per_job: float = Field(default=0, alias="MAX_ESTIMATED_COST_PER_JOB", ge=0)

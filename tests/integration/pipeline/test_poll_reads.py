@@ -59,7 +59,7 @@ def test_a_poll_run_reads_its_running_batches_jobs_in_one_call_and_still_cancels
     assert summary.due == 6 and summary.polled == 6
     assert calls["BatchGetItem"] == 1
     assert calls["GetItem JOB"] == 0
-    assert calls["UpdateItem"] == 6
+    assert calls["UpdateItem"] == 6 + 3  # each batch's look, and each job's progress (flow/progress.py)
     cancels = [call.path for call in pipeline.emulator.calls if call.method == "POST" and call.path.endswith("/cancel")]
     cancelled_batches = {shard.batch_id for shard in store.get_shards(jobs["inbox/two.jsonl"].job_id)}
     assert {path.split("/")[3] for path in cancels} == cancelled_batches

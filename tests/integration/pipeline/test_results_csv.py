@@ -77,6 +77,7 @@ def test_it_can_be_switched_off(make_pipeline: Any) -> None:
         "errors.jsonl",
         "output.jsonl",
         "report.json",
+        "status.json",
     ]
 
 

@@ -8,7 +8,7 @@ import time
 from botocore.exceptions import ClientError
 from machine_fakes import NOW, Machine
 
-from batchdrop.flow.polling import _CancelledJobs, poll_once
+from batchdrop.flow.polling import _RunJobs, poll_once
 
 
 def test_with_nobody_waiting_a_run_never_reads_the_slot_counter() -> None:
@@ -50,7 +50,7 @@ def test_threads_asking_about_one_job_at_once_share_one_read() -> None:
         return original(job_id)
 
     machine.store.get_job = slow_read  # type: ignore[method-assign]
-    cancelled = _CancelledJobs(machine.services())
+    cancelled = _RunJobs(machine.services())
     barrier = threading.Barrier(16)
     answers: list[bool] = []
 
@@ -82,7 +82,7 @@ def test_jobs_read_ahead_answer_without_a_read_of_their_own() -> None:
         return {job_id: machine.store.jobs[job_id] for job_id in job_ids if job_id in machine.store.jobs}
 
     machine.store.get_jobs = get_jobs  # type: ignore[method-assign]
-    cancelled = _CancelledJobs(machine.services())
+    cancelled = _RunJobs(machine.services())
     cancelled.prefetch([cancelled_job.job_id, other.job_id, cancelled_job.job_id, "job-gone"])
 
     # Then the answers come from that one batch read, and a second read-ahead of the same jobs reads nothing
@@ -101,7 +101,7 @@ def test_a_failed_read_ahead_leaves_each_job_to_be_read_when_asked() -> None:
         raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"}}, "BatchGetItem")
 
     machine.store.get_jobs = failing  # type: ignore[method-assign]
-    cancelled = _CancelledJobs(machine.services())
+    cancelled = _RunJobs(machine.services())
     cancelled.prefetch([job.job_id])
 
     # Then the question still has its answer, from a read of its own

@@ -17,14 +17,14 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from batchdrop import contracts
-from batchdrop.flow import redrive
+from batchdrop.flow import progress, redrive
 from batchdrop.flow.results import export_results
 from batchdrop.flow.results_table import write_results_csv
 from batchdrop.flow.split import SplitResult
 from batchdrop.integrations import s3io
 from batchdrop.integrations.store import StaleRecord
 from batchdrop.integrations.zerogpu import NotFoundError
-from batchdrop.models import Job, JobStatus, Outcome, Shard, ShardState, add_count
+from batchdrop.models import Job, JobStatus, LineCounts, Outcome, Shard, ShardState, add_count
 from batchdrop.observability import Metric, count, logger
 from batchdrop.services import Services
 from batchdrop.timing import NOTIFY_LEASE_SECONDS
@@ -139,6 +139,7 @@ def finalize_job(job_id: str, services: Services, *, repair: bool = False) -> Jo
         return {
             "status": JobStatus.FINISHED,
             "outcome": _outcome(job, counts.succeeded, counts.failed),
+            "counts": LineCounts(total=counts.total, succeeded=counts.succeeded, failed=counts.failed),
             "finished_at": now,
             "expires_at": now + services.settings.job_retention_days * 86400,
             "notify_claimed_at": now,
@@ -292,6 +293,9 @@ def _write_results(job: Job, shards: list[Shard], services: Services) -> None:
         results_csv=results_csv,
     )
     s3io.put_json(services.s3, bucket, f"{job.output_prefix}report.json", report.document())
+    progress.record_final(
+        job, shards, LineCounts(total=counts.total, succeeded=counts.succeeded, failed=counts.failed), services
+    )
     recovered = contracts.recovery(job, shards)
     detail = contracts.finished_detail(
         job, counts, errors_by_code, recovered, usage=report.usage, cost=report.cost, results_csv=results_csv

@@ -29,7 +29,7 @@ from enum import StrEnum
 
 from botocore.exceptions import ClientError
 
-from batchdrop.flow import watch
+from batchdrop.flow import progress, watch
 from batchdrop.integrations.store import StaleRecord
 from batchdrop.integrations.zerogpu import (
     CANCELLABLE_STATUSES,
@@ -96,14 +96,15 @@ class PollSummary:
             setattr(self, outcome.value, getattr(self, outcome.value) + 1)
 
 
-class _CancelledJobs:
-    """Whether a shard's job was cancelled, read once per job and run: the worker threads share it, and
-    threads that ask for the same job at once wait for the one read instead of making their own. The jobs
-    of a page of shards can be read ahead, a hundred to a call (`prefetch`)."""
+class _RunJobs:
+    """The jobs of the run's running batches, read once per job and run: the worker threads share them,
+    and threads that ask for the same job at once wait for the one read instead of making their own. The
+    jobs of a page of shards can be read ahead, a hundred to a call (`prefetch`). Called with a job id, it
+    says whether the job was cancelled."""
 
     def __init__(self, services: Services) -> None:
         self._services = services
-        self._known: dict[str, Future[bool]] = {}
+        self._known: dict[str, Future[Job | None]] = {}
         self._lock = threading.Lock()
 
     def prefetch(self, job_ids: Iterable[str]) -> None:
@@ -122,9 +123,9 @@ class _CancelledJobs:
             for job_id in unknown:
                 if job_id not in self._known:  # else a thread has read it meanwhile
                     known = self._known[job_id] = Future()
-                    known.set_result(_is_cancelled(jobs.get(job_id)))
+                    known.set_result(jobs.get(job_id))
 
-    def __call__(self, job_id: str) -> bool:
+    def job(self, job_id: str) -> Job | None:
         with self._lock:
             known = self._known.get(job_id)
             reader = known is None
@@ -132,21 +133,30 @@ class _CancelledJobs:
                 known = self._known[job_id] = Future()
         if reader:
             try:
-                known.set_result(_is_cancelled(self._services.store.get_job(job_id)))
+                known.set_result(self._services.store.get_job(job_id))
             except BaseException as error:
                 known.set_exception(error)
                 with self._lock:
                     del self._known[job_id]  # the next shard of the job asks again
         return known.result()
 
+    def known(self, job_id: str) -> Job | None:
+        """The job if it was read this run (no read of its own)."""
+        with self._lock:
+            known = self._known.get(job_id)
+        if known is None or not known.done() or known.exception() is not None:
+            return None
+        return known.result()
 
-def _is_cancelled(job: Job | None) -> bool:
-    return job is not None and job.cancel_requested_at is not None
+    def __call__(self, job_id: str) -> bool:
+        job = self.job(job_id)
+        return job is not None and job.cancel_requested_at is not None
 
 
 def poll_once(services: Services) -> PollSummary:
     summary = PollSummary()
-    cancelled = _CancelledJobs(services)
+    cancelled = _RunJobs(services)
+    live = progress.LiveBatches()
     # The bounded kinds of work first (at most the free slots, at most a page of jobs), so that however
     # many running batches are due, the queue moves and lost announcements are found; then every due
     # running batch for as long as the run has time; then the slots that this run freed.
@@ -154,26 +164,28 @@ def poll_once(services: Services) -> PollSummary:
     if services.time_left():
         _sweep_finishing(services, summary)
     if services.time_left():
-        _poll_active(services, summary, cancelled)
+        _poll_active(services, summary, cancelled, live)
+    if services.time_left():
+        _record_progress(services, cancelled, live)
     if services.time_left():
         _hand_over_waiting(services, summary, cancelled)
     summary.out_of_time = not services.time_left()
     return summary
 
 
-def _poll_active(services: Services, summary: PollSummary, cancelled: _CancelledJobs) -> None:
+def _poll_active(services: Services, summary: PollSummary, cancelled: _RunJobs, live: progress.LiveBatches) -> None:
     """Every due ACTIVE shard, oldest first, for as long as the run has time, visited by a bounded pool of
     threads. The index is read a page ahead, with the jobs of the page's running batches, while the
     threads visit the page before; no thread waits for a page to end before it starts on the next."""
     concurrency = services.settings.poll_concurrency
     with ThreadPoolExecutor(max_workers=concurrency) as pool, ThreadPoolExecutor(max_workers=1) as reader:
         due = _due_shards(services, summary, cancelled, reader)
-        for outcome in _each_done(pool, lambda shard: _visit(shard, services, cancelled), due, 2 * concurrency):
+        for outcome in _each_done(pool, lambda shard: _visit(shard, services, cancelled, live), due, 2 * concurrency):
             summary.tally(outcome)
 
 
 def _due_shards(
-    services: Services, summary: PollSummary, cancelled: _CancelledJobs, reader: ThreadPoolExecutor
+    services: Services, summary: PollSummary, cancelled: _RunJobs, reader: ThreadPoolExecutor
 ) -> Iterator[Shard]:
     """The due shards, a page at a time, each page read (by `reader`) while the one before is taken."""
     pages = services.store.due_shard_pages(services.now())
@@ -188,7 +200,7 @@ def _due_shards(
         yield from page
 
 
-def _read_page(pages: Iterator[list[Shard]], cancelled: _CancelledJobs) -> list[Shard] | None:
+def _read_page(pages: Iterator[list[Shard]], cancelled: _RunJobs) -> list[Shard] | None:
     """The next page of due shards (None after the last), with the jobs of its running batches read."""
     page = next(pages, None)
     if page:
@@ -214,12 +226,12 @@ def _failed(shard: Shard, error: Exception) -> Failed:
     return Failed(f"{shard.job_id}/{shard.index}", type(error).__name__)
 
 
-def _visit(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Visit | Failed:
+def _visit(shard: Shard, services: Services, cancelled: _RunJobs, live: progress.LiveBatches) -> Visit | Failed:
     if not services.time_left():
         return Visit.SKIPPED
     try:
         if shard.state == ShardState.SUBMITTED:
-            return _refresh(shard, services, cancelled)
+            return _refresh(shard, services, cancelled, live)
         if shard.state == ShardState.TERMINAL:
             return _collect_again(shard, services)
         if shard.state == ShardState.PENDING:
@@ -259,7 +271,7 @@ def _hand_over(shard: Shard, services: Services) -> Visit:
     return Visit.HANDED_OVER
 
 
-def _hand_over_waiting(services: Services, summary: PollSummary, cancelled: _CancelledJobs) -> None:
+def _hand_over_waiting(services: Services, summary: PollSummary, cancelled: _RunJobs) -> None:
     """The queue of shards waiting for a slot: those past their bound end; then, oldest first, as many
     are handed over as slots are free (counting those handed over recently and still in transit)."""
     settings, store = services.settings, services.store
@@ -322,7 +334,7 @@ def _guarded(shard: Shard, action: Callable[[], Visit]) -> Visit | Failed:
         return _failed(shard, error)
 
 
-def _refresh(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Visit:
+def _refresh(shard: Shard, services: Services, cancelled: _RunJobs, live: progress.LiveBatches) -> Visit:
     assert shard.batch_id is not None
     now = services.now()
     try:
@@ -367,6 +379,7 @@ def _refresh(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Vis
             poll_error=None,
             **_timed_out_failure(shard, services) if timed_out else {},
         )
+        live.add(shard, status, request_counts)
         details = {"shard": shard.index, "batch_id": shard.batch_id, "status": status}
         if timed_out:
             count(Metric.BATCHES_TIMED_OUT)
@@ -390,7 +403,31 @@ def _refresh(shard: Shard, services: Services, cancelled: _CancelledJobs) -> Vis
         poll_error=None,
         **look.changes,
     )
+    live.add(shard, status, request_counts)
     return Visit.POLLED
+
+
+def _record_progress(services: Services, jobs: _RunJobs, live: progress.LiveBatches) -> None:
+    """The progress of each job whose batches the run looked at (flow/progress.py), a job at a time, for
+    as long as the run has time: at most one write a job per STATUS_INTERVAL_SECONDS."""
+    seen = live.jobs()
+    if not seen:
+        return
+
+    def write(job_id: str) -> None:
+        job = jobs.known(job_id)
+        interval = services.settings.status_interval_seconds
+        if job is None or (job.live_at is not None and job.live_at > services.now() - interval):
+            return  # not read this run (its batches are seen again next time), or written recently
+        if not services.time_left():
+            return
+        try:
+            progress.record(job, seen[job_id], services)
+        except ClientError as error:
+            logger.warning("could not record the job's progress", extra={"job_id": job_id, "error": repr(error)})
+
+    with ThreadPoolExecutor(max_workers=min(len(seen), services.settings.poll_concurrency)) as pool:
+        list(pool.map(write, seen))
 
 
 def _counts_of(counts: RequestCounts | None) -> dict[str, int] | None:

@@ -33,7 +33,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 from pydantic_core import to_jsonable_python
 
-from batchdrop.models import Job, JobStatus, Shard, ShardState
+from batchdrop.models import BatchProgress, Job, JobProgress, JobStatus, Shard, ShardState
 
 ACTIVE_INDEX = "ActiveShards"
 JOBS_BY_DAY_INDEX = "JobsByDay"
@@ -357,6 +357,54 @@ class JobStore:
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,
         )
+
+    def record_progress(
+        self, job_id: str, batches: Mapping[str, BatchProgress], progress: JobProgress, *, now: int, due_before: int
+    ) -> bool:
+        """Puts the batches (by shard index) into the job's `live_batches`, with its `progress`, unless the
+        last such write was after `due_before` (False then; or if the job is gone). Unversioned, like
+        note_progress: it touches attributes no versioned writer of the job writes."""
+        names: dict[str, str] = {"#at": "live_at", "#progress": "progress", "#live": "live_batches"}
+        values: dict[str, Any] = {":now": now, ":due": due_before, ":progress": to_jsonable_python(progress)}
+        sets = ["#at = :now", "#progress = :progress"]
+        for position, (index, batch) in enumerate(batches.items()):
+            names[f"#b{position}"] = index
+            values[f":b{position}"] = to_jsonable_python(batch)
+            sets.append(f"#live.#b{position} = :b{position}")
+        try:
+            self._db.update_item(
+                TableName=self._table,
+                Key=_job_key(job_id),
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(#at) OR #at <= :due)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=_serialize(values),
+            )
+        except ClientError as error:
+            if _is_conditional_failure(error):
+                return False
+            if error.response.get("Error", {}).get("Code") != "ValidationException":
+                raise
+            # A job recorded before `live_batches` existed has no map to put keys in: the whole map, once.
+            values = {":now": now, ":due": due_before, ":progress": values[":progress"]}
+            values[":live"] = {index: to_jsonable_python(batch) for index, batch in batches.items()}
+            try:
+                self._db.update_item(
+                    TableName=self._table,
+                    Key=_job_key(job_id),
+                    UpdateExpression="SET #at = :now, #progress = :progress, #live = :live",
+                    ConditionExpression=(
+                        "attribute_exists(pk) AND attribute_not_exists(#live) "
+                        "AND (attribute_not_exists(#at) OR #at <= :due)"
+                    ),
+                    ExpressionAttributeNames={"#at": "live_at", "#progress": "progress", "#live": "live_batches"},
+                    ExpressionAttributeValues=_serialize(values),
+                )
+            except ClientError as again:
+                if _is_conditional_failure(again):
+                    return False
+                raise
+        return True
 
     def request_cancel(self, job_id: str) -> Job | None:
         """Marks a job for cancellation; the poller cancels its batches and ends the shards that wait for
