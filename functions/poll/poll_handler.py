@@ -20,7 +20,9 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         summary = poll_once(services)
     finally:
         services.close()
-    logger.info("poll run", extra=dataclasses.asdict(summary))
+    # An idle run (nothing due, nothing moved) is logged at DEBUG: one a minute adds up, and says nothing.
+    idle = not (summary.due or summary.handed_over or summary.finalize_requests or summary.errors)
+    (logger.debug if idle else logger.info)("poll run", extra=dataclasses.asdict(summary))
     count(Metric.POLL_ERRORS, len(summary.errors))
     return {
         "due": summary.due,

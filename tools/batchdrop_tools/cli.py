@@ -1,4 +1,4 @@
-"""The `batchdrop` command line: emulator, local, demo, jobs."""
+"""batchdrop: drop a JSONL file of chat-completion requests, get the ZeroGPU Batch API's answers back in S3."""
 
 from __future__ import annotations
 
@@ -8,11 +8,36 @@ import os
 import sys
 from collections.abc import Sequence
 
+EXAMPLES = """in the order a user meets them:
+  batchdrop validate requests.jsonl                      check a file offline, line by line
+  batchdrop local                                        the whole stack on this machine (another terminal)
+  batchdrop submit requests.jsonl --wait                 upload it and follow the job to its end
+  batchdrop status requests                              where a job is (by name, s3:// URI or job id)
+  batchdrop jobs list                                    the newest jobs
+  batchdrop jobs retry requests                          send a finished job's failed lines again
+  batchdrop demo                                         all of it, once, on the bundled sample
+
+On a deployed stack add --stack-name NAME (and --region/--profile as for the AWS CLI); on batchdrop local
+--local, or nothing while it runs. `batchdrop COMMAND --help` says more.
+"""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("batchdrop")
+    except PackageNotFoundError:  # pragma: no cover - run from a checkout without installing
+        return "unknown"
+
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="batchdrop", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="batchdrop", description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"batchdrop {_version()}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     emulator = commands.add_parser("emulator", help="run the ZeroGPU Batch API emulator as an HTTP server")
     from batchdrop_tools.emulator.server import add_arguments as add_emulator_arguments
@@ -24,6 +49,16 @@ def _build_parser() -> argparse.ArgumentParser:
     local.add_argument("--aws-port", type=int, default=4566)
     local.add_argument("--emulator-port", type=int, default=8400)
     local.add_argument("--poll-seconds", type=float, default=1.0, help="how often the poll function runs")
+    local.add_argument(
+        "--log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default="INFO",
+        help="the handlers' log level (INFO: what moves; an idle poll run is DEBUG)",
+    )
+    local.add_argument("--quiet", action="store_true", help="only warnings and errors (--log-level WARNING)")
+    local.add_argument(
+        "--upstream", metavar="URL", help="an OpenAI-compatible server the emulator runs each line against"
+    )
     local.add_argument(
         "--webhook-url",
         help="the stack's WebhookUrl: each Batch Job Finished it would receive is printed (moto delivers none)",
@@ -45,7 +80,25 @@ def _build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the emulator's speed per batch (default: every line answered at once)",
     )
-    jobs = commands.add_parser("jobs", help="list, show or cancel jobs (operators)")
+    from batchdrop_tools import submit as submit_module
+
+    submit = commands.add_parser(
+        "submit",
+        help="upload a JSONL file to the stack's inbox; with --wait, follow the job to its end",
+        description=submit_module.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    submit_module.add_submit_arguments(submit)
+    status = commands.add_parser(
+        "status",
+        help="where a job is: by job id, s3:// URI or name",
+        description="Where a job is: its status, lines done, batches, time left, and where its files are.",
+        epilog="examples:\n  batchdrop status requests --local\n  batchdrop status s3://my-bucket/inbox/requests.jsonl "
+        "--stack-name batchdrop-prod",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    submit_module.add_status_arguments(status)
+    jobs = commands.add_parser("jobs", help="list, show, watch, cancel or retry jobs")
     from batchdrop_tools.jobs import add_arguments as add_jobs_arguments
 
     add_jobs_arguments(jobs)
@@ -96,6 +149,12 @@ def _one_line(error: Exception) -> str | None:
     """What went wrong and what to do, for the errors a person's setup causes (None: a bug; it is raised)."""
     from botocore import exceptions as aws
 
+    from batchdrop_tools.target import TargetError
+
+    if isinstance(error, TargetError):
+        return str(error)
+    if isinstance(error, aws.ProfileNotFound):
+        return f"{error}: check --profile (or $AWS_PROFILE) against `aws configure list-profiles`"
     if isinstance(error, aws.NoRegionError):
         return "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), or configure one with `aws configure`"
     if isinstance(error, aws.NoCredentialsError | aws.PartialCredentialsError):
@@ -123,6 +182,14 @@ def _run(args: argparse.Namespace) -> int:
         from batchdrop_tools.emulator.server import serve
 
         return serve(args)
+    if args.command == "submit":
+        from batchdrop_tools.submit import run_submit
+
+        return run_submit(args)
+    if args.command == "status":
+        from batchdrop_tools.submit import run_status
+
+        return run_status(args)
     if args.command == "jobs":
         from batchdrop_tools.jobs import run
 

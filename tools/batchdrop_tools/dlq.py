@@ -1,10 +1,10 @@
 """`batchdrop dlq list|redrive [--queue ingest|collect|schedule]`: what is dead-lettered, and sending it back.
 
-The queues are found by the stack's outputs (`--stack-name`) or, without one, by the local stack's names
-(`batchdrop-local-<LogicalId>`, with `--endpoint-url`). Redrive moves each message back to the queue it
-came from, one at a time (sent, then deleted), so it works where `start-message-move-task` does not (the
-local stack). The schedule's dead letters are poll ticks: nothing replays them (the next tick does the
-work); they are listed, not redriven.
+The queues are found by the stack's outputs (`--stack-name`) or on the local stack (`--local`, or nothing
+while it runs; by its names, `batchdrop-local-<LogicalId>`, with `--endpoint-url`). Redrive moves each
+message back to the queue it came from, one at a time (sent, then deleted), so it works where
+`start-message-move-task` does not (the local stack). The schedule's dead letters are poll ticks: nothing
+replays them (the next tick does the work); they are listed, not redriven.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
-
-from batchdrop_tools.stack_outputs import StackNotFound, output, stack_outputs
+from batchdrop_tools import target
+from batchdrop_tools.stack_outputs import StackNotFound
 
 QUEUES = {
     "ingest": ("IngestDeadLetterQueue", "IngestQueue"),
@@ -32,17 +31,17 @@ again while listing is shown once)."""
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("list", "redrive"))
     parser.add_argument("--queue", choices=tuple(QUEUES), default="ingest", help="which dead-letter queue")
-    parser.add_argument("--stack-name", help="find the queues by this stack's outputs (else: batchdrop local's)")
-    parser.add_argument("--endpoint-url", help="an AWS endpoint other than the default (e.g. batchdrop local)")
     parser.add_argument("--limit", type=int, default=1000, help="most messages to list or move")
+    target.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     dead_letters, source = QUEUES[args.queue]
-    sqs = boto3.client("sqs", endpoint_url=args.endpoint_url)
     try:
-        urls = _queue_urls(args, sqs, [name for name in (dead_letters, source) if name])
-    except StackNotFound as error:
+        where = target.resolve(args)
+        sqs = where.client("sqs")
+        urls = _queue_urls(args, where, sqs, [name for name in (dead_letters, source) if name])
+    except (StackNotFound, target.TargetError) as error:
         print(f"batchdrop dlq: {error}", file=sys.stderr)
         return 2
     if args.action == "list":
@@ -57,11 +56,18 @@ def run(args: argparse.Namespace) -> int:
     return _redrive(sqs, urls[dead_letters], urls[source], args)
 
 
-def _queue_urls(args: argparse.Namespace, sqs: Any, names: list[str]) -> dict[str, str]:
+def _queue_urls(args: argparse.Namespace, where: target.Target, sqs: Any, names: list[str]) -> dict[str, str]:
     if args.stack_name:
-        outputs = stack_outputs(args.stack_name, endpoint_url=args.endpoint_url)
-        return {name: output(outputs, f"{name}Url", args.stack_name) for name in names}
-    return {name: sqs.get_queue_url(QueueName=f"batchdrop-local-{name}")["QueueUrl"] for name in names}
+        missing = [name for name in names if name not in where.queues]
+        if missing:
+            raise StackNotFound(
+                f"stack {args.stack_name} has no output {missing[0]}Url: is it a batchdrop stack (template.yaml)?"
+            )
+        return {name: where.queues[name] for name in names}
+    return {
+        name: where.queues.get(name) or sqs.get_queue_url(QueueName=f"batchdrop-local-{name}")["QueueUrl"]
+        for name in names
+    }
 
 
 def _receive(sqs: Any, url: str, visibility: int) -> list[dict[str, Any]]:

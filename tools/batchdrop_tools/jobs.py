@@ -1,43 +1,47 @@
-"""`batchdrop jobs`: the operator's view of jobs in the table, cancellation, and retry of failed lines.
+"""`batchdrop jobs`: the jobs in the table, followed, cancelled, or their failed lines retried.
 
-    batchdrop jobs list   [--table T] [--limit N] [--days D]   newest first
-    batchdrop jobs show   JOB_ID [--table T]
-    batchdrop jobs cancel JOB_ID [--table T]
-    batchdrop jobs retry  JOB_ID [--table T] [--codes CODE,...] [--all-failed]
+    batchdrop jobs list   [--limit N] [--days D] [--output table|json]     newest first
+    batchdrop jobs show   JOB [--output table|json]
+    batchdrop jobs watch  JOB [--timeout S]                               live, until it ends
+    batchdrop jobs cancel JOB
+    batchdrop jobs retry  JOB [--codes CODE,...] [--all-failed]
 
-The table defaults to $TABLE_NAME (the stack output `TableName`); `--endpoint-url` points at another
-endpoint (e.g. `batchdrop local`'s). Cancelling marks the job; the next poll cancels its running batches,
-shards not yet submitted never are, and the job ends `cancelled` with every result gathered so far.
-Retrying sends a finished job's failed lines again as a new round (by default those another try can help;
-`--all-failed` adds quota and API-key failures, after the account is fixed); its files, report.json and
-`Batch Job Finished` are written again at the end.
+JOB is a job id (job-…), the input's s3:// URI, or its name under the input prefix. The stack is named as
+everywhere (`--stack-name`, `--local`, `--table`; see batchdrop_tools/target.py). Cancelling marks the
+job; the next poll cancels its running batches, shards not yet submitted never are, and the job ends
+`cancelled` with every result gathered so far. Retrying sends a finished job's failed lines again as a new
+round (by default those another try can help; `--all-failed` adds quota and API-key failures, after the
+account is fixed); its files, report.json and `Batch Job Finished` are written again at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from typing import Any
 
-import boto3
+from batchdrop.flow import progress, redrive, watch
+from batchdrop.models import Job
+from batchdrop_tools import follow, submit, target
 
-from batchdrop.flow import redrive, watch
-from batchdrop.integrations.store import JobStore
-from batchdrop_tools.stack_outputs import StackNotFound, output, stack_outputs
+EXAMPLES = """examples:
+  batchdrop jobs list --local
+  batchdrop jobs show requests --stack-name batchdrop-prod
+  batchdrop jobs watch s3://my-bucket/inbox/requests.jsonl --stack-name batchdrop-prod
+  batchdrop jobs retry job-0123456789abcdef0123456789abcdef --all-failed --local
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("list", "show", "cancel", "retry"))
-    parser.add_argument("job_id", nargs="?")
-    parser.add_argument("--table", default=os.environ.get("TABLE_NAME"), help="the jobs table (default $TABLE_NAME)")
-    parser.add_argument("--stack-name", help="read the jobs table from this stack's outputs (instead of --table)")
-    parser.add_argument("--endpoint-url", help="an AWS endpoint other than the default (e.g. batchdrop local)")
-    parser.add_argument("--limit", type=int, default=50, help="most jobs to list (newest first)")
-    parser.add_argument("--output", choices=("table", "json"), default="table", help="list: a table, or JSON")
-    parser.add_argument("--days", type=int, default=31, help="how many days back to list (default 31)")
+    parser.epilog = EXAMPLES
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("action", choices=("list", "show", "watch", "cancel", "retry"))
+    parser.add_argument("job", nargs="?", help="show/watch/cancel/retry: a job id, the input's s3:// URI, or its name")
+    parser.add_argument("--limit", type=int, default=50, help="list: most jobs to list (newest first)")
+    parser.add_argument("--output", choices=("table", "json"), default="table", help="list, show: readable, or JSON")
+    parser.add_argument("--days", type=int, default=31, help="list: how many days back (default 31)")
     parser.add_argument(
         "--codes",
         help="retry: the failure codes to send again, comma-separated (default: those another try can help)",
@@ -47,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="retry: also the lines that failed for the account (insufficient_quota, authentication_error)",
     )
+    submit.add_wait_arguments(parser)
+    target.add_arguments(parser)
 
 
 def _age(seconds: int) -> str:
@@ -60,82 +66,93 @@ def _age(seconds: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.stack_name:
-        try:
-            outputs = stack_outputs(args.stack_name, endpoint_url=args.endpoint_url)
-            args.table = output(outputs, "TableName", args.stack_name)
-        except StackNotFound as error:
-            print(f"batchdrop jobs: {error}", file=sys.stderr)
-            return 2
-    if not args.table:
+    if args.action != "list" and not args.job:
         print(
-            "batchdrop jobs: name the stack with --stack-name, or the table with --table or $TABLE_NAME",
-            file=sys.stderr,
+            f"batchdrop jobs {args.action}: name the job (its id, its input's s3:// URI, or its name)", file=sys.stderr
         )
         return 2
-    if args.action in ("show", "cancel", "retry") and not args.job_id:
-        print(f"batchdrop jobs {args.action}: a JOB_ID is needed", file=sys.stderr)
-        return 2
-    client = boto3.client("dynamodb", endpoint_url=args.endpoint_url)
-    store = JobStore(client, args.table, clock=time.time)
-    if args.action == "list":
-        jobs = list(store.recent_jobs(limit=args.limit, days=args.days))
-        if args.output == "json":
-            print(json.dumps([job.model_dump(mode="json") for job in jobs], indent=2, ensure_ascii=False))
-            return 0
-        now = int(time.time())
-        rows = [("JOB ID", "STATUS", "OUTCOME", "LINES", "BATCHES DONE", "AGE", "INPUT")]
-        for job in jobs:
-            batches = f"{len(job.collected_shards or ())}/{job.shard_count}" if job.shard_count else "-"
-            rows.append(
-                (
-                    job.job_id,
-                    job.status.value,
-                    job.outcome.value if job.outcome else "-",
-                    f"{job.input.lines:,}" if job.input.lines is not None else "-",
-                    batches,
-                    _age(now - job.received_at),
-                    f"s3://{job.input.bucket}/{job.input.key}",
-                )
-            )
-        widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
-        for row in rows:
-            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
-        if not jobs:
-            print(f"(no job in the last {args.days} days)")
-        return 0
+    try:
+        where = target.resolve(args)
+        store = follow.store_of(where)
+        if args.action == "list":
+            return _list(store, args)
+        job = follow.find_job(where, store, args.job)
+    except target.TargetError as error:
+        print(f"batchdrop jobs: {error}", file=sys.stderr)
+        return 1 if isinstance(error, follow.JobNotFound) else 2
     if args.action == "show":
-        found = store.get_job(args.job_id)
-        if found is None:
-            print(f"batchdrop jobs: no job {args.job_id}", file=sys.stderr)
-            return 1
-        document: dict[str, Any] = found.model_dump(mode="json")
-        shards = store.get_shards(args.job_id)
-        document["shards"] = [shard.model_dump(mode="json") for shard in shards]
-        now = int(time.time())
-        document["warnings"] = [
-            f"shard {shard.index}: {warning}" for shard in shards for warning in watch.warnings_of(shard, now)
-        ]
-        print(json.dumps(document, indent=2, ensure_ascii=False))
-        return 0
+        return _show(store, job, args)
+    if args.action == "watch":
+        try:
+            ended = follow.follow(where, store, job, interval=args.interval, timeout=args.timeout)
+        except follow.WaitTimedOut as error:
+            print(f"batchdrop jobs watch: {error}", file=sys.stderr)
+            return 2
+        for line in follow.the_end(ended, where):
+            print(line)
+        return follow.exit_code(ended)
     if args.action == "retry":
         codes = [code.strip() for code in (args.codes or "").split(",") if code.strip()]
         try:
-            s3 = boto3.client("s3", endpoint_url=args.endpoint_url)
-            job, lines = redrive.request_retry(
-                store, args.job_id, now=int(time.time()), codes=codes, all_failed=args.all_failed, s3=s3
+            retried, lines = redrive.request_retry(
+                store, job.job_id, now=int(time.time()), codes=codes, all_failed=args.all_failed, s3=where.client("s3")
             )
         except redrive.RetryRefused as error:
             print(f"batchdrop jobs retry: {error}", file=sys.stderr)
             return 1
         print(
-            f"retry requested for {args.job_id}: {lines} failed lines ({', '.join(job.retry_codes or [])}) go "
+            f"retry requested for {job.job_id}: {lines} failed lines ({', '.join(retried.retry_codes or [])}) go "
             "again as a new round; the job's files and report.json are rewritten at its end"
         )
         return 0
-    cancelled = store.request_cancel(args.job_id)
+    cancelled = store.request_cancel(job.job_id)
     if cancelled is None:
-        print(f"batchdrop jobs: job {args.job_id} is unknown or has ended", file=sys.stderr)
+        print(f"batchdrop jobs: job {job.job_id} has ended: nothing to cancel", file=sys.stderr)
         return 1
-    print(f"cancellation requested for {args.job_id}; the next poll cancels its batches")
+    print(f"cancellation requested for {job.job_id}; the next poll cancels its batches")
+    return 0
+
+
+def _list(store: Any, args: argparse.Namespace) -> int:
+    jobs = list(store.recent_jobs(limit=args.limit, days=args.days))
+    if args.output == "json":
+        print(json.dumps([job.model_dump(mode="json") for job in jobs], indent=2, ensure_ascii=False))
+        return 0
+    now = int(time.time())
+    rows = [("JOB ID", "STATUS", "LINES DONE", "BATCHES DONE", "AGE", "INPUT")]
+    for job in jobs:
+        look = follow.glance(job, now)
+        batches = f"{len(job.collected_shards or ())}/{job.shard_count}" if job.shard_count else "-"
+        rows.append(
+            (
+                job.job_id,
+                look.status,
+                f"{look.done:,}/{look.of:,}" if look.of else "-",
+                batches,
+                _age(now - job.received_at),
+                f"s3://{job.input.bucket}/{job.input.key}",
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+    if not jobs:
+        print(f"(no job in the last {args.days} days)")
+    return 0
+
+
+def _show(store: Any, job: Job, args: argparse.Namespace) -> int:
+    shards = store.get_shards(job.job_id)
+    now = int(time.time())
+    if args.output == "table":
+        for line in follow.describe(job, shards, now):
+            print(line)
+        return 0
+    document: dict[str, Any] = job.model_dump(mode="json")
+    document["progress"] = progress.view(job, now).model_dump()
+    document["shards"] = [shard.model_dump(mode="json") for shard in shards]
+    document["warnings"] = [
+        f"shard {shard.index}: {warning}" for shard in shards for warning in watch.warnings_of(shard, now)
+    ]
+    print(json.dumps(document, indent=2, ensure_ascii=False))
     return 0

@@ -12,8 +12,9 @@ from stack_harness import BIN, RunningStack, clean_env, free_port
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[RunningStack]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     aws_port, emulator_port = free_port(), free_port()
+    env = clean_env() | {"XDG_RUNTIME_DIR": str(tmp_path_factory.mktemp("runtime"))}
     process = subprocess.Popen(
         [
             str(BIN / "batchdrop"),
@@ -30,9 +31,9 @@ def stack() -> Iterator[RunningStack]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=clean_env(),
+        env=env,
     )
-    running = RunningStack(f"http://127.0.0.1:{aws_port}", f"http://127.0.0.1:{emulator_port}", process)
+    running = RunningStack(f"http://127.0.0.1:{aws_port}", f"http://127.0.0.1:{emulator_port}", process, env=env)
     ready = threading.Event()
 
     def pump() -> None:

@@ -40,15 +40,18 @@ class RunningStack:
     emulator_url: str
     process: subprocess.Popen[str]
     output: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=clean_env)
+    """The stack's and its commands' environment: its own XDG_RUNTIME_DIR, where `batchdrop local` says
+    what it runs, so that a command that names no stack finds this one and no other test's."""
 
     def batchdrop(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The `batchdrop` command against this stack (its --endpoint-url added)."""
+        return self.command(*args, "--endpoint-url", self.endpoint)
+
+    def command(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """The `batchdrop` command as a user types it (nothing added: it finds the stack on its own)."""
         return subprocess.run(
-            [str(BIN / "batchdrop"), *args, "--endpoint-url", self.endpoint],
-            capture_output=True,
-            text=True,
-            env=clean_env(),
-            timeout=60,
+            [str(BIN / "batchdrop"), *args], capture_output=True, text=True, env=self.env, timeout=timeout
         )
 
     def jobs(self, *args: str) -> subprocess.CompletedProcess[str]:

@@ -35,6 +35,11 @@ def test_the_banner_names_the_endpoint_the_bucket_and_an_example(stack: RunningS
     assert "Jobs table:            batchdrop-local-jobs" in banner
     assert "Queue IngestQueue:" in banner and "Queue CollectDeadLetterQueue:" in banner
     assert "Topic NotificationTopic:" in banner and "key zgpu-local-emulator-key" in banner
+    assert "batchdrop submit x.jsonl --wait" in banner and "/_emulator/health" in banner
+    # and an idle stack logs nothing of its poll runs at INFO (each would be a long line a second)
+    stack.wait_until(lambda: len(stack.output) > 0, "output")
+    time.sleep(2)
+    assert not [line for line in stack.output if '"message":"poll run"' in line and '"due":0,' in line]
 
 
 def test_a_file_dropped_with_the_aws_cli_comes_back_with_answers_and_one_notification(
@@ -213,14 +218,17 @@ def test_the_operator_lists_shows_and_cannot_cancel_an_ended_job(stack: RunningS
     listing = jobs("list")
     assert listing.returncode == 0 and job_id in listing.stdout and "inbox/ops.jsonl" in listing.stdout
     header, *rows = listing.stdout.splitlines()
-    assert header.split() == ["JOB", "ID", "STATUS", "OUTCOME", "LINES", "BATCHES", "DONE", "AGE", "INPUT"]
+    assert header.split() == ["JOB", "ID", "STATUS", "LINES", "DONE", "BATCHES", "DONE", "AGE", "INPUT"]
     (row,) = [row for row in rows if job_id in row]
-    assert " finished " in row and " succeeded " in row and " 1/1 " in row
+    assert " succeeded " in row and " 1/1 " in row
     as_json = jobs("list", "--output", "json")
     assert job_id in [job["job_id"] for job in json.loads(as_json.stdout)]
-    shown = jobs("show", job_id)
+    shown = jobs("show", job_id, "--output", "json")
     assert shown.returncode == 0
     assert json.loads(shown.stdout)["shards"][0]["state"] == "collected"
+    readable = stack.command("jobs", "show", "ops")  # by name; the stack found on its own
+    assert readable.returncode == 0 and readable.stdout.startswith(job_id)
+    assert "succeeded · 1 of 1 lines done · 1 of 1 batches ended" in readable.stdout
     refused = jobs("cancel", job_id)
     assert refused.returncode == 1 and "has ended" in refused.stderr
 

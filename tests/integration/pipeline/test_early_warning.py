@@ -55,7 +55,7 @@ def operator_sees(
     monkeypatch.setattr(jobs.time, "time", pipeline.clock.now)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     capsys.readouterr()
-    assert jobs.run(parser.parse_args(["show", job_id, "--table", TABLE])) == 0
+    assert jobs.run(parser.parse_args(["show", job_id, "--table", TABLE, "--output", "json"])) == 0
     shown: dict[str, Any] = json.loads(capsys.readouterr().out)
     return shown
 

@@ -53,8 +53,9 @@ def test_jobs_and_dlq_take_a_stack_name_and_say_when_it_is_wrong(
         )
         args = parsed(jobs.add_arguments, ["show", "job-x", "--stack-name", "batchdrop-prod"])
         assert jobs.run(args) == 1  # the table was found: the job is not in it
-        assert capsys.readouterr().err.strip() == "batchdrop jobs: no job job-x"
-        assert args.table == "acme-jobs"
+        assert capsys.readouterr().err.strip() == (
+            "batchdrop jobs: no job job-x in acme-jobs: check the id (`batchdrop jobs list` shows them)"
+        )
         assert jobs.run(parsed(jobs.add_arguments, ["list", "--stack-name", "nope"])) == 2
         assert "no stack nope here" in capsys.readouterr().err
         assert dlq.run(parsed(dlq.add_arguments, ["list", "--stack-name", "batchdrop-prod"])) == 2

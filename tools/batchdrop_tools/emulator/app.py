@@ -98,6 +98,8 @@ class EmulatorApp:
         self.settings = settings
         self.calls = calls
         self._advance = advance
+        self.health: Callable[[], dict[str, Any]] = lambda: {"status": "ok"}
+        """GET /_emulator/health: the emulator's by default; `batchdrop local` adds its workers' and moto's."""
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ)
@@ -229,6 +231,9 @@ class EmulatorApp:
             return _json({"cleared": True})
         if route == ("GET", "/_emulator/faults"):
             return _json(self.faults.describe())
+        if route == ("GET", "/_emulator/health"):
+            report = self.health()
+            return _json(report, status=200 if report.get("status") == "ok" else 503)
         if route == ("GET", "/_emulator/calls"):
             calls = [
                 {

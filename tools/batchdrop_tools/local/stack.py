@@ -62,6 +62,8 @@ class LocalStackConfig:
     project_id: str | None = None
     lines_per_second: float | None = None
     """The emulator's speed per batch: None answers every line at once; a number lets progress be watched."""
+    upstream: str | None = None
+    """An OpenAI-compatible server the emulator runs each line against (instead of echoing)."""
     log_level: str = "INFO"
     """The handlers' log level (their JSON logs go to standard output)."""
     webhook_url: str | None = None
@@ -235,9 +237,11 @@ class LocalStack:
 
     def _start_emulator(self) -> str:
         from batchdrop_tools.emulator import Emulator, EmulatorSettings, SkewableClock
+        from batchdrop_tools.emulator.backends import UpstreamBackend
         from batchdrop_tools.emulator.server import EmulatorServer
 
         emulator = Emulator(
+            backend=UpstreamBackend(self.config.upstream) if self.config.upstream else None,
             settings=EmulatorSettings(
                 api_key=LOCAL_API_KEY,
                 project_id=LOCAL_PROJECT_ID,
@@ -245,8 +249,20 @@ class LocalStack:
             ),
             clock=SkewableClock(),  # POST /_emulator/advance: a day passes at the API, to watch an expiry
         )
+        emulator.app.health = self.health
         self._emulator_server = EmulatorServer(emulator, self.config.host, self.config.emulator_port).start()
         return str(self._emulator_server.url)
+
+    def health(self) -> dict[str, Any]:
+        """GET <emulator>/_emulator/health: whether every part of the stack runs (503 if one does not)."""
+        workers = {thread.name.removeprefix("local-"): thread.is_alive() for thread in self._threads}
+        try:
+            self.client("s3").head_bucket(Bucket=self.config.bucket)
+            aws = True
+        except Exception:
+            aws = False
+        healthy = aws and all(workers.values()) and not self._stop.is_set()
+        return {"status": "ok" if healthy else "failing", "aws": aws, "workers": workers}
 
     def _create_resources(self) -> None:
         template = load_template(find_template())
@@ -375,6 +391,7 @@ class LocalStack:
                 "POLL_MIN_INTERVAL_SECONDS": "1",
                 "POLL_MAX_INTERVAL_SECONDS": "5",
                 "REDRIVE_BACKOFF_SECONDS": "2",
+                "STATUS_INTERVAL_SECONDS": "2",
                 "STUCK_AFTER_MINUTES": "1",
                 "SECRET_MAX_AGE_SECONDS": "5",
                 "POWERTOOLS_METRICS_DISABLED": "true",
@@ -526,13 +543,16 @@ def _load_handler(function: FunctionSpec) -> Callable[..., Any]:
 def run_local(args: Any) -> int:
     """The `batchdrop local` command: runs until interrupted."""
     quiet_logs()
+    log_level = "WARNING" if args.quiet else args.log_level
     config = LocalStackConfig(
+        log_level=log_level,
         host=args.host,
         aws_port=args.aws_port,
         emulator_port=args.emulator_port,
         poll_seconds=args.poll_seconds,
         lines_per_second=args.lines_per_second,
         webhook_url=args.webhook_url,
+        upstream=args.upstream,
     )
     stack = LocalStack(config)
     try:
@@ -553,6 +573,9 @@ def run_local(args: Any) -> int:
         print(
             f"ZeroGPU API (emulator): {stack.api_url}   (key {LOCAL_API_KEY}, project {LOCAL_PROJECT_ID}: not secrets)"
         )
+        if config.upstream:
+            print(f"  its lines run on:    {config.upstream}")
+        print(f"Health:                {stack.api_url}/_emulator/health")
     print(f"Bucket:                s3://{bucket}   (inputs under inbox/, results under outbox/)")
     print(
         f"Jobs table:            {stack.table_name}   "
@@ -562,13 +585,28 @@ def run_local(args: Any) -> int:
         print(f"Queue {logical_id + ':':<22} {url}")
     for logical_id, arn in sorted(stack.topic_arns.items()):
         print(f"Topic {logical_id + ':':<22} {arn}")
-    print(f"Try:  aws --endpoint-url {stack.endpoint_url} s3 cp x.jsonl s3://{bucket}/inbox/x.jsonl")
+    print("Try:  batchdrop submit x.jsonl --wait      (batchdrop finds this stack while it runs)")
+    print(f"  or: aws --endpoint-url {stack.endpoint_url} s3 cp x.jsonl s3://{bucket}/inbox/x.jsonl")
     print(f"Then: aws --endpoint-url {stack.endpoint_url} s3 cp s3://{bucket}/outbox/x/report.json -")
     if config.webhook_url:
         print(
             f"Webhook:               {config.webhook_url}   (printed here, not delivered: moto has no API destinations)"
         )
     print("State is kept in memory: it is gone when this command stops.")
+    from batchdrop_tools.target import announce_local, withdraw_local
+
+    announce_local(
+        {
+            "endpoint_url": stack.endpoint_url,
+            "region": REGION,
+            "bucket": bucket,
+            "table": stack.table_name,
+            "input_prefix": "inbox/",
+            "output_prefix": "outbox/",
+            "queues": dict(stack.queue_urls),
+            "api_url": stack.api_url,
+        }
+    )
     print("ready", flush=True)
     stopped = threading.Event()
     try:
@@ -580,6 +618,7 @@ def run_local(args: Any) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        withdraw_local()
         stack.stop()
     return 0
 
@@ -588,5 +627,6 @@ def quiet_logs() -> None:
     """Only what matters on the console: the handlers' own JSON logs and this module's messages."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
+    logging.getLogger("batchdrop").propagate = False  # the handlers' JSON lines, once (not again as plain text)
     for noisy in ("werkzeug", "botocore", "boto3", "urllib3", "httpx", "moto"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -1,0 +1,348 @@
+"""A job as a person follows it: found by job id, S3 URI or name; shown once (`batchdrop status`,
+`batchdrop jobs show`) or live until it ends (`batchdrop jobs watch`, `batchdrop submit --wait`), with a
+progress bar on a terminal and a line per change elsewhere; and at the end its outcome, counts, usage,
+cost and where the files are.
+
+Exit codes of a followed job: 0 succeeded; 1 partial, failed, rejected or cancelled; 2 the command could not
+do its work (arguments, connection, a job that never appeared, a wait that ran out).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from batchdrop.flow import progress, watch
+from batchdrop.integrations import s3io
+from batchdrop.integrations.store import JobStore
+from batchdrop.models import INPUT_SUFFIXES, Job, JobProgress, JobStatus, Outcome, Shard
+from batchdrop_tools.target import Target, TargetError
+
+EXIT_BY_OUTCOME = {Outcome.SUCCEEDED: 0}
+"""Every other outcome exits 1."""
+MAX_PROBLEMS_SHOWN = 20
+
+
+class JobNotFound(TargetError):
+    """No job for what was named (yet)."""
+
+
+class WaitTimedOut(TargetError):
+    """The job did not end (or appear) within the wait's bound."""
+
+
+def exit_code(job: Job) -> int:
+    if job.status == JobStatus.REJECTED:
+        return 1
+    return EXIT_BY_OUTCOME.get(job.outcome or Outcome.FAILED, 1)
+
+
+def store_of(target: Target) -> JobStore:
+    return JobStore(target.client("dynamodb"), target.need_table(), clock=time.time)
+
+
+def input_key(target: Target, name: str) -> str:
+    """The key a name stands for: as given if under the input prefix, else under it; `.jsonl` added if the
+    name has no suffix the pipeline takes."""
+    key = name if name.startswith(target.input_prefix) else target.input_prefix + name
+    return key if key.lower().endswith(INPUT_SUFFIXES) else key + ".jsonl"
+
+
+def find_job(target: Target, store: JobStore, reference: str) -> Job:
+    """The job named by its id (`job-…`), by its input's S3 URI, or by its input's name or key."""
+    if reference.startswith("job-"):
+        job = store.get_job(reference)
+        if job is None:
+            raise JobNotFound(
+                f"no job {reference} in {target.need_table()}: check the id (`batchdrop jobs list` shows them)"
+            )
+        return job
+    if reference.startswith("s3://"):
+        bucket, _, key = reference.removeprefix("s3://").partition("/")
+    else:
+        bucket, key = target.need_bucket(), input_key(target, reference)
+    ref = s3io.head(target.client("s3"), bucket, key)
+    if ref is None:
+        raise JobNotFound(f"no object s3://{bucket}/{key}: check the name (inputs go under {target.input_prefix})")
+    job = store.get_job(ref.job_id)
+    if job is None:
+        raise JobNotFound(
+            f"s3://{bucket}/{key} has no job (yet): a file just dropped takes seconds to be picked up; "
+            "if it stays so, `batchdrop dlq list` shows events that failed"
+        )
+    return job
+
+
+def wait_for_job(store: JobStore, job_id: str, *, timeout: float, interval: float, what: str) -> Job:
+    """The job's record once the pipeline has made it (a file just uploaded takes a moment)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = store.get_job(job_id)
+        if job is not None:
+            return job
+        if time.monotonic() >= deadline:
+            raise WaitTimedOut(
+                f"no job for {what} after {timeout:g} s: is the stack's ingest running? "
+                "`batchdrop dlq list` shows events that failed"
+            )
+        time.sleep(interval)
+
+
+# the view
+
+
+def _when(epoch: int | None, now: int) -> str:
+    if epoch is None:
+        return "-"
+    stamp = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{stamp} ({duration(now - epoch)} ago)"
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def _size(count: int | None) -> str:
+    if count is None:
+        return "?"
+    size = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class Glance:
+    """The few figures a person follows: lines done of the current round's, batches, time left."""
+
+    status: str
+    done: int
+    of: int
+    batches_ended: int
+    batches: int
+    eta_seconds: int | None
+    round: int
+
+    def line(self) -> str:
+        if self.status == "rejected":
+            return "rejected: nothing was sent to the API"
+        parts = [self.status, f"{self.done:,} of {self.of:,} lines done"]
+        parts.append(f"{self.batches_ended} of {self.batches} batches ended")
+        if self.round:
+            parts.insert(1, f"round {self.round}")
+        if self.status in progress.LIVE_STATUSES and self.eta_seconds is not None:
+            parts.append(f"about {duration(self.eta_seconds)} left" if self.eta_seconds else "ending")
+        return " · ".join(parts)
+
+
+def glance(job: Job, now: int) -> Glance:
+    seen = progress.view(job, now)
+    current = [batch for batch in job.live_batches.values() if batch.round == job.round]
+    if job.round == 0:
+        of = job.input.lines or sum(batch.total for batch in current)
+    else:
+        of = sum(batch.total for batch in current)
+    done = sum(batch.completed + batch.failed for batch in current)
+    if job.counts is not None and job.status == JobStatus.FINISHED:
+        of, done = job.counts.total, job.counts.total
+    return Glance(
+        status=seen.status,
+        done=min(done, of) if of else done,
+        of=of,
+        batches_ended=seen.batches_ended,
+        batches=seen.batches,
+        eta_seconds=seen.eta_seconds,
+        round=job.round,
+    )
+
+
+def describe(job: Job, shards: list[Shard], now: int) -> list[str]:
+    """`batchdrop jobs show` / `batchdrop status`: the job as a person reads it."""
+    seen: JobProgress = progress.view(job, now)
+    look = glance(job, now)
+    lines = [
+        f"{job.job_id}   s3://{job.input.bucket}/{job.input.key}",
+        f"  status     {look.line()}",
+        f"  input      {job.input.lines if job.input.lines is not None else '?'} lines, {_size(job.input.bytes)}",
+        f"  received   {_when(job.received_at, now)}",
+    ]
+    if job.submitted_at:
+        lines.append(f"  submitted  {_when(job.submitted_at, now)}")
+    if job.finished_at:
+        lines.append(f"  finished   {_when(job.finished_at, now)} after {duration(job.finished_at - job.received_at)}")
+    if job.counts is not None:
+        lines.append(
+            f"  lines      {job.counts.succeeded:,} succeeded, {job.counts.failed:,} failed of {job.counts.total:,}"
+        )
+    counts = seen.request_counts
+    if counts.total:
+        api = f"{counts.completed:,} completed, {counts.failed:,} failed of {counts.total:,}"
+        lines.append(f"  requests   {api} (the API's counts, every round)")
+    if job.cancel_requested_at:
+        lines.append(f"  cancel     requested {_when(job.cancel_requested_at, now)}")
+    if job.errors_by_code:
+        top = ", ".join(
+            f"{code} {n:,}" for code, n in sorted(job.errors_by_code.items(), key=lambda item: -item[1])[:5]
+        )
+        lines.append(f"  problems   {job.validation_error_count or 0:,}: {top}")
+    lines.append(f"  report     s3://{job.input.bucket}/{job.output_prefix}report.json")
+    if shards:
+        lines.append("  batches")
+        width = max(len(shard.batch_id or "-") for shard in shards)
+        for shard in shards[:50]:
+            done = (
+                f"{(shard.request_counts.completed + shard.request_counts.failed):,}/{shard.request_counts.total:,}"
+                if shard.request_counts
+                else "-"
+            )
+            label = f"round {shard.round} " if shard.round else ""
+            status = shard.batch_status or shard.state.value
+            failure = f"  {shard.failure_code}" if shard.failure_code else ""
+            batch = (shard.batch_id or "-").ljust(width)
+            lines.append(
+                f"    {shard.index:>5}  {label}{batch}  {status:<11} {done:>13}  {shard.lines:,} lines{failure}"
+            )
+        if len(shards) > 50:
+            lines.append(f"    ... and {len(shards) - 50} more (--output json lists every one)")
+    warnings = [f"shard {shard.index}: {warning}" for shard in shards for warning in watch.warnings_of(shard, now)]
+    if warnings:
+        lines.append("  warnings")
+        lines.extend(f"    {warning}" for warning in warnings)
+    return lines
+
+
+def the_end(job: Job, target: Target) -> list[str]:
+    """What a person wants to know when the job ends, from report.json: outcome, counts, usage, files."""
+    report = _report(job, target)
+    if report is None:
+        where = f"s3://{job.input.bucket}/{job.output_prefix}report.json"
+        return [f"{job.outcome or job.status}: report.json not readable at {where}"]
+    counts = report.get("counts", {})
+    took = ""
+    if job.finished_at:
+        took = f" in {duration(job.finished_at - job.received_at)}"
+    succeeded, total, failed = counts.get("succeeded", 0), counts.get("total", 0), counts.get("failed", 0)
+    problems = report.get("validation_errors") or []
+    if report["outcome"] == "rejected":
+        total = report.get("validation_error_count") or len(problems)
+        lines = [f"rejected: {total:,} problem{'s' if total != 1 else ''} in the file; nothing was sent to the API"]
+        if not problems:
+            lines.append("  fix the file and upload it again (`batchdrop validate FILE` checks it offline)")
+    else:
+        lines = [f"{report['outcome']}: {succeeded:,} of {total:,} lines succeeded, {failed:,} failed{took}"]
+    if problems:
+        for problem in problems[:MAX_PROBLEMS_SHOWN]:
+            where = f"line {problem['line']}" if problem.get("line") else "file"
+            lines.append(f"  {where}: {problem['message']} [{problem['code']}]")
+        if total > min(len(problems), MAX_PROBLEMS_SHOWN):
+            more = total - min(len(problems), MAX_PROBLEMS_SHOWN)
+            lines.append(f"  ... and {more:,} more (report.json lists up to {len(problems)})")
+        lines.append("fix them and upload the file again; `batchdrop validate FILE` checks it offline first")
+    if report.get("errors_by_code") and not problems:
+        lines.append("errors: " + ", ".join(f"{code} {n:,}" for code, n in report["errors_by_code"].items()))
+    usage = (report.get("usage") or {}).get("total")
+    if usage:
+        parts = f"{usage.get('prompt_tokens', 0):,} prompt, {usage.get('completion_tokens', 0):,} completion"
+        lines.append(f"tokens:      {usage.get('total_tokens', 0):,} ({parts})")
+    cost = report.get("cost")
+    if cost and cost.get("total") is not None:
+        as_of = cost.get("prices_as_of", "?")
+        lines.append(f"cost:        {cost['total']:.6f} {cost.get('currency', 'USD')} (list prices as of {as_of})")
+    for name, uri in (report.get("outputs") or {}).items():
+        lines.append(f"{name + ':':<12} {uri}")
+    return lines
+
+
+def _report(job: Job, target: Target) -> dict[str, Any] | None:
+    try:
+        body = (
+            target.client("s3")
+            .get_object(Bucket=job.input.bucket, Key=f"{job.output_prefix}report.json")["Body"]
+            .read()
+        )
+        document: dict[str, Any] = json.loads(body)
+        return document
+    except Exception:  # the job record still says how it ended
+        return None
+
+
+def follow(
+    target: Target,
+    store: JobStore,
+    job: Job,
+    *,
+    interval: float,
+    timeout: float,
+    console: Console | None = None,
+) -> Job:
+    """Shows the job's progress until it ends (a bar on a terminal, a line per change elsewhere); the job
+    as it ended. WaitTimedOut past `timeout` seconds."""
+    console = console or Console(stderr=True)
+    deadline = time.monotonic() + timeout
+    if console.is_terminal:
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("lines"),
+            TextColumn("{task.fields[batches]}"),
+            TextColumn("{task.fields[left]}"),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=console, transient=False) as bar:
+            task = bar.add_task("", total=None, batches="", left="")
+            while True:
+                look = glance(job, int(time.time()))
+                bar.update(
+                    task,
+                    description=f"{look.status}{f' (round {look.round})' if look.round else ''}",
+                    total=look.of or None,
+                    completed=look.done,
+                    batches=f"{look.batches_ended}/{look.batches} batches",
+                    left=f"~{duration(look.eta_seconds)} left" if look.eta_seconds else "",
+                )
+                if _ended(job):
+                    return job
+                job = _next(store, job, deadline, interval, timeout)
+    last = ""
+    while True:
+        line = glance(job, int(time.time())).line()
+        if line != last:
+            print(line, file=sys.stderr, flush=True)
+            last = line
+        if _ended(job):
+            return job
+        job = _next(store, job, deadline, interval, timeout)
+
+
+def _ended(job: Job) -> bool:
+    """Ended and announced: its files and report.json are written."""
+    if job.notify_abandoned_at is not None:
+        return True
+    return job.status in (JobStatus.FINISHED, JobStatus.REJECTED) and job.notified_at is not None
+
+
+def _next(store: JobStore, job: Job, deadline: float, interval: float, timeout: float) -> Job:
+    if time.monotonic() >= deadline:
+        raise WaitTimedOut(
+            f"job {job.job_id} had not ended after {timeout:g} s (--timeout); it goes on: "
+            f"`batchdrop jobs watch {job.job_id}` follows it again"
+        )
+    time.sleep(interval)
+    return store.get_job(job.job_id) or job
