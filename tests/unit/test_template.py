@@ -564,13 +564,35 @@ def test_env_json_gives_each_function_exactly_the_variables_the_template_does(cf
     for logical_id, resource in functions.items():
         declared = set(resource["Properties"]["Environment"]["Variables"])
         given = set(env["Parameters"]) | set(env.get(logical_id, {}))
-        assert given - {"POWERTOOLS_LOG_LEVEL"} == declared - {"POWERTOOLS_LOG_LEVEL"}, (
+        # AWS_ENDPOINT_URL is sam local's own: it points the function's AWS calls at `batchdrop local`.
+        only_local = {"POWERTOOLS_LOG_LEVEL", "AWS_ENDPOINT_URL"}
+        assert given - only_local == declared - only_local, (
             logical_id,
             "missing from env.json:",
             sorted(declared - given),
             "not in the template:",
             sorted(given - declared),
         )
+
+
+def test_env_json_names_what_batchdrop_local_creates() -> None:
+    # `sam local invoke -e events/<file> --env-vars env.json` runs a handler in a container against
+    # `batchdrop local --host 0.0.0.0` on this machine: every name must be one the local stack creates.
+    from batchdrop_tools.local.stack import LocalStackConfig
+    from batchdrop_tools.target import LOCAL_BUCKET, LOCAL_TABLE
+
+    env = json.loads((TEMPLATE_PATH.parent / "env.json").read_text())
+    parameters, poll = env["Parameters"], env["PollFunction"]
+    host = "http://host.docker.internal"
+    assert parameters["AWS_ENDPOINT_URL"] == f"{host}:4566" and parameters["API_BASE_URL"] == f"{host}:8400"
+    assert parameters["TABLE_NAME"] == LOCAL_TABLE and parameters["BUCKET_NAME"] == LOCAL_BUCKET
+    assert LocalStackConfig().bucket == LOCAL_BUCKET
+    assert parameters["SECRET_ID"] == "batchdrop-local/ApiSecret"
+    assert parameters["TOPIC_ARN"] == "arn:aws:sns:us-east-1:123456789012:batchdrop-local-NotificationTopic"
+    assert poll == {
+        "COLLECT_QUEUE_URL": f"{host}:4566/123456789012/batchdrop-local-CollectQueue",
+        "INGEST_QUEUE_URL": f"{host}:4566/123456789012/batchdrop-local-IngestQueue",
+    }
 
 
 @pytest.mark.parametrize(
@@ -628,3 +650,50 @@ def test_the_price_table_parameter_is_readable_by_submit_and_collect_only_when_n
                     assert statement["Fn::If"][2] == {"Ref": "AWS::NoValue"}
                     readers.add(logical_id)
     assert readers == {"SubmitFunctionRole", "CollectFunctionRole"}
+
+
+def _dashboard(sam_template: dict[str, Any]) -> dict[str, Any]:
+    body = sam_template["Resources"]["OperatorDashboard"]["Properties"]["DashboardBody"]
+    text = body["Fn::Sub"] if isinstance(body, dict) else body
+    return json.loads(re.sub(r"\$\{[^}]+\}", "X", text))  # ${...} are substituted by CloudFormation
+
+
+def test_the_dashboard_shows_metrics_the_functions_emit_and_every_alarm(sam_template: dict[str, Any]) -> None:
+    dashboard = _dashboard(sam_template)
+    shown = {
+        row[1]
+        for widget in dashboard["widgets"]
+        if widget["type"] == "metric"
+        for row in widget["properties"]["metrics"]
+        if row[0] == "batchdrop"
+    }
+    assert shown <= {metric.value for metric in Metric}, shown - {metric.value for metric in Metric}
+    # what the issue asks of it: outcomes, lines, tokens and cost, in flight and held, API errors, stuck
+    for wanted in ("JobsFailed", "LinesFailed", "PromptTokens", "Cost", "BatchesInFlight", "ShardsWaiting"):
+        assert wanted in shown, wanted
+    assert {"ApiErrorsRetryable", "ApiErrorsPermanent", "ApiErrorsOperational", "BatchesStuck"} <= shown
+    body = sam_template["Resources"]["OperatorDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    alarms = {
+        logical_id
+        for logical_id, resource in sam_template["Resources"].items()
+        if resource["Type"] == "AWS::CloudWatch::Alarm" and "Condition" not in resource
+    }
+    (alarm_widget,) = [widget for widget in dashboard["widgets"] if widget["type"] == "alarm"]
+    assert len(alarm_widget["properties"]["alarms"]) == len(alarms)
+    assert {name for name in alarms if f"${{{name}.Arn}}" in body} == alarms
+
+
+def test_the_readme_runbook_has_an_entry_for_every_alarm_and_no_other(sam_template: dict[str, Any]) -> None:
+    readme = (TEMPLATE_PATH.parent / "README.md").read_text()
+    runbook = readme.split("## Runbook", 1)[1].split("\n## ", 1)[0]
+    entries = set(re.findall(r"^#### `(\w+)`", runbook, flags=re.MULTILINE))
+    alarms = {
+        logical_id
+        for logical_id, resource in sam_template["Resources"].items()
+        if resource["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    assert entries == alarms, {"no entry in the runbook": alarms - entries, "not an alarm": entries - alarms}
+    for entry in entries:  # each says what it means, how to confirm it, and what to do
+        text = runbook.split(f"#### `{entry}`", 1)[1].split("\n#### ", 1)[0]
+        for part in ("**Means**", "**Confirm**", "**Do**"):
+            assert part in text, (entry, part)

@@ -156,6 +156,20 @@ class Metric(StrEnum):
     LINES_REDRIVEN = "LinesRedriven"
     LINES_RECOVERED = "LinesRecovered"
     LINES_AWAITING_ACCOUNT_FIX = "LinesAwaitingAccountFix"
+    # what the dashboard shows (template.yaml OperatorDashboard)
+    LINES_SUCCEEDED = "LinesSucceeded"
+    LINES_FAILED = "LinesFailed"
+    PROMPT_TOKENS = "PromptTokens"
+    COMPLETION_TOKENS = "CompletionTokens"
+    COST = "Cost"
+    """In the price table's currency (USD by default), at list prices: an upper bound."""
+    BATCHES_IN_FLIGHT = "BatchesInFlight"
+    SHARDS_WAITING = "ShardsWaiting"
+    """Shards held back by MaxBatchesInFlight, as each poll run saw them."""
+    API_ERRORS_RETRYABLE = "ApiErrorsRetryable"
+    API_ERRORS_PERMANENT = "ApiErrorsPermanent"
+    API_ERRORS_OPERATIONAL = "ApiErrorsOperational"
+    """Failed API calls (each attempt), by what they mean (zerogpu.ErrorKind)."""
 
 
 _metrics_lock = threading.Lock()
@@ -165,3 +179,19 @@ def count(metric: Metric, value: int = 1) -> None:
     """A business event, one metric each (from any thread: Powertools' metric set has no lock of its own)."""
     with _metrics_lock:
         metrics.add_metric(name=metric.value, unit=MetricUnit.Count, value=value)
+
+
+def measure(metric: Metric, value: float) -> None:
+    """A figure that is not a count (a cost), without a unit."""
+    with _metrics_lock:
+        metrics.add_metric(name=metric.value, unit=MetricUnit.NoUnit, value=value)
+
+
+def count_api_error(error: Any) -> None:
+    """The API client's on_error hook: each failed attempt, by its kind (retryable, permanent, operational)."""
+    kind = str(getattr(error, "kind", "retryable"))
+    metric = {
+        "permanent": Metric.API_ERRORS_PERMANENT,
+        "operational": Metric.API_ERRORS_OPERATIONAL,
+    }.get(kind, Metric.API_ERRORS_RETRYABLE)
+    count(metric)

@@ -19,6 +19,7 @@ from batchdrop.integrations.notifier import Notifier
 from batchdrop.integrations.secrets import load_credentials
 from batchdrop.integrations.store import JobStore
 from batchdrop.integrations.zerogpu import ZeroGPUClient
+from batchdrop.observability import count_api_error
 from batchdrop.services import DEADLINE_MARGIN_SECONDS, Services
 from batchdrop.settings import Settings
 
@@ -59,6 +60,7 @@ def build_services(settings: Settings, context: Any | None = None) -> Services:
             credentials.project_id,
             settings.api_base_url,
             remaining_time=lambda: remaining() - DEADLINE_MARGIN_SECONDS,
+            on_error=count_api_error,
         )
 
     dynamodb = aws_client("dynamodb")

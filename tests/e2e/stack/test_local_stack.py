@@ -208,6 +208,18 @@ def test_the_local_resources_are_the_ones_template_yaml_declares(stack: RunningS
         assert attributes["VisibilityTimeout"] == spec.attributes.get("VisibilityTimeout", "30"), logical_id
 
 
+def test_env_json_names_resources_the_running_local_stack_has(stack: RunningStack) -> None:
+    # what `sam local invoke --env-vars env.json` gives a handler: each name resolves on batchdrop local
+    env = json.loads((Path(__file__).parents[3] / "env.json").read_text())
+    parameters = env["Parameters"]
+    stack.aws_json("dynamodb", "describe-table", "--table-name", parameters["TABLE_NAME"])
+    stack.aws_json("secretsmanager", "describe-secret", "--secret-id", parameters["SECRET_ID"])
+    stack.aws_json("sns", "get-topic-attributes", "--topic-arn", parameters["TOPIC_ARN"])
+    stack.aws("s3api", "head-bucket", "--bucket", parameters["BUCKET_NAME"])
+    for url in env["PollFunction"].values():
+        stack.aws_json("sqs", "get-queue-url", "--queue-name", url.rsplit("/", 1)[1])
+
+
 def test_the_operator_lists_shows_and_cannot_cancel_an_ended_job(stack: RunningStack, tmp_path: Path) -> None:
     source = tmp_path / "ops.jsonl"
     source.write_text(request("o-1", "for the operator") + "\n")

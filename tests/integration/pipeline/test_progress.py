@@ -86,3 +86,35 @@ def test_a_job_recorded_before_live_batches_existed_gets_its_progress_too(make_p
     assert (first, second) == (True, False)
     recorded = store.get_job(job.job_id)
     assert recorded is not None and recorded.live_batches == {"0": batch} and recorded.live_at == 100
+
+
+def test_the_dashboard_figures_are_emitted(make_pipeline: Any, monkeypatch: Any) -> None:
+    from collections import Counter
+
+    from batchdrop.flow import completion, polling
+
+    figures: Counter[str] = Counter()
+    costs: list[float] = []
+    monkeypatch.setattr(polling, "count", lambda metric, value=1: figures.update({metric.value: value}))
+    monkeypatch.setattr(completion, "count", lambda metric, value=1: figures.update({metric.value: value}))
+    monkeypatch.setattr(completion, "measure", lambda metric, value: costs.append(value))
+
+    # Given three single-line batches and room for two in flight, on a model the price table knows
+    pipeline: Pipeline = make_pipeline(
+        emulator_settings={"lines_per_second": 0.1}, MAX_LINES_PER_BATCH=1, MAX_BATCHES_IN_FLIGHT=2
+    )
+    lines = [chat_line(f"d-{i}") for i in range(3)]
+    for line in lines:
+        line["body"]["model"] = "llama-3.1-8b-instruct-fast"
+    pipeline.drop("inbox/progress.jsonl", jsonl(lines))
+
+    # When the poller runs while one shard is held back
+    pipeline.step(5)
+    # Then it reports two in flight and one waiting
+    assert figures["BatchesInFlight"] == 2 and figures["ShardsWaiting"] == 1
+
+    # When the job ends: its lines, tokens and cost are counted once
+    pipeline.run()
+    assert figures["LinesSucceeded"] == 3 and figures["LinesFailed"] == 0
+    assert figures["PromptTokens"] > 0 and figures["CompletionTokens"] > 0
+    assert len(costs) == 1 and costs[0] > 0

@@ -25,7 +25,7 @@ from batchdrop.integrations import s3io
 from batchdrop.integrations.store import StaleRecord
 from batchdrop.integrations.zerogpu import NotFoundError
 from batchdrop.models import Job, JobStatus, LineCounts, Outcome, Shard, ShardState, add_count
-from batchdrop.observability import Metric, count, logger
+from batchdrop.observability import Metric, count, logger, measure
 from batchdrop.services import Services
 from batchdrop.timing import NOTIFY_LEASE_SECONDS
 
@@ -166,6 +166,7 @@ def finalize_job(job_id: str, services: Services, *, repair: bool = False) -> Jo
         count(Metric.JOBS_FINISHED)
         _count_outcome(job.outcome or Outcome.FAILED)
         _count_recovery(job, ready)
+        _count_lines_and_usage(job, ready, services)
     for shard in ready:  # the shards go with the job when its records expire (on every pass: idempotent)
         if shard.expires_at != job.expires_at:
             _expire_with_job(shard, job, services)
@@ -253,6 +254,19 @@ def _count_recovery(job: Job, shards: list[Shard]) -> None:
             "lines failed for the account (quota or API key): fix it, then `batchdrop jobs retry --all-failed`",
             extra={"lines": awaiting},
         )
+
+
+def _count_lines_and_usage(job: Job, shards: list[Shard], services: Services) -> None:
+    """The dashboard's lines, tokens and cost, once per job's end."""
+    counts, _ = _totals(job, shards)
+    count(Metric.LINES_SUCCEEDED, counts.succeeded)
+    count(Metric.LINES_FAILED, counts.failed)
+    usage = contracts.usage_of(shards)
+    count(Metric.PROMPT_TOKENS, usage.total.prompt_tokens)
+    count(Metric.COMPLETION_TOKENS, usage.total.completion_tokens)
+    cost = contracts.cost_of(usage, services.prices)
+    if cost.total is not None:
+        measure(Metric.COST, cost.total)
 
 
 def _totals(job: Job, shards: list[Shard]) -> tuple[contracts.Counts, dict[str, int]]:

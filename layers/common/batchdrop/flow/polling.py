@@ -84,6 +84,8 @@ class PollSummary:
     finalize_requests: int = 0
     skipped: int = 0
     out_of_time: bool = False
+    saw_waiting: bool = False
+    """Some shard waits for an in-flight slot."""
     errors: list[str] = field(default_factory=list)
 
     def tally(self, outcome: Visit | Failed) -> None:
@@ -169,8 +171,19 @@ def poll_once(services: Services) -> PollSummary:
         _record_progress(services, cancelled, live)
     if services.time_left():
         _hand_over_waiting(services, summary, cancelled)
+    if services.time_left() and (summary.due or summary.saw_waiting):  # an idle run reads nothing more
+        _report_gauges(services)
     summary.out_of_time = not services.time_left()
     return summary
+
+
+def _report_gauges(services: Services) -> None:
+    """The dashboard's batches in flight and shards held back, as this run leaves them (two reads a run)."""
+    try:
+        count(Metric.BATCHES_IN_FLIGHT, services.store.slots_in_use())
+        count(Metric.SHARDS_WAITING, services.store.count_waiting())
+    except Exception as error:  # a figure for the dashboard; the next run gives it again
+        logger.warning("could not read the in-flight figures", extra={"error": repr(error)})
 
 
 def _poll_active(services: Services, summary: PollSummary, cancelled: _RunJobs, live: progress.LiveBatches) -> None:
@@ -286,6 +299,7 @@ def _hand_over_waiting(services: Services, summary: PollSummary, cancelled: _Run
     first = next(queue, None)
     if first is None:
         return
+    summary.saw_waiting = True
     free = settings.max_batches_in_flight - store.slots_in_use()
     if free <= 0:
         return

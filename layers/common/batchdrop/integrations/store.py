@@ -644,6 +644,17 @@ class JobStore:
         for item in self._index_items(WAITING_PARTITION, until, limit, page_size):
             yield Shard.model_validate(item)
 
+    def count_waiting(self) -> int:
+        """How many shards wait for an in-flight slot (a COUNT query of the index: keys only, no items)."""
+        pages = self._db.get_paginator("query").paginate(
+            TableName=self._table,
+            IndexName=ACTIVE_INDEX,
+            KeyConditionExpression="active_pk = :partition",
+            ExpressionAttributeValues=_serialize({":partition": WAITING_PARTITION}),
+            Select="COUNT",
+        )
+        return sum(int(page.get("Count", 0)) for page in pages)
+
     def finishing_jobs(self, now: int, *, limit: int | None = None) -> Iterator[Job]:
         """Jobs that ended but whose announcement is not recorded, due for another look."""
         for item in self._index_items(FINISHING_PARTITION, now, limit):

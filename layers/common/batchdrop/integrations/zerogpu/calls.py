@@ -90,8 +90,10 @@ class RetryingCaller:
         sleep: Callable[[float], None],
         random: Callable[[], float],
         now: Callable[[], float],
+        on_error: Callable[[ZeroGPUError], None] | None = None,
     ) -> None:
         self._http = http
+        self._on_error = on_error
         self._timeout = timeout
         self._retry = retry
         self._remaining_time = remaining_time
@@ -182,6 +184,11 @@ class RetryingCaller:
             if not isinstance(outcome, _Failure):
                 return outcome.value
             error = outcome.error
+            if self._on_error is not None:
+                try:
+                    self._on_error(error)
+                except Exception:  # an observer's failure is not the call's
+                    logger.warning("the on_error hook failed", exc_info=True)
             if isinstance(error, NotFoundError) and lost_reply and gone_after_retry is not None:
                 return gone_after_retry()
             if isinstance(error, UnexpectedResponseError):

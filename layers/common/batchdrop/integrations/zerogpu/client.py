@@ -29,6 +29,7 @@ from batchdrop.integrations.zerogpu.errors import (
     ConflictError,
     PartialDownloadError,
     UnexpectedResponseError,
+    ZeroGPUError,
 )
 from batchdrop.integrations.zerogpu.models import Batch, FileDeleted, FileObject
 from batchdrop.integrations.zerogpu.retry import RetryPolicy
@@ -120,7 +121,9 @@ class ZeroGPUClient:
         random: Callable[[], float] = _random.random,
         now: Callable[[], float] = time.time,
         user_agent: str = DEFAULT_USER_AGENT,
+        on_error: Callable[[ZeroGPUError], None] | None = None,
     ) -> None:
+        """`on_error` sees every failed attempt (retried or not), e.g. to count them by kind."""
         if not api_key:
             raise ValueError("api_key is required")
         self.base_url = resolve_base_url(base_url)
@@ -143,6 +146,7 @@ class ZeroGPUClient:
             sleep=sleep,
             random=random,
             now=now,
+            on_error=on_error,
         )
 
     def __repr__(self) -> str:
