@@ -94,8 +94,14 @@ def test_validate_checks_files_offline_with_line_numbers_and_exit_codes(
 
     assert cli.main(["validate", str(fine), str(bad)]) == 1
     out = capsys.readouterr().out.splitlines()
-    assert f"{bad}: line 2: invalid_json: Line 2 is not valid JSON" in out
-    assert f'{bad}: line 3: duplicate_custom_id: Line 3 duplicates custom_id "a"' in out
+    assert any(
+        line.startswith(f"{bad}: line 2: invalid_json: Line 2 is not valid JSON → each line must be") for line in out
+    )
+    assert (
+        f'{bad}: line 3: duplicate_custom_id: Line 3 duplicates custom_id "a" → give each line its own `custom_id` '
+        + ('(got "a", which an earlier line has)')
+        in out
+    )
     assert out[-1] == f"{bad}: rejected: 2 problem(s); nothing would be sent to the API"
 
     assert cli.main(["validate", str(tmp_path / "missing.jsonl")]) == 2

@@ -249,7 +249,8 @@ def the_end(job: Job, target: Target) -> list[str]:
     if problems:
         for problem in problems[:MAX_PROBLEMS_SHOWN]:
             where = f"line {problem['line']}" if problem.get("line") else "file"
-            lines.append(f"  {where}: {problem['message']} [{problem['code']}]")
+            fix = f" → {problem['fix']}" if problem.get("fix") else ""
+            lines.append(f"  {where}: {problem['message']} [{problem['code']}]{fix}")
         if total > min(len(problems), MAX_PROBLEMS_SHOWN):
             more = total - min(len(problems), MAX_PROBLEMS_SHOWN)
             lines.append(f"  ... and {more:,} more (report.json lists up to {len(problems)})")
@@ -262,7 +263,7 @@ def the_end(job: Job, target: Target) -> list[str]:
         lines.append(f"tokens:      {usage.get('total_tokens', 0):,} ({parts})")
     cost = report.get("cost")
     if cost and cost.get("total") is not None:
-        as_of = cost.get("prices_as_of", "?")
+        as_of = str(cost.get("prices_as_of", "?")).split(" (", 1)[0]
         lines.append(f"cost:        {cost['total']:.6f} {cost.get('currency', 'USD')} (list prices as of {as_of})")
     for name, uri in (report.get("outputs") or {}).items():
         lines.append(f"{name + ':':<12} {uri}")

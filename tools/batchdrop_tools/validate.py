@@ -73,7 +73,8 @@ def _validate(path: str, *, show_all: bool) -> int:
     shown = split.problems if show_all else split.problems[:_SHOWN]
     for problem in shown:
         where = f"line {problem.line}" if problem.line is not None else "file"
-        print(f"{path}: {where}: {problem.code.value}: {problem.message}")
+        fix = f" → {problem.fix}" if problem.fix else ""
+        print(f"{path}: {where}: {problem.code.value}: {problem.message}{fix}")
     more = split.problem_count - len(shown)
     if more > 0:
         hint = "" if show_all else " (--all prints them all, up to the first 1,000)"

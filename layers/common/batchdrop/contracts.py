@@ -184,9 +184,13 @@ class Estimate(_Document):
 
 
 class ValidationProblem(_Document):
+    OMITTED_WHEN_NONE = frozenset({"fix"})
+
     line: int | None
     code: str
     message: str
+    fix: str | None = None
+    """What to change, with what was found."""
 
 
 class Report(_Document):
@@ -508,7 +512,7 @@ def rejection_report(
         errors_by_code=errors_by_code,
         batches=[],
         validation_errors=[
-            ValidationProblem(line=problem.line, code=problem.code.value, message=problem.message)
+            ValidationProblem(line=problem.line, code=problem.code.value, message=problem.message, fix=problem.fix)
             for problem in problems
         ],
         validation_error_count=problem_count,

@@ -79,7 +79,10 @@ class ProblemCode(StrEnum):
 class Problem:
     code: ProblemCode
     message: str
+    """ZeroGPU's wording where ZeroGPU has one (the API's own reply to the same file)."""
     line: int | None = None
+    fix: str | None = None
+    """What to change, and what was found: "`url` must be /v1/chat/completions (got /v1/embeddings)"."""
 
 
 class ValidLine(NamedTuple):
@@ -164,6 +167,21 @@ MAX_ECHOED_CHARS = 120
 def echo(value: str) -> str:
     """A value for a message, cut short with an ellipsis if it is long."""
     return value if len(value) <= MAX_ECHOED_CHARS else value[:MAX_ECHOED_CHARS] + "…"
+
+
+def _shown(value: Any) -> str:
+    """What was found, as a fix hint quotes it: JSON, cut short; `nothing` when absent."""
+    if value is None:
+        return "nothing"
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return echo(text)
+
+
+def _shown_bytes(content: bytes) -> str:
+    return echo(content[:200].decode("utf-8", "replace")) if content.strip() else "an empty line"
 
 
 class _NotJson(ValueError):
@@ -325,7 +343,12 @@ class LineValidator:
         if isinstance(parsed, Problem):
             return parsed
         if not isinstance(parsed, dict):
-            return Problem(ProblemCode.NOT_AN_OBJECT, f"Line {n} must be a JSON object", n)
+            return Problem(
+                ProblemCode.NOT_AN_OBJECT,
+                f"Line {n} must be a JSON object",
+                n,
+                f'each line must be an object like {{"custom_id": ..., "method": "POST", ...}} (got {_shown(parsed)})',
+            )
         return self._check_object(n, parsed, physical.content)
 
     def _parse(self, n: int, content: bytes) -> Any:
@@ -348,7 +371,12 @@ class LineValidator:
     def _parse_exactly(self, n: int, content: bytes) -> Any:
         """The stdlib's reading, with a problem named for every way a line can fail. Only UTF-8 is JSON
         here (json.loads would also read UTF-16 and UTF-32 bytes, which the API cannot)."""
-        not_json = Problem(ProblemCode.INVALID_JSON, f"Line {n} is not valid JSON", n)
+        not_json = Problem(
+            ProblemCode.INVALID_JSON,
+            f"Line {n} is not valid JSON",
+            n,
+            f"each line must be one JSON object (got {_shown_bytes(content)})",
+        )
         if b"\x00" in content:
             if not self.strict:
                 return not_json
@@ -420,35 +448,65 @@ class LineValidator:
     def _check_object(self, n: int, document: dict[str, Any], content: bytes) -> ValidLine | Problem:
         custom_id = document.get("custom_id")
         if not isinstance(custom_id, str) or not custom_id:
-            return Problem(ProblemCode.MISSING_CUSTOM_ID, f"Line {n} is missing custom_id", n)
+            return Problem(
+                ProblemCode.MISSING_CUSTOM_ID,
+                f"Line {n} is missing custom_id",
+                n,
+                f"add `custom_id`, a non-empty string unique in the file (got {_shown(custom_id)})",
+            )
         if not self._custom_ids.add(custom_id):
-            return Problem(ProblemCode.DUPLICATE_CUSTOM_ID, f'Line {n} duplicates custom_id "{echo(custom_id)}"', n)
+            return Problem(
+                ProblemCode.DUPLICATE_CUSTOM_ID,
+                f'Line {n} duplicates custom_id "{echo(custom_id)}"',
+                n,
+                f'give each line its own `custom_id` (got "{echo(custom_id)}", which an earlier line has)',
+            )
         method = document.get("method")
         if not isinstance(method, str) or method.upper() != "POST":
-            return Problem(ProblemCode.INVALID_METHOD, f'Line {n} method must be "POST"', n)
+            return Problem(
+                ProblemCode.INVALID_METHOD,
+                f'Line {n} method must be "POST"',
+                n,
+                f"`method` must be POST (got {_shown(method)})",
+            )
         url = document.get("url")
         if not isinstance(url, str) or not url:
-            return Problem(ProblemCode.MISSING_URL, f"Line {n} is missing url", n)
+            return Problem(
+                ProblemCode.MISSING_URL,
+                f"Line {n} is missing url",
+                n,
+                f"add `url`: /v1/chat/completions (got {_shown(url)})",
+            )
         if url not in BATCH_ENDPOINTS:
             return Problem(
-                ProblemCode.URL_NOT_ALLOWED, f'Line {n} url "{echo(url)}" is not an allowed batch endpoint', n
+                ProblemCode.URL_NOT_ALLOWED,
+                f'Line {n} url "{echo(url)}" is not an allowed batch endpoint',
+                n,
+                f"`url` must be {' or '.join(sorted(BATCH_ENDPOINTS))} (got {echo(url)})",
             )
         if self.endpoint in BATCH_ENDPOINTS and url != self.endpoint:
             return Problem(
                 ProblemCode.URL_MISMATCH,
                 f'Line {n} url "{echo(url)}" does not match the batch endpoint "{self.endpoint}"',
                 n,
+                f"every line's `url` must be {self.endpoint} (got {echo(url)})",
             )
         if self.first_url is None:
             self.first_url = url
         body = document.get("body")
         if not isinstance(body, dict) or not body:
-            return Problem(ProblemCode.MISSING_BODY, f"Line {n} is missing body", n)
+            return Problem(
+                ProblemCode.MISSING_BODY,
+                f"Line {n} is missing body",
+                n,
+                f"add `body`, the request as a JSON object with model and messages (got {_shown(body)})",
+            )
         if body.get("stream") is True:
             return Problem(
                 ProblemCode.STREAM_NOT_SUPPORTED,
                 f"Line {n} has stream=true; streaming is not supported in batch mode",
                 n,
+                "remove `stream` from `body`, or set it to false (got true)",
             )
         if self.strict and (problem := _check_chat_body(n, body)):
             return problem
@@ -458,20 +516,34 @@ class LineValidator:
 def _check_chat_body(n: int, body: dict[str, Any]) -> Problem | None:
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        return Problem(ProblemCode.MISSING_MODEL, f"Line {n} body is missing model", n)
+        return Problem(
+            ProblemCode.MISSING_MODEL,
+            f"Line {n} body is missing model",
+            n,
+            f"`model` is missing in `body`: name the model to run (got {_shown(model)})",
+        )
     if "stream" in body and not isinstance(body["stream"], bool):
         return Problem(
             ProblemCode.INVALID_STREAM,
             f"Line {n} body.stream must be true or false, not {echo(json.dumps(body['stream']))}",
             n,
+            f"`stream` must be false or absent (got {echo(json.dumps(body['stream']))})",
         )
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        return Problem(ProblemCode.INVALID_MESSAGES, f"Line {n} body.messages must be a non-empty list of messages", n)
+        return Problem(
+            ProblemCode.INVALID_MESSAGES,
+            f"Line {n} body.messages must be a non-empty list of messages",
+            n,
+            f'`messages` in `body` must be a list like [{{"role": "user", "content": "..."}}] (got {_shown(messages)})',
+        )
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             return Problem(
-                ProblemCode.INVALID_MESSAGES, f"Line {n} body.messages[{index}] must be an object with a role", n
+                ProblemCode.INVALID_MESSAGES,
+                f"Line {n} body.messages[{index}] must be an object with a role",
+                n,
+                f'`messages[{index}]` must be an object like {{"role": "user", ...}} (got {_shown(message)})',
             )
         role = message.get("role")
         if not isinstance(role, str) or role not in MESSAGE_ROLES:
@@ -479,5 +551,6 @@ def _check_chat_body(n: int, body: dict[str, Any]) -> Problem | None:
                 ProblemCode.INVALID_MESSAGES,
                 f"Line {n} body.messages[{index}].role must be one of {', '.join(MESSAGE_ROLES)}",
                 n,
+                f"`messages[{index}].role` must be one of {', '.join(MESSAGE_ROLES)} (got {_shown(role)})",
             )
     return None

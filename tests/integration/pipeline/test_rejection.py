@@ -76,6 +76,23 @@ RULES = [
 ]
 
 
+WITH_A_FIX = {
+    "invalid_json",
+    "not_an_object",
+    "missing_custom_id",
+    "duplicate_custom_id",
+    "invalid_method",
+    "missing_url",
+    "url_not_allowed",
+    "url_mismatch",
+    "missing_body",
+    "stream_not_supported",
+    "missing_model",
+    "invalid_stream",
+    "invalid_messages",
+}
+
+
 @pytest.mark.parametrize(("code", "bad_line", "message"), RULES, ids=[f"{rule[0]}-{n}" for n, rule in enumerate(RULES)])
 def test_each_rule_rejects_the_file_naming_the_line_without_any_api_call(
     pipeline: Pipeline, code: str, bad_line: bytes, message: str
@@ -90,7 +107,15 @@ def test_each_rule_rejects_the_file_naming_the_line_without_any_api_call(
     # Then the report names the line, and nothing at all reached the API
     report = pipeline.report("bad")
     assert report["outcome"] == "rejected"
-    assert report["validation_errors"] == [{"line": 3, "code": code, "message": message}]
+    (problem,) = report["validation_errors"]
+    assert {name: problem[name] for name in ("line", "code", "message")} == {
+        "line": 3,
+        "code": code,
+        "message": message,
+    }
+    # and, beside the API's own wording, what to change and what was found
+    if code in WITH_A_FIX:
+        assert "(got " in problem["fix"], problem
     assert report["validation_error_count"] == 1
     assert report["batches"] == []
     assert pipeline.emulator.calls == []
