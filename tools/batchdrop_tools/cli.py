@@ -98,6 +98,9 @@ def _build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     submit_module.add_status_arguments(status)
+    demo.add_argument(
+        "--keep", action="store_true", help="leave the local stack running after the run (Ctrl-C stops it)"
+    )
     jobs = commands.add_parser("jobs", help="list, show, watch, cancel or retry jobs")
     from batchdrop_tools.jobs import add_arguments as add_jobs_arguments
 

@@ -32,8 +32,12 @@ def test_the_bundled_sample_prints_an_answer_per_line_and_exits_0() -> None:
     assert "capital-fr: echo: What is the capital of France?" in result.stdout
     assert "translate: echo: Translate 'good morning' into Spanish." in result.stdout
     assert "Outcome: succeeded (5 succeeded, 0 failed, 5 total)" in result.stdout
-    assert "report: s3://batchdrop-local/outbox/demo/report.json" in result.stdout
-    assert " Tokens: " in result.stdout and "   Cost: 0.0000" in result.stdout and " USD" in result.stdout
+    assert "report:      s3://batchdrop-local/outbox/demo/report.json" in result.stdout
+    assert "results_csv: s3://batchdrop-local/outbox/demo/results.csv" in result.stdout
+    assert "tokens:      " in result.stdout and "cost:        0.0000" in result.stdout and " USD" in result.stdout
+    assert "these s3:// URIs are gone with it (--keep leaves it running)" in result.stdout
+    # and it showed the job moving while it waited (a line per change: the output is not a terminal)
+    assert "running" in result.stderr or "collecting" in result.stderr or "succeeded · " in result.stderr
 
 
 def test_a_bad_file_is_rejected_naming_its_lines_and_exits_1(tmp_path: Path) -> None:
@@ -46,6 +50,17 @@ def test_a_bad_file_is_rejected_naming_its_lines_and_exits_1(tmp_path: Path) -> 
     assert 'line 1: invalid_method: Line 1 method must be "POST"' in result.stdout
     assert "line 3: not_an_object: Line 3 must be a JSON object" in result.stdout
     assert "Outcome: rejected" in result.stdout
+
+
+def test_a_file_the_pipeline_does_not_take_is_dropped_as_is_and_rejected_as_in_the_bucket(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"custom_id": "a"}\n')
+
+    result = run_demo(str(notes))
+
+    assert result.returncode == 1
+    assert "at s3://batchdrop-local/inbox/notes.json\n" in result.stdout  # not renamed notes.json.jsonl
+    assert "not_jsonl" in result.stdout and "Outcome: rejected" in result.stdout
 
 
 def test_a_missing_file_is_a_clear_error() -> None:

@@ -11,7 +11,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from batchdrop_tools.local.stack import LocalStack, LocalStackConfig, quiet_logs
+import boto3
+
+from batchdrop.integrations import s3io
+from batchdrop.models import Job
+from batchdrop_tools import follow
+from batchdrop_tools.local.stack import REGION, LocalStack, LocalStackConfig, quiet_logs
+from batchdrop_tools.target import Target
 
 FAILED_OUTCOMES = ("failed", "rejected")
 
@@ -42,8 +48,8 @@ def run_demo(args: Any) -> int:
         name, body = path.name, path.read_bytes()
     else:
         name, body = _sample()
-    if not name.endswith((".jsonl", ".jsonl.gz")):
-        name += ".jsonl"
+    # Dropped under its own name: a file the pipeline does not take (not .jsonl) gets the pipeline's own
+    # rejection, as it would in the bucket.
     api_key, project_id = os.environ.get("ZGPU_API_KEY"), os.environ.get("ZGPU_PROJECT_ID")
     if args.api_url and not api_key:
         print(
@@ -67,29 +73,57 @@ def run_demo(args: Any) -> int:
     with LocalStack(config) as stack:
         s3 = stack.client("s3")
         key = f"inbox/{name}"
-        base = name.removesuffix(".gz").removesuffix(".jsonl")
-        print(f"Dropping {len(body.splitlines())} request(s) at s3://{config.bucket}/{key}")
+        print(f"Dropping {len(body.splitlines())} request(s) at s3://{config.bucket}/{key}", flush=True)
         s3.put_object(Bucket=config.bucket, Key=key, Body=body)
-        report = _wait_for_report(s3, config.bucket, f"outbox/{base}/report.json", args.timeout)
-        if report is None:
-            print(f"batchdrop demo: no report after {args.timeout:.0f} s", file=sys.stderr)
+        where = Target(
+            session=boto3.Session(aws_access_key_id="local", aws_secret_access_key="local", region_name=REGION),
+            endpoint_url=stack.endpoint_url,
+            where=f"batchdrop local at {stack.endpoint_url}",
+            table=stack.table_name,
+            bucket=config.bucket,
+            local=True,
+        )
+        job = _follow(where, s3, config.bucket, key, args.timeout)
+        if job is None:
+            print(f"batchdrop demo: the job had not ended after {args.timeout:.0f} s (--timeout)", file=sys.stderr)
             return 1
-        _print_results(s3, config.bucket, base, report)
+        report = json.loads(s3.get_object(Bucket=config.bucket, Key=f"{job.output_prefix}report.json")["Body"].read())
+        _print_results(s3, config.bucket, job.output_prefix, report)
+        if getattr(args, "keep", False):
+            print()
+            print(f"The stack keeps running (--keep): export AWS_ENDPOINT_URL={stack.endpoint_url}")
+            print("  batchdrop status, batchdrop jobs list and aws s3 cp find it; Ctrl-C stops it.", flush=True)
+            _wait_for_interrupt()
+        else:
+            print()
+            print("The local stack stops now: these s3:// URIs are gone with it (--keep leaves it running).")
     return 1 if report["outcome"] in FAILED_OUTCOMES else 0
 
 
-def _wait_for_report(s3: Any, bucket: str, key: str, timeout: float) -> dict[str, Any] | None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            report: dict[str, Any] = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-            return report
-        except s3.exceptions.NoSuchKey:
-            time.sleep(0.25)
-    return None
+def _follow(where: Target, s3: Any, bucket: str, key: str, timeout: float) -> Job | None:
+    """The job of the dropped file, followed with the CLI's progress display until it has ended."""
+    ref = s3io.head(s3, bucket, key)
+    if ref is None:
+        return None
+    store = follow.store_of(where)
+    try:
+        job = follow.wait_for_job(
+            store, ref.job_id, timeout=min(timeout, 60), interval=0.25, what=f"s3://{bucket}/{key}"
+        )
+        return follow.follow(where, store, job, interval=0.5, timeout=timeout)
+    except follow.WaitTimedOut:
+        return None
 
 
-def _print_results(s3: Any, bucket: str, base: str, report: dict[str, Any]) -> None:
+def _wait_for_interrupt() -> None:
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+
+
+def _print_results(s3: Any, bucket: str, prefix: str, report: dict[str, Any]) -> None:
     def lines(key: str) -> list[dict[str, Any]]:
         try:
             body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -98,13 +132,15 @@ def _print_results(s3: Any, bucket: str, base: str, report: dict[str, Any]) -> N
         return [json.loads(line) for line in body.splitlines() if line.strip()]
 
     print()
-    for line in lines(f"outbox/{base}/output.jsonl"):
+    for line in lines(f"{prefix}output.jsonl"):
         print(f"{line['custom_id']}: {_answer(line)}")
-    for line in lines(f"outbox/{base}/errors.jsonl"):
+    for line in lines(f"{prefix}errors.jsonl"):
         error = line.get("error") or {}
         print(f"{line['custom_id']}: ERROR {error.get('code')}: {error.get('message')}")
     for problem in report.get("validation_errors", []):
-        print(f"line {problem['line']}: {problem['code']}: {problem['message']}")
+        where = f"line {problem['line']}" if problem.get("line") else "file"
+        fix = f" → {problem['fix']}" if problem.get("fix") else ""
+        print(f"{where}: {problem['code']}: {problem['message']}{fix}")
     counts = report["counts"]
     print()
     print(
@@ -113,13 +149,13 @@ def _print_results(s3: Any, bucket: str, base: str, report: dict[str, Any]) -> N
     )
     usage = (report.get("usage") or {}).get("total")
     if usage and usage.get("lines"):
-        print(f" Tokens: {usage['prompt_tokens']:,} in, {usage['completion_tokens']:,} out")
+        print(f"{'tokens:':<12} {usage['prompt_tokens']:,} in, {usage['completion_tokens']:,} out")
     cost = report.get("cost")
     if cost:
         total = cost.get("total")
         priced = (
             f"{total:.6f} {cost['currency']}" if total is not None else "not known (no model of this file is priced)"
         )
-        print(f"   Cost: {priced}")
+        print(f"{'cost:':<12} {priced}")
     for label, uri in report["outputs"].items():
-        print(f"{label:>7}: {uri}")
+        print(f"{label + ':':<12} {uri}")

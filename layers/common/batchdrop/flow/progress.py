@@ -70,8 +70,10 @@ def _time_left(job: Job, batches: Mapping[str, BatchProgress], now: int) -> int 
     """At the pace of each of the round's batches so far, when the slowest ends (None: not known, as
     while some batch has not started, or has done nothing yet)."""
     current = [batch for batch in batches.values() if batch.round == job.round]
-    if job.shard_count is None or not job.all_started:
+    if job.shard_count is None or not job.all_started or not current:
         return None
+    if job.round == 0 and len(current) < job.shard_count:
+        return None  # a batch not seen yet
     left = 0
     for batch in current:
         if batch.status in _ENDED:
