@@ -113,6 +113,20 @@ def _build_parser() -> argparse.ArgumentParser:
     from batchdrop_tools.dlq import add_arguments as add_dlq_arguments
 
     add_dlq_arguments(dlq)
+    examples = {
+        emulator: "examples:\n  batchdrop emulator --port 8400\n  batchdrop emulator --upstream http://127.0.0.1:8000"
+        " --lines-per-second 5",
+        local: "examples:\n  batchdrop local\n  batchdrop local --quiet --lines-per-second 20"
+        "\n  batchdrop local --host 0.0.0.0    (for sam local invoke; see the README)",
+        demo: "examples:\n  batchdrop demo\n  batchdrop demo my-requests.jsonl --keep",
+        validate: "examples:\n  batchdrop validate requests.jsonl\n  batchdrop validate exports/*.jsonl.gz"
+        "\nexit codes: 0 every file is good, 1 a file has problems, 2 a file cannot be read",
+        dlq: "examples:\n  batchdrop dlq list --queue ingest --stack-name batchdrop-prod"
+        "\n  batchdrop dlq redrive --queue collect --local",
+    }
+    for command, text in examples.items():
+        command.epilog = text
+        command.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
 
 

@@ -1,5 +1,6 @@
 """`batchdrop submit FILE [--wait]` and `batchdrop status JOB`.
 
+examples:
     batchdrop submit requests.jsonl --local --wait
     batchdrop submit requests.jsonl --stack-name batchdrop-prod --name 2026-12/requests.jsonl
     batchdrop status requests            (by name, S3 URI or job id)
