@@ -76,6 +76,7 @@ def _check(model: type[BaseModel], schema: dict[str, Any], home: str, where: str
         (contracts.SubmittedDetail, "batch-job-submitted.schema.json"),
         (contracts.RejectedDetail, "batch-job-rejected.schema.json"),
         (contracts.Status, "status.schema.json"),
+        (contracts.RoundFinishedDetail, "batch-job-round-finished.schema.json"),
     ],
 )
 def test_each_model_is_the_schema_it_publishes(model: type[BaseModel], schema_name: str) -> None:

@@ -262,6 +262,26 @@ class FinishedDetail(_Document):
     cost: Cost | None = None
 
 
+class RoundFinishedDetail(_Document):
+    """`Batch Job Round Finished`: a round of a job has ended and some of its failed lines go again as the
+    next round (sent once per round, best effort; `Batch Job Finished` follows at the job's true end)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str
+    job_id: str
+    input: InputInfo
+    round: int
+    """The round that ended (0: the input's own batches)."""
+    next_round: int
+    lines_redriven: int
+    """Lines the next round sends again."""
+    next_round_batches: int
+    succeeded_so_far: int
+    rounds: list[RoundSummary]
+    """Every round so far, as report.json will list them."""
+    sent_at: str | None
+
+
 class SubmittedDetail(_Document):
     """`Batch Job Submitted`"""
 
@@ -605,4 +625,23 @@ def status_document(job: Job, progress: JobProgress, *, counts: LineCounts | Non
         updated_at=iso(progress.updated_at),
         outputs=outputs(job, results_csv=False) if finished else outputs(job, report_only=True),
         timestamps=timestamps(job),
+    )
+
+
+def round_finished_detail(
+    job: Job, shards: Sequence[Shard], *, lines: int, batches: int, now: int
+) -> RoundFinishedDetail:
+    """`job` as it was when its round ended (before the next round was committed); `shards` its shards then."""
+    summaries = recovery(job, shards).rounds
+    return RoundFinishedDetail(
+        event_id=f"{job.job_id}:round-{job.round}",
+        job_id=job.job_id,
+        input=job.input,
+        round=job.round,
+        next_round=job.round + 1,
+        lines_redriven=lines,
+        next_round_batches=batches,
+        succeeded_so_far=sum(summary.succeeded for summary in summaries),
+        rounds=summaries,
+        sent_at=iso(now),
     )

@@ -82,6 +82,7 @@ class Pipeline:
     finished_events: list[dict[str, Any]] = field(default_factory=list)
     submitted_events: list[dict[str, Any]] = field(default_factory=list)
     rejected_requests: list[dict[str, Any]] = field(default_factory=list)
+    round_events: list[dict[str, Any]] = field(default_factory=list)
     sns_messages: list[dict[str, Any]] = field(default_factory=list)
 
     # dropping files
@@ -227,6 +228,8 @@ class Pipeline:
                         self.finished_events.append(body)
                     elif body["detail-type"] == "Batch Job Rejected":
                         self.rejected_requests.append(body)
+                    elif body["detail-type"] == "Batch Job Round Finished":
+                        self.round_events.append(body)
                     else:
                         self.submitted_events.append(body)
                     self.sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])

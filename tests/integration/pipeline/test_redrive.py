@@ -104,6 +104,14 @@ def test_transient_failures_heal_in_a_second_round_with_every_line_answered_once
     assert detail["rounds"] == report["rounds"] and detail["recovered"] == failed_first
     assert_matches_schema(report, "report.schema.json")
     assert_matches_schema(detail, "batch-job-finished.schema.json")
+    # and between the rounds, once: `Batch Job Round Finished`
+    (between,) = pipeline.round_events
+    assert between["detail"]["round"] == 0 and between["detail"]["next_round"] == 1
+    assert between["detail"]["lines_redriven"] == failed_first
+    assert between["detail"]["next_round_batches"] == round_batches
+    assert between["detail"]["succeeded_so_far"] == 1000 - failed_first
+    assert between["detail"]["event_id"] == f"{report['job_id']}:round-0"
+    assert_matches_schema(between["detail"], "batch-job-round-finished.schema.json")
     assert pipeline.idle() and pipeline.services.store.slots_in_use() == 0
 
 
@@ -118,6 +126,8 @@ def test_permanent_failures_end_the_job_partial_after_one_round(pipeline: Pipeli
     assert failed > 0 and report["errors_by_code"] == {"invalid_request_error": failed}
     assert len(report["rounds"]) == 1 and report["retried"] == 0 and report["attempts"] == {"1": 100}
     assert pipeline.emulator.count_calls("POST", "/v1/batches") == 1
+    pipeline.read_notifications()
+    assert pipeline.round_events == []  # no round followed
 
 
 def test_the_round_budget_ends_the_job_with_each_line_in_one_file_and_its_last_error(make_pipeline: Any) -> None:

@@ -41,6 +41,7 @@ from typing import IO, Any
 import orjson
 from botocore.exceptions import ClientError
 
+from batchdrop import contracts
 from batchdrop.flow.results import export_results
 from batchdrop.flow.split import ids_beside
 from batchdrop.integrations import s3io
@@ -294,11 +295,23 @@ def start_round(job: Job, shards: list[Shard], planned: NextRound, services: Ser
         return None
     count(Metric.ROUNDS_STARTED)
     count(Metric.LINES_REDRIVEN, sent)
+    if new_shards:
+        _announce_round(claimed, shards, sent, len(new_shards), services)
     logger.info(
         "re-drive round started",
         extra={"round": planned.number, "lines": sent, "shards": len(new_shards), "sources": len(sources)},
     )
     return committed
+
+
+def _announce_round(job: Job, shards: list[Shard], sent: int, batches: int, services: Services) -> None:
+    """`Batch Job Round Finished`, once the next round is committed. Best effort: the job's end is
+    announced by `Batch Job Finished` whatever happens to this one."""
+    detail = contracts.round_finished_detail(job, shards, lines=sent, batches=batches, now=services.now())
+    try:
+        services.notifier.round_finished(detail.document())
+    except Exception as error:  # informational; the round goes on
+        logger.warning("could not announce the round's end", extra={"round": job.round, "error": repr(error)})
 
 
 def _result_set_to(result: ShardResult) -> Callable[[Shard], dict[str, Any] | None]:

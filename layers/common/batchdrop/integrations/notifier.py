@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 EVENT_SOURCE = "batchdrop"
 SUBMITTED = "Batch Job Submitted"
 FINISHED = "Batch Job Finished"
+ROUND_FINISHED = "Batch Job Round Finished"
 REJECTED_REQUEST = "Batch Job Rejected"
 
 
@@ -49,6 +50,9 @@ class Notifier:
 
     def finished_event(self, detail: dict[str, Any]) -> None:
         self.put_event(FINISHED, detail)
+
+    def round_finished(self, detail: dict[str, Any]) -> None:
+        self.put_event(ROUND_FINISHED, detail)
 
     def request_rejected(self, detail: dict[str, Any]) -> None:
         self.put_event(REJECTED_REQUEST, detail)
