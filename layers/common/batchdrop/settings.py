@@ -105,6 +105,9 @@ class Settings(BaseModel):
     status_interval_seconds: int = Field(default=60, alias="STATUS_INTERVAL_SECONDS", ge=0, le=3600)
     """How often, at most, the poller writes a running job's progress on its record and in
     outbox/<name>/status.json (flow/progress.py)."""
+    status_jobs_per_run: int = Field(default=200, alias="STATUS_JOBS_PER_RUN", ge=0, le=10_000)
+    """At most this many jobs' progress a poll run writes (those written longest ago first; the rest in the
+    runs after): the run's time goes to the batches, however many jobs are in flight."""
     results_csv: bool = Field(default=True, alias="RESULTS_CSV")
     """Whether a finished job also gets outbox/<name>/results.csv (results_table.py)."""
     max_estimated_cost_per_job: float = Field(default=0, alias="MAX_ESTIMATED_COST_PER_JOB", ge=0)

@@ -118,3 +118,20 @@ def test_the_dashboard_figures_are_emitted(make_pipeline: Any, monkeypatch: Any)
     assert figures["LinesSucceeded"] == 3 and figures["LinesFailed"] == 0
     assert figures["PromptTokens"] > 0 and figures["CompletionTokens"] > 0
     assert len(costs) == 1 and costs[0] > 0
+
+
+def test_a_run_writes_at_most_status_jobs_per_run_the_oldest_first(make_pipeline: Any) -> None:
+    # Given two running jobs and room for one progress write a run
+    pipeline: Pipeline = make_pipeline(emulator_settings={"lines_per_second": 0.1}, STATUS_JOBS_PER_RUN=1)
+    pipeline.drop("inbox/one.jsonl", lines_for(2))
+    pipeline.drop("inbox/two.jsonl", lines_for(2))
+    store = pipeline.services.store
+
+    # When the poller runs once, then again after the interval
+    pipeline.step(30)
+    written = [job for job in store.recent_jobs(limit=5) if job.live_at is not None]
+    pipeline.step(61)
+
+    # Then the first run wrote one job, and the next the other (never written before, so first in line)
+    assert len(written) == 1
+    assert all(job.live_at is not None for job in store.recent_jobs(limit=5))

@@ -425,23 +425,29 @@ def _record_progress(services: Services, jobs: _RunJobs, live: progress.LiveBatc
     """The progress of each job whose batches the run looked at (flow/progress.py), a job at a time, for
     as long as the run has time: at most one write a job per STATUS_INTERVAL_SECONDS."""
     seen = live.jobs()
-    if not seen:
+    interval = services.settings.status_interval_seconds
+    due_before = services.now() - interval
+    # Not read this run (their batches are seen again next time), or written recently: left out. Of the
+    # rest, those written longest ago first, at most STATUS_JOBS_PER_RUN.
+    due = [
+        job
+        for job in (jobs.known(job_id) for job_id in seen)
+        if job is not None and (job.live_at is None or job.live_at <= due_before)
+    ]
+    due = sorted(due, key=lambda job: job.live_at or 0)[: services.settings.status_jobs_per_run]
+    if not due:
         return
 
-    def write(job_id: str) -> None:
-        job = jobs.known(job_id)
-        interval = services.settings.status_interval_seconds
-        if job is None or (job.live_at is not None and job.live_at > services.now() - interval):
-            return  # not read this run (its batches are seen again next time), or written recently
+    def write(job: Job) -> None:
         if not services.time_left():
             return
         try:
-            progress.record(job, seen[job_id], services)
+            progress.record(job, seen[job.job_id], services)
         except ClientError as error:
-            logger.warning("could not record the job's progress", extra={"job_id": job_id, "error": repr(error)})
+            logger.warning("could not record the job's progress", extra={"job_id": job.job_id, "error": repr(error)})
 
-    with ThreadPoolExecutor(max_workers=min(len(seen), services.settings.poll_concurrency)) as pool:
-        list(pool.map(write, seen))
+    with ThreadPoolExecutor(max_workers=min(len(due), services.settings.poll_concurrency)) as pool:
+        list(pool.map(write, due))
 
 
 def _counts_of(counts: RequestCounts | None) -> dict[str, int] | None:
