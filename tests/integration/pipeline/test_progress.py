@@ -122,7 +122,7 @@ def test_the_dashboard_figures_are_emitted(make_pipeline: Any, monkeypatch: Any)
 
 def test_a_run_writes_at_most_status_jobs_per_run_the_oldest_first(make_pipeline: Any) -> None:
     # Given two running jobs and room for one progress write a run
-    pipeline: Pipeline = make_pipeline(emulator_settings={"lines_per_second": 0.1}, STATUS_JOBS_PER_RUN=1)
+    pipeline: Pipeline = make_pipeline(emulator_settings={"lines_per_second": 0.005}, STATUS_JOBS_PER_RUN=1)
     pipeline.drop("inbox/one.jsonl", lines_for(2))
     pipeline.drop("inbox/two.jsonl", lines_for(2))
     store = pipeline.services.store
