@@ -60,6 +60,12 @@ def test_a_running_job_shows_its_status_counts_and_time_left_then_its_outcome(ma
     assert status["eta_seconds"] == 0
     final = store.get_job(job.job_id)
     assert final is not None and final.counts is not None and final.counts.succeeded == 20
+    # and a poll run that read the job before its end cannot write "running" over it
+    assert job.progress is not None
+    late = store.record_progress(
+        job.job_id, {}, job.progress, now=int(pipeline.clock.now()) + 10_000, due_before=10**12
+    )
+    assert late is False and status_json(pipeline)["status"] == "succeeded"
 
 
 def test_a_job_recorded_before_live_batches_existed_gets_its_progress_too(make_pipeline: Any) -> None:

@@ -168,9 +168,9 @@ def poll_once(services: Services) -> PollSummary:
     if services.time_left():
         _poll_active(services, summary, cancelled, live)
     if services.time_left():
-        _record_progress(services, cancelled, live)
-    if services.time_left():
         _hand_over_waiting(services, summary, cancelled)
+    if services.time_left():
+        _record_progress(services, cancelled, live)
     if services.time_left() and (summary.due or summary.saw_waiting):  # an idle run reads nothing more
         _report_gauges(services)
     summary.out_of_time = not services.time_left()
@@ -443,7 +443,7 @@ def _record_progress(services: Services, jobs: _RunJobs, live: progress.LiveBatc
             return
         try:
             progress.record(job, seen[job.job_id], services)
-        except ClientError as error:
+        except Exception as error:  # a courtesy: never the run's failure
             logger.warning("could not record the job's progress", extra={"job_id": job.job_id, "error": repr(error)})
 
     with ThreadPoolExecutor(max_workers=min(len(due), services.settings.poll_concurrency)) as pool:

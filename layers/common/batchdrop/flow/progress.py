@@ -132,7 +132,7 @@ def record(job: Job, batches: Mapping[str, BatchProgress], services: Services) -
     progress = view(job, now, batches)
     interval = services.settings.status_interval_seconds
     if not services.store.record_progress(job.job_id, batches, progress, now=now, due_before=now - interval):
-        return False
+        return False  # written within the interval, or the job has ended meanwhile
     try:
         s3io.put_json(
             services.s3,

@@ -364,8 +364,15 @@ class JobStore:
         """Puts the batches (by shard index) into the job's `live_batches`, with its `progress`, unless the
         last such write was after `due_before` (False then; or if the job is gone). Unversioned, like
         note_progress: it touches attributes no versioned writer of the job writes."""
-        names: dict[str, str] = {"#at": "live_at", "#progress": "progress", "#live": "live_batches"}
-        values: dict[str, Any] = {":now": now, ":due": due_before, ":progress": to_jsonable_python(progress)}
+        # Never over an ended job's record: a run that read the job before its end must not write "running".
+        names: dict[str, str] = {
+            "#at": "live_at",
+            "#progress": "progress",
+            "#live": "live_batches",
+            "#status": "status",
+        }
+        running = {":received": JobStatus.RECEIVED.value, ":submitting": JobStatus.SUBMITTING.value}
+        values: dict[str, Any] = {":now": now, ":due": due_before, ":progress": to_jsonable_python(progress)} | running
         sets = ["#at = :now", "#progress = :progress"]
         for position, (index, batch) in enumerate(batches.items()):
             names[f"#b{position}"] = index
@@ -376,7 +383,10 @@ class JobStore:
                 TableName=self._table,
                 Key=_job_key(job_id),
                 UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(#at) OR #at <= :due)",
+                ConditionExpression=(
+                    "attribute_exists(pk) AND #status IN (:received, :submitting) "
+                    "AND (attribute_not_exists(#at) OR #at <= :due)"
+                ),
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=_serialize(values),
             )
@@ -386,7 +396,7 @@ class JobStore:
             if error.response.get("Error", {}).get("Code") != "ValidationException":
                 raise
             # A job recorded before `live_batches` existed has no map to put keys in: the whole map, once.
-            values = {":now": now, ":due": due_before, ":progress": values[":progress"]}
+            values = {":now": now, ":due": due_before, ":progress": values[":progress"]} | running
             values[":live"] = {index: to_jsonable_python(batch) for index, batch in batches.items()}
             try:
                 self._db.update_item(
@@ -394,10 +404,15 @@ class JobStore:
                     Key=_job_key(job_id),
                     UpdateExpression="SET #at = :now, #progress = :progress, #live = :live",
                     ConditionExpression=(
-                        "attribute_exists(pk) AND attribute_not_exists(#live) "
+                        "attribute_exists(pk) AND attribute_not_exists(#live) AND #status IN (:received, :submitting) "
                         "AND (attribute_not_exists(#at) OR #at <= :due)"
                     ),
-                    ExpressionAttributeNames={"#at": "live_at", "#progress": "progress", "#live": "live_batches"},
+                    ExpressionAttributeNames={
+                        "#at": "live_at",
+                        "#progress": "progress",
+                        "#live": "live_batches",
+                        "#status": "status",
+                    },
                     ExpressionAttributeValues=_serialize(values),
                 )
             except ClientError as again:
