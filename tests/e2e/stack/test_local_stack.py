@@ -8,22 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stack_harness import BUCKET, RunningStack
+from stack_harness import BUCKET, RunningStack, request
 
 from batchdrop_tools.local.template import derive_local_resources, find_template, load_template
 
 pytestmark = pytest.mark.e2e
-
-
-def request(custom_id: str, text: str) -> str:
-    return json.dumps(
-        {
-            "custom_id": custom_id,
-            "method": "POST",
-            "url": "/v1/chat/completions",
-            "body": {"model": "zgpu-small", "messages": [{"role": "user", "content": text}]},
-        }
-    )
 
 
 def test_the_banner_names_the_endpoint_the_bucket_and_an_example(stack: RunningStack) -> None:

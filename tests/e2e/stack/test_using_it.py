@@ -9,20 +9,14 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+import stack_harness
 from stack_harness import RunningStack
 
 pytestmark = pytest.mark.e2e
 
 
 def request(custom_id: str, text: str) -> str:
-    return json.dumps(
-        {
-            "custom_id": custom_id,
-            "method": "POST",
-            "url": "/v1/chat/completions",
-            "body": {"model": "llama-3.1-8b-instruct-fast", "messages": [{"role": "user", "content": text}]},
-        }
-    )
+    return stack_harness.request(custom_id, text, model="llama-3.1-8b-instruct-fast")
 
 
 def test_submit_wait_on_the_sample_prints_the_outcome_and_where_the_files_are(
