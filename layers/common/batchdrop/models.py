@@ -326,6 +326,45 @@ class KeptErrors(BaseModel):
     errors_by_code: dict[str, int] = Field(default_factory=dict)
 
 
+class MergedFile(BaseModel):
+    """One of a job's merged files in its outbox, as merged: its ETag and, in order, the work files it was
+    put together from with their sizes (so where each one lies in it)."""
+
+    etag: str
+    prefix: str = ""
+    """What every source's key begins with (its shards' results directory): kept once, not per part."""
+    parts: list[tuple[str, int]]
+    """(key after the prefix, bytes) of each source, in the merge's order."""
+
+    @classmethod
+    def of(cls, etag: str, keys: list[str], sizes: list[int]) -> MergedFile:
+        prefix = keys[0].rsplit("/", 1)[0] + "/" if keys and "/" in keys[0] else ""
+        if not all(key.startswith(prefix) for key in keys):
+            prefix = ""
+        return cls(
+            etag=etag, prefix=prefix, parts=[(key[len(prefix) :], size) for key, size in zip(keys, sizes, strict=True)]
+        )
+
+    def ranges(self) -> dict[str, tuple[int, int]]:
+        """Each source's key: (offset, bytes) in the merged file."""
+        found: dict[str, tuple[int, int]] = {}
+        offset = 0
+        for name, size in self.parts:
+            found[self.prefix + name] = (offset, size)
+            offset += size
+        return found
+
+
+class MergedLayout(BaseModel):
+    """Where each result file of a job's shards lies in its outbox's output.jsonl and errors.jsonl, as of
+    its last merge: a work file that has expired since is cut from there again, byte for byte. Stored
+    beside the job (`MERGED`)."""
+
+    round: int
+    output: MergedFile
+    errors: MergedFile
+
+
 class TokenUsage(BaseModel):
     """Tokens as the API reported them in its result lines (`response.body.usage`), summed."""
 

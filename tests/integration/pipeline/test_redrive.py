@@ -466,15 +466,61 @@ def test_a_retry_after_the_work_copies_expired_takes_its_lines_from_the_input(ma
     assert sorted(output) == sorted(ids(6)) and errors == []
 
 
-def test_a_retry_after_the_working_files_expired_is_refused_naming_why(make_pipeline: Any) -> None:
-    # Given a finished job with a retryable failure, and everything under the work prefix expired
+def expire_work_prefix(pipeline: Pipeline) -> None:
+    """Everything under the work prefix gone, every version (as WorkRetentionDays does)."""
+    listing = pipeline.s3.list_object_versions(Bucket=BUCKET, Prefix="work/")
+    for entry in listing.get("Versions", []) + listing.get("DeleteMarkers", []):
+        pipeline.s3.delete_object(Bucket=BUCKET, Key=entry["Key"], VersionId=entry["VersionId"])
+
+
+def retry_by_hand(pipeline: Pipeline) -> None:
+    job = the_job(pipeline)
+    redrive.request_retry(pipeline.services.store, job.job_id, now=pipeline.services.now(), s3=pipeline.s3)
+    pipeline.run()
+
+
+def test_retries_after_every_working_file_expired_cut_them_from_the_merged_files(make_pipeline: Any) -> None:
+    # Given a job of three shards whose lines r-2 and r-7 fail their first two attempts and r-5 for good,
+    # with its files at the API deleted once it ends (so nothing could be exported from there again)
+    pipeline: Pipeline = make_pipeline(REDRIVE_ENABLED="false", MAX_LINES_PER_BATCH=4, DELETE_PROVIDER_FILES="true")
+    pipeline.emulator.faults.line_errors("invalid_request_error", custom_ids={"r-5"})
+    pipeline.emulator.faults.line_errors("rate_limit_exceeded", custom_ids={"r-2", "r-7"}, times_per_line=2)
+    pipeline.drop("inbox/aged.jsonl", lines_for(10))
+    pipeline.run()
+    first_output = {line["custom_id"]: line for line in pipeline.lines("outbox/aged/output.jsonl")}
+    assert sorted(first_output) == sorted(ids(10) - {"r-2", "r-5", "r-7"})
+
+    # When everything under the work prefix expires, the job is retried, that expires again, and it is
+    # retried once more
+    expire_work_prefix(pipeline)
+    retry_by_hand(pipeline)
+    assert pipeline.report("aged")["counts"] == {"total": 10, "succeeded": 7, "failed": 3}
+    expire_work_prefix(pipeline)
+    retry_by_hand(pipeline)
+
+    # Then the two lines are answered on their third attempt; every other line is as it was, once
+    report = pipeline.report("aged")
+    assert report["outcome"] == "partial" and report["counts"] == {"total": 10, "succeeded": 9, "failed": 1}
+    assert report["errors_by_code"] == {"invalid_request_error": 1}
+    output, errors = outcome_files(pipeline, "aged")
+    assert sorted(output) == sorted(ids(10) - {"r-5"}) and len(output) == 9
+    assert [line["custom_id"] for line in errors] == ["r-5"]
+    final_output = {line["custom_id"]: line for line in pipeline.lines("outbox/aged/output.jsonl")}
+    assert all(final_output[custom_id] == line for custom_id, line in first_output.items())
+    assert len(report["rounds"]) == 3 and report["attempts"]["3"] == 2
+
+
+def test_a_retry_after_the_working_files_expired_and_the_outbox_changed_is_refused_naming_why(
+    make_pipeline: Any,
+) -> None:
+    # Given a finished job with a retryable failure, everything under the work prefix expired, and its
+    # errors.jsonl edited since it ended
     pipeline: Pipeline = make_pipeline(REDRIVE_ENABLED="false")
     pipeline.emulator.faults.line_errors("rate_limit_exceeded", custom_ids={"r-1"})
     pipeline.drop("inbox/expired.jsonl", lines_for(3))
     pipeline.run()
-    listing = pipeline.s3.list_object_versions(Bucket=BUCKET, Prefix="work/")
-    for entry in listing.get("Versions", []) + listing.get("DeleteMarkers", []):
-        pipeline.s3.delete_object(Bucket=BUCKET, Key=entry["Key"], VersionId=entry["VersionId"])
+    expire_work_prefix(pipeline)
+    pipeline.s3.put_object(Bucket=BUCKET, Key="outbox/expired/errors.jsonl", Body=b"")
     job = the_job(pipeline)
 
     # Then a retry is refused with the reason and the fix, and the job stays as it ended
@@ -482,3 +528,20 @@ def test_a_retry_after_the_working_files_expired_is_refused_naming_why(make_pipe
         redrive.request_retry(pipeline.services.store, job.job_id, now=pipeline.services.now(), s3=pipeline.s3)
     assert "upload the input again" in str(refused.value) and "WorkRetentionDays" in str(refused.value)
     assert the_job(pipeline).status == JobStatus.FINISHED
+
+
+def test_a_merged_layout_that_cannot_be_kept_never_stops_the_job_s_end(pipeline: Pipeline, monkeypatch: Any) -> None:
+    # Given a store that cannot keep the merged files' layout
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise ValueError("the merged layout is 400001 bytes gzipped, over 358400")
+
+    monkeypatch.setattr(pipeline.services.store, "put_merged", refuse)
+
+    # When a job ends
+    pipeline.drop("inbox/plain.jsonl", lines_for(3))
+    pipeline.run()
+
+    # Then it ends as ever, with its files and report
+    assert pipeline.report("plain")["outcome"] == "succeeded"
+    assert sorted(outcome_files(pipeline, "plain")[0]) == sorted(ids(3))
+    assert pipeline.services.store.get_merged(the_job(pipeline).job_id) is None

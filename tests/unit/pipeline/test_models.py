@@ -112,3 +112,32 @@ def test_submitted_keys_outside_the_inbox_are_named_by_their_path_but_never_the_
     assert classify("inbox/x.jsonl", any_key=True).name == "x"  # type: ignore[union-attr]
     assert classify("outbox/x/output.jsonl", any_key=True) is None
     assert classify("work/j/shards/0.jsonl", any_key=True) is None
+
+
+def test_the_merged_layout_of_the_largest_job_fits_one_dynamodb_item() -> None:
+    # Given a job of MaxBatchesPerInput (4,999) shards whose failed lines went again in two rounds, each
+    # shard's result files merged (its output and its last kept errors)
+    import gzip
+    import random
+
+    from batchdrop.flow.merged_results import LAYOUT_MAX_BYTES
+    from batchdrop.models import MergedFile, MergedLayout
+
+    results = "work/job-0123456789abcdef0123456789abcdef/results/"
+    shards = range(4_999 * 3)
+    outputs = [f"{results}{index:05d}.output.jsonl" for index in shards]
+    errors = [f"{results}{index:05d}.kept-02.jsonl" for index in shards]
+    sizes = [random.Random(index).randrange(10**9) for index in shards]  # result files up to a GB
+
+    # When its layout is stored as the store stores it
+    layout = MergedLayout(
+        round=2, output=MergedFile.of("e" * 32, outputs, sizes), errors=MergedFile.of("f" * 32, errors, sizes)
+    )
+    stored = gzip.compress(layout.model_dump_json().encode(), compresslevel=6)
+
+    # Then it stays under the bound kept under the 400 KB a DynamoDB item may hold, and gives every
+    # file's place back
+    assert len(stored) < LAYOUT_MAX_BYTES
+    back = MergedLayout.model_validate_json(gzip.decompress(stored))
+    assert back.output.ranges()[outputs[2]] == (sizes[0] + sizes[1], sizes[2])
+    assert list(back.errors.ranges()) == errors

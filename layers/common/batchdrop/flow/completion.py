@@ -17,7 +17,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from batchdrop import contracts
-from batchdrop.flow import progress, redrive
+from batchdrop.flow import merged_results, progress, redrive
 from batchdrop.flow.results import export_results
 from batchdrop.flow.results_table import write_results_csv
 from batchdrop.flow.split import SplitResult
@@ -334,19 +334,33 @@ def _results_table(job: Job, shards: list[Shard], services: Services) -> bool:
 
 
 def _merge(job: Job, shards: list[Shard], services: Services) -> None:
+    """output.jsonl and errors.jsonl from the shards' result files, and where each file lies in them (so a
+    retry after the work prefix expired can cut them out again)."""
     results = [shard.result for shard in shards if shard.result]
     outputs = [result.output_key for result in results if result.output_key]
     errors = [key for result in results if (key := result.final(job.round)[2])]
-    for keys, name in ((outputs, "output.jsonl"), (errors, "errors.jsonl")):
-        s3io.concatenate(services.s3, job.input.bucket, keys, f"{job.output_prefix}{name}")
+    made = {
+        name: (keys, s3io.concatenate(services.s3, job.input.bucket, keys, f"{job.output_prefix}{name}"))
+        for keys, name in ((outputs, "output.jsonl"), (errors, "errors.jsonl"))
+    }
+    merged_results.record(job, services.store, made)
 
 
 def _restore_expired_results(job: Job, shards: list[Shard], services: Services) -> None:
     """A shard collected long before the job ended may have lost its result files to the work prefix's
-    expiry: they are exported again from the API (which keeps them for 30 days)."""
+    expiry: they are cut from the job's merged files again where its last end merged them (a retry), else
+    exported again from the API (which keeps them for 30 days)."""
+    merged = merged_results.MergedResults.load(job, services.store, services.s3)
     for shard in shards:
-        keys = [key for key in (shard.result.output_key, shard.result.errors_key) if key] if shard.result else []
-        if any(s3io.head(services.s3, job.input.bucket, key) is None for key in keys):
+        if shard.result is None:
+            continue
+        needed = {key for key in (shard.result.output_key, shard.result.final(job.round)[2]) if key}
+        missing = {key for key in needed if s3io.head(services.s3, job.input.bucket, key) is None}
+        for key in sorted(missing):
+            if merged is not None and merged.covers(key):
+                merged.restore(key)
+                missing.discard(key)
+        if missing:
             logger.warning("the shard's results expired; exporting them again", extra={"shard": shard.index})
             export_results(shard, job, services, skip_unavailable=True)
 

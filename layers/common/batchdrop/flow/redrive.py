@@ -42,6 +42,7 @@ import orjson
 from botocore.exceptions import ClientError
 
 from batchdrop import contracts
+from batchdrop.flow.merged_results import MergedResults
 from batchdrop.flow.results import export_results
 from batchdrop.flow.split import ids_beside
 from batchdrop.integrations import s3io
@@ -169,7 +170,8 @@ def request_retry(
     """Sets a finished job up for one more round of its failed lines with `codes` (by default those
     another try can help; with `all_failed` also the account's: quota, key), from any of its rounds; the
     poller's sweep starts it at once. Returns the job and the lines it will send again. With `s3`, a job
-    whose working files have expired is refused (its results could not be merged again)."""
+    whose working files have expired is taken only if its merged files can give them back
+    (`merged_results`)."""
     job = store.get_job(job_id)
     if job is None:
         raise RetryRefused(f"no job {job_id} in the table: check the id (`batchdrop jobs list` lists them)")
@@ -189,7 +191,7 @@ def request_retry(
         for code, n in shard.result.final(job.round)[1].items():
             add_count(failures, code, n)
     if s3 is not None:
-        _working_files_kept(job, committed, s3)
+        _working_files_kept(job, committed, store, s3)
     categories = REDRIVEN_CATEGORIES | ({LineCategory.OPERATIONAL} if all_failed else frozenset())
     wanted = set(codes) if codes else {code for code in failures if category_of(code) in categories}
     lines = sum(n for code, n in failures.items() if code in wanted)
@@ -218,9 +220,10 @@ def request_retry(
     return retried, lines
 
 
-def _working_files_kept(job: Job, shards: list[Shard], s3: Any) -> None:
+def _working_files_kept(job: Job, shards: list[Shard], store: JobStore, s3: Any) -> None:
     """Raises RetryRefused if a file the retry's merge reads (each shard's results under the work prefix)
-    has expired: listed a thousand keys a call, not looked up one by one."""
+    has expired and cannot be cut from the job's merged files again (they were replaced since, or the job
+    ended before they recorded where each file lies): listed a thousand keys a call, not looked up one by one."""
     needed: set[str] = set()
     for shard in shards:
         assert shard.result is not None
@@ -231,12 +234,20 @@ def _working_files_kept(job: Job, shards: list[Shard], s3: Any) -> None:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=job.input.bucket, Prefix=prefix):
             present.update(item["Key"] for item in page.get("Contents", []))
     gone = needed - present
-    if gone:
+    if not gone:
+        return
+    merged = MergedResults.load(job, store, s3)
+    lost = {key for key in gone if merged is None or not merged.covers(key)}
+    if lost:
         raise RetryRefused(
-            f"job {job.job_id}'s working files have expired ({len(gone)} of its result files under the work "
-            "prefix, kept WorkRetentionDays): its results can no longer be merged again; upload the input again "
-            f"to run it (its failed lines are listed in {job.output_prefix}errors.jsonl)"
+            f"job {job.job_id}'s working files have expired ({len(lost)} of its result files under the work "
+            "prefix, kept WorkRetentionDays) and cannot be cut from its output.jsonl and errors.jsonl either "
+            "(they changed since it ended, or it ended before batchdrop recorded where each file lies in them): "
+            f"upload the input again to run it (its failed lines are listed in {job.output_prefix}errors.jsonl)"
         )
+    logger.info(
+        "the job's working files expired; the retry cuts them from its merged files", extra={"files": len(gone)}
+    )
 
 
 def awaiting_account_fix(codes: dict[str, int]) -> int:
@@ -264,7 +275,10 @@ def start_round(job: Job, shards: list[Shard], planned: NextRound, services: Ser
     ]
     with tempfile.TemporaryDirectory(dir=services.workdir) as directory:
         cutter = _RoundCutter(claimed, planned.number, base, directory, services)
-        kept = [_take_lines_to_retry(source, claimed, planned, directory, cutter, services) for source in sources]
+        merged = MergedResults.load(claimed, store, services.s3) if planned.codes is not None else None
+        kept = [
+            _take_lines_to_retry(source, claimed, planned, directory, cutter, services, merged) for source in sources
+        ]
         new_shards = cutter.finish()
     for source, entry in zip(sources, kept, strict=True):
         assert source.result is not None
@@ -319,7 +333,13 @@ def _result_set_to(result: ShardResult) -> Callable[[Shard], dict[str, Any] | No
 
 
 def _take_lines_to_retry(
-    source: Shard, job: Job, planned: NextRound, directory: str, cutter: _RoundCutter, services: Services
+    source: Shard,
+    job: Job,
+    planned: NextRound,
+    directory: str,
+    cutter: _RoundCutter,
+    services: Services,
+    merged: MergedResults | None,
 ) -> KeptErrors:
     """Sends the source shard's failed lines that the round takes to `cutter`; returns the error lines it
     keeps (the rest), with their count by code and how many of its lines have gone again so far."""
@@ -327,7 +347,7 @@ def _take_lines_to_retry(
     bucket = job.input.bucket
     failed, _, errors_key = source.result.final(job.round)
     errors_path = os.path.join(directory, "errors.jsonl")
-    _download_errors(source, job, errors_key, errors_path, services)
+    _download_errors(source, job, errors_key, errors_path, services, merged)
     kept_path = os.path.join(directory, "kept-errors.jsonl")
     kept_codes: dict[str, int] = {}
     retry: dict[str, tuple[bytes, str]] = {}  # custom_id -> its error line and code, until it is found
@@ -368,18 +388,26 @@ def _keep(kept: IO[bytes], content: bytes, code: str, codes: dict[str, int]) -> 
     add_count(codes, code)
 
 
-def _download_errors(source: Shard, job: Job, key: str, path: str, services: Services) -> None:
-    """The source shard's error lines; exported again from the API if its own expired meanwhile."""
+def _download_errors(
+    source: Shard, job: Job, key: str, path: str, services: Services, merged: MergedResults | None
+) -> None:
+    """The source shard's error lines; if they expired meanwhile, cut from the job's merged errors.jsonl
+    where its last end put them, else exported again from the API."""
     assert source.result is not None
-    for attempt in range(2):
-        try:
-            s3io.download_file(services.s3, job.input.bucket, key, path)
+    try:
+        s3io.download_file(services.s3, job.input.bucket, key, path)
+        return
+    except ClientError as error:
+        if not s3io.is_missing(error):
+            raise
+        if merged is not None and merged.covers(key):
+            merged.download(key, path)
             return
-        except ClientError as error:
-            if not s3io.is_missing(error) or attempt or key != source.result.errors_key:
-                raise
-        logger.warning("the shard's error lines expired; exporting them again", extra={"shard": source.index})
-        export_results(source, job, services, skip_unavailable=True)
+        if key != source.result.errors_key:
+            raise
+    logger.warning("the shard's error lines expired; exporting them again", extra={"shard": source.index})
+    export_results(source, job, services, skip_unavailable=True)
+    s3io.download_file(services.s3, job.input.bucket, key, path)
 
 
 def _send_found_lines(

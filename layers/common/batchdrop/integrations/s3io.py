@@ -6,6 +6,7 @@ import io
 import json
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from aws_lambda_powertools.shared import user_agent
@@ -118,7 +119,15 @@ MAX_COPY_PART_BYTES = 5 * 1024**3
 """S3's largest part, and so the largest range one UploadPartCopy takes."""
 
 
-def concatenate(s3: S3Client, bucket: str, source_keys: list[str], target_key: str) -> None:
+@dataclass(frozen=True, slots=True)
+class Concatenated:
+    """What a merge made: each source's size, in order (so where each one lies in it), and its ETag."""
+
+    sizes: list[int]
+    etag: str
+
+
+def concatenate(s3: S3Client, bucket: str, source_keys: list[str], target_key: str) -> Concatenated:
     """The sources, in order, as one object, put together inside S3: a multipart upload whose parts are
     copied from the sources (UploadPartCopy); only sources or their ends too small to be a part of their
     own (under 5 MiB) pass through here, a part's worth at a time. So the time and memory this takes do
@@ -132,17 +141,79 @@ def concatenate(s3: S3Client, bucket: str, source_keys: list[str], target_key: s
                 ExtraArgs={"ContentType": "application/jsonl", "MetadataDirective": "REPLACE"},
                 Config=TRANSFER_CONFIG,
             )
-            return
+            made = s3.head_object(Bucket=bucket, Key=target_key)
+            return Concatenated([made["ContentLength"]], made["ETag"].strip('"'))
         sizes = [s3.head_object(Bucket=bucket, Key=key)["ContentLength"] for key in source_keys]
         if sum(sizes) < MIN_PART_BYTES:  # one small object: read through
             body = b"".join(s3.get_object(Bucket=bucket, Key=key)["Body"].read() for key in source_keys)
-            s3.put_object(Bucket=bucket, Key=target_key, Body=body, ContentType="application/jsonl")
-            return
-        _concatenate_in_parts(s3, bucket, list(zip(source_keys, sizes, strict=True)), target_key)
+            reply = s3.put_object(Bucket=bucket, Key=target_key, Body=body, ContentType="application/jsonl")
+            return Concatenated(sizes, reply["ETag"].strip('"'))
+        etag = _concatenate_in_parts(s3, bucket, list(zip(source_keys, sizes, strict=True)), target_key)
+        return Concatenated(sizes, etag)
     except ClientError as error:
         if is_missing(error):
             raise SourceMissing(str(error)) from None
         raise
+
+
+def copy_range(
+    s3: S3Client, bucket: str, source_key: str, *, etag: str, start: int, size: int, target_key: str
+) -> None:
+    """`size` bytes of the source from `start`, as an object of their own, copied inside S3 (the source
+    pinned by its ETag). SourceMissing if the source is gone or was replaced."""
+    try:
+        if size < MIN_PART_BYTES:  # small: read through
+            body = b""
+            if size:
+                body = s3.get_object(
+                    Bucket=bucket, Key=source_key, IfMatch=f'"{etag}"', Range=f"bytes={start}-{start + size - 1}"
+                )["Body"].read()
+            s3.put_object(Bucket=bucket, Key=target_key, Body=body, ContentType="application/jsonl")
+            return
+        upload_id = s3.create_multipart_upload(Bucket=bucket, Key=target_key, ContentType="application/jsonl")[
+            "UploadId"
+        ]
+        try:
+            pieces = -(-size // MAX_COPY_PART_BYTES)
+            step = -(-size // pieces)
+            completed: list[CompletedPartTypeDef] = []
+            for number, first in enumerate(range(start, start + size, step), start=1):
+                last = min(first + step, start + size) - 1
+                reply = s3.upload_part_copy(
+                    Bucket=bucket,
+                    Key=target_key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    CopySource={"Bucket": bucket, "Key": source_key},
+                    CopySourceIfMatch=f'"{etag}"',
+                    CopySourceRange=f"bytes={first}-{last}",
+                )
+                completed.append({"PartNumber": number, "ETag": reply["CopyPartResult"]["ETag"]})
+            s3.complete_multipart_upload(
+                Bucket=bucket, Key=target_key, UploadId=upload_id, MultipartUpload={"Parts": completed}
+            )
+        except BaseException:
+            s3.abort_multipart_upload(Bucket=bucket, Key=target_key, UploadId=upload_id)
+            raise
+    except ClientError as error:
+        if is_missing(error):
+            raise SourceMissing(str(error)) from None
+        raise
+
+
+def download_range(s3: S3Client, bucket: str, key: str, *, etag: str, start: int, size: int, path: str) -> None:
+    """`size` bytes of the object from `start` to a local file, streamed (the object pinned by its ETag).
+    SourceMissing if it is gone or was replaced."""
+    with open(path, "wb") as target:
+        if not size:
+            return
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key, IfMatch=f'"{etag}"', Range=f"bytes={start}-{start + size - 1}")
+        except ClientError as error:
+            if is_missing(error):
+                raise SourceMissing(str(error)) from None
+            raise
+        shutil.copyfileobj(body["Body"], target, 1024 * 1024)
 
 
 PART_COPIES_AT_ONCE = 8
@@ -150,7 +221,7 @@ PART_COPIES_AT_ONCE = 8
 about (parts / 8) part copies, not one after the other (a job of 1,000 shards must merge in one invocation)."""
 
 
-def _concatenate_in_parts(s3: S3Client, bucket: str, sources: list[tuple[str, int]], target_key: str) -> None:
+def _concatenate_in_parts(s3: S3Client, bucket: str, sources: list[tuple[str, int]], target_key: str) -> str:
     upload_id = s3.create_multipart_upload(Bucket=bucket, Key=target_key, ContentType="application/jsonl")["UploadId"]
     parts: list[Future[str]] = []  # each part's ETag, in part order
     gathered = bytearray()  # small sources (or their starts) gathered into one part, at most ~10 MiB
@@ -207,9 +278,10 @@ def _concatenate_in_parts(s3: S3Client, bucket: str, sources: list[tuple[str, in
         completed: list[CompletedPartTypeDef] = [
             {"PartNumber": number, "ETag": part.result()} for number, part in enumerate(parts, start=1)
         ]
-        s3.complete_multipart_upload(
+        reply = s3.complete_multipart_upload(
             Bucket=bucket, Key=target_key, UploadId=upload_id, MultipartUpload={"Parts": completed}
         )
+        return reply["ETag"].strip('"')
     except BaseException:
         copier.shutdown(wait=True, cancel_futures=True)
         try:

@@ -4,6 +4,8 @@ Layout (keys `pk`/`sk`):
 - `JOB#<job_id>` / `JOB`            the job
 - `JOB#<job_id>` / `SHARD#<nnnnn>`  its shards; until a shard is collected it carries `active_pk` and
                                     `next_poll_at`, which put it in the sparse `ActiveShards` index
+- `JOB#<job_id>` / `MERGED`         where its shards' result files lie in its merged outbox files
+                                    (gzipped JSON), written at each end of the job
 - `SLOTS` / `IN_FLIGHT`             the number of batches in flight, a counting semaphore
   (job items also carry `listed_day`, the UTC day they arrived: the `JobsByDay` index lists them newest
   first, for the operator)
@@ -23,6 +25,7 @@ tidies up; reads ignore expired items themselves because DynamoDB deletes them l
 
 from __future__ import annotations
 
+import gzip
 import random
 import threading
 import time
@@ -33,7 +36,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 from pydantic_core import to_jsonable_python
 
-from batchdrop.models import BatchProgress, Job, JobProgress, JobStatus, Shard, ShardState
+from batchdrop.models import BatchProgress, Job, JobProgress, JobStatus, MergedLayout, Shard, ShardState
 
 ACTIVE_INDEX = "ActiveShards"
 JOBS_BY_DAY_INDEX = "JobsByDay"
@@ -468,6 +471,37 @@ class JobStore:
                     found += 1
                     if found >= limit:
                         return
+
+    # the merged files' layout
+
+    def put_merged(self, job_id: str, layout: MergedLayout, *, expires_at: int | None, max_bytes: int) -> None:
+        """Replaces the job's layout (15,000 shards: about 250 KB gzipped); it goes with the job's records
+        (`expires_at`). ValueError if it is larger than `max_bytes` gzipped (an item holds at most 400 KB).
+        An UpdateItem, so that the functions that end jobs need no PutItem."""
+        packed = gzip.compress(layout.model_dump_json().encode(), compresslevel=6)
+        if len(packed) > max_bytes:
+            raise ValueError(f"the merged layout is {len(packed)} bytes gzipped, over {max_bytes}")
+        values: dict[str, Any] = {":layout": {"B": packed}}
+        update = "SET layout = :layout"
+        if expires_at is not None:
+            values[":expires"] = {"N": str(expires_at)}
+            update += ", expires_at = :expires"
+        self._db.update_item(
+            TableName=self._table,
+            Key={"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": "MERGED"}},
+            UpdateExpression=update,
+            ExpressionAttributeValues=values,
+        )
+
+    def get_merged(self, job_id: str) -> MergedLayout | None:
+        item = self._db.get_item(
+            TableName=self._table,
+            Key={"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": "MERGED"}},
+            ConsistentRead=True,
+        ).get("Item")
+        if not item or ("expires_at" in item and int(item["expires_at"]["N"]) < int(self._clock())):
+            return None
+        return MergedLayout.model_validate_json(gzip.decompress(item["layout"]["B"]))
 
     # shards
 
