@@ -120,3 +120,73 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli.main(["--version"])
     assert capsys.readouterr().out.startswith("batchdrop ")
+
+
+def test_a_failed_upload_is_one_line_naming_the_fix() -> None:
+    from boto3.exceptions import S3UploadFailedError
+
+    error = S3UploadFailedError(
+        "Failed to upload x.jsonl to nope/inbox/x.jsonl: An error occurred (NoSuchBucket) when calling the "
+        "PutObject operation: The specified bucket does not exist"
+    )
+    line = cli._one_line(error)
+    assert line is not None and "\n" not in line
+    assert "NoSuchBucket" in line and "check the bucket (--bucket, --stack-name or --local)" in line
+
+
+def _throttled() -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError(
+        {"Error": {"Code": "ThrottlingException", "Message": "slow down"}, "ResponseMetadata": {"HTTPStatusCode": 400}},
+        "GetItem",
+    )
+
+
+class _FlakyStore:
+    """A jobs table that fails the first `failures` reads with `error`, then answers."""
+
+    def __init__(self, job: Any, failures: int, error: Exception) -> None:
+        self.job, self.failures, self.error, self.reads = job, failures, error, 0
+
+    def get_job(self, job_id: str) -> Any:
+        self.reads += 1
+        if self.reads <= self.failures:
+            raise self.error
+        return self.job
+
+    def get_live_batches(self, job: Any) -> dict[str, Any]:
+        return {}
+
+
+def test_a_followed_job_survives_reads_that_fail_for_a_while(capsys: pytest.CaptureFixture[str]) -> None:
+    from test_contracts import JOB
+
+    from batchdrop_tools import follow
+
+    # Given a table that throttles the next three reads
+    store = _FlakyStore(JOB, 3, _throttled())
+    reader = follow._Reader(store, deadline=float("inf"), interval=0, timeout=60)  # type: ignore[arg-type]
+    # When the wait reads on: it keeps the last look through the failures, then has the fresh one
+    running = JOB.model_copy(update={"status": "submitting"})
+    looks = [reader.next(running, {})[0] for _ in range(4)]
+    assert [look.status for look in looks] == ["submitting"] * 3 + ["finished"]
+    assert capsys.readouterr().err.count("could not read the job, trying again: ") == 3
+
+
+def test_a_followed_job_gives_up_on_reads_that_keep_failing_and_at_once_on_others() -> None:
+    from botocore.exceptions import ClientError
+    from test_contracts import JOB
+
+    from batchdrop_tools import follow
+
+    store = _FlakyStore(JOB, 100, _throttled())
+    reader = follow._Reader(store, deadline=float("inf"), interval=0, timeout=60)  # type: ignore[arg-type]
+    for _ in range(follow.READ_FAILURES_TOLERATED):
+        reader.next(JOB, {})
+    with pytest.raises(ClientError):
+        reader.next(JOB, {})
+    denied = ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "GetItem")
+    reader = follow._Reader(_FlakyStore(JOB, 1, denied), deadline=float("inf"), interval=0, timeout=60)  # type: ignore[arg-type]
+    with pytest.raises(ClientError):
+        reader.next(JOB, {})

@@ -3,24 +3,29 @@ reliability and least-privilege properties: failure sinks everywhere, scoped IAM
 
 from __future__ import annotations
 
-import copy
 import json
 import re
-from collections.abc import Iterator
 from fnmatch import fnmatchcase
 from typing import Any
 
 import pytest
+import template_support
 from cfnlint.api import lint_file
+from template_support import (
+    BUCKET,
+    BUCKET_ARN,
+    FUNCTIONS,
+    TEMPLATE_PATH,
+    allow_statements,
+    function_role,
+    grants,
+    resolver_for,
+    resources_of,
+)
 
 from batchdrop.observability import Metric
 from batchdrop.settings import SETTINGS_OF, Settings
-from batchdrop_tools.local.template import IntrinsicResolver, find_template, load_template
 
-TEMPLATE_PATH = find_template()
-BUCKET = "batchdrop-test"
-BUCKET_ARN = f"arn:aws:s3:::{BUCKET}"
-FUNCTIONS = ("SubmitFunction", "PollFunction", "CollectFunction")
 S3_WRITE_ACTIONS = (
     "s3:PutObject",
     "s3:PutObjectAcl",
@@ -34,82 +39,15 @@ S3_WRITE_ACTIONS = (
 WILDCARD_RESOURCE_ACTIONS = ("xray:*", "cloudwatch:PutMetricData", "logs:*")
 
 
-class _NoManagedPolicies:
-    """The template attaches no managed policies by name, so the transform needs no IAM lookup."""
-
-    def load(self) -> dict[str, str]:
-        return {}
-
-
 @pytest.fixture(scope="module")
 def sam_template() -> dict[str, Any]:
-    return load_template(TEMPLATE_PATH)
+    return template_support.sam_template()
 
 
 @pytest.fixture(scope="module")
-def cfn(sam_template: dict[str, Any]) -> dict[str, Any]:
-    """The template as CloudFormation receives it (code locations replaced: the transform wants s3://)."""
-    translator = pytest.importorskip(
-        "samtranslator.translator.transform", reason="aws-sam-translator (a dev dependency) is not installed"
-    )
-    fragment = copy.deepcopy(sam_template)
-    for logical_id, resource in fragment["Resources"].items():
-        for key in ("CodeUri", "ContentUri"):
-            if key in resource.get("Properties", {}):
-                resource["Properties"][key] = f"s3://placeholder/{logical_id}.zip"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        return translator.transform(fragment, {}, _NoManagedPolicies())
-
-
-def resources_of(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
-    return {
-        logical_id: resource
-        for logical_id, resource in template["Resources"].items()
-        if resource["Type"] == resource_type
-    }
-
-
-def resolver_for(template: dict[str, Any], **parameter_overrides: str) -> IntrinsicResolver:
-    """Resolves resource references to recognisable placeholders, the data bucket to BUCKET."""
-    names = {}
-    for logical_id in template["Resources"]:
-        names[logical_id] = f"ref:{logical_id}"
-        for attribute in ("Arn", "QueueName", "QueueUrl"):
-            names[f"{logical_id}.{attribute}"] = f"arn:test:{logical_id}"
-    names |= {"DataBucket": BUCKET, "DataBucket.Arn": BUCKET_ARN}
-    return IntrinsicResolver(template, parameter_overrides=parameter_overrides, names=names)
-
-
-def allow_statements(template: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(role logical id, Allow statement with Action and Resource as resolved lists) for every role."""
-    resolver = resolver_for(template)
-    for role_id, role in resources_of(template, "AWS::IAM::Role").items():
-        for policy in role["Properties"].get("Policies", []):
-            for statement in policy["PolicyDocument"]["Statement"]:
-                if "Fn::If" in statement:  # a statement that only some parameters grant
-                    condition, granted, otherwise = statement["Fn::If"]
-                    statement = granted if resolver.condition(condition) else otherwise
-                    if statement == {"Ref": "AWS::NoValue"}:
-                        continue
-                if statement["Effect"] != "Allow":
-                    continue
-                resolved = resolver.resolve(statement)
-                yield (
-                    role_id,
-                    {
-                        "Action": _as_list(resolved["Action"]),
-                        "Resource": _as_list(resolved["Resource"]),
-                    },
-                )
-
-
-def _as_list(value: str | list[str]) -> list[str]:
-    return [value] if isinstance(value, str) else value
-
-
-def function_role(template: dict[str, Any], function_id: str) -> str:
-    return template["Resources"][function_id]["Properties"]["Role"]["Fn::GetAtt"][0]
+def cfn() -> dict[str, Any]:
+    pytest.importorskip("samtranslator", reason="aws-sam-translator (a dev dependency) is not installed")
+    return template_support.cloudformation()
 
 
 def test_cfn_lint_is_clean() -> None:
@@ -133,12 +71,6 @@ def test_wildcard_resources_only_where_the_service_has_no_resource_level_permiss
                 any(fnmatchcase(action, allowed) for allowed in WILDCARD_RESOURCE_ACTIONS)
                 for action in statement["Action"]
             ), (role_id, statement)
-
-
-def grants(statement: dict[str, Any], action: str, resource: str) -> bool:
-    return any(fnmatchcase(action, pattern) for pattern in statement["Action"]) and any(
-        fnmatchcase(resource, pattern) for pattern in statement["Resource"]
-    )
 
 
 def test_nothing_can_write_under_the_input_prefix(cfn: dict[str, Any]) -> None:
@@ -440,9 +372,11 @@ def test_outputs_name_everything_an_operator_needs(cfn: dict[str, Any]) -> None:
         ("PollFunction", "dynamodb:Query", "arn:test:JobsTable/index/ActiveShards", True),
         ("PollFunction", "dynamodb:Query", "arn:test:JobsTable", False),  # due work comes from the index only
         ("PollFunction", "dynamodb:PutItem", "arn:test:JobsTable", False),
+        ("PollFunction", "dynamodb:BatchGetItem", "arn:test:JobsTable", True),  # a page's jobs; a job's looks
         ("PollFunction", "dynamodb:DeleteItem", "arn:test:JobsTable", False),
         ("CollectFunction", "dynamodb:UpdateItem", "arn:test:JobsTable", True),
-        ("CollectFunction", "dynamodb:PutItem", "arn:test:JobsTable", False),
+        ("CollectFunction", "dynamodb:PutItem", "arn:test:JobsTable", True),  # a re-drive round's shards
+        ("CollectFunction", "dynamodb:DeleteItem", "arn:test:JobsTable", False),
         ("CollectFunction", "dynamodb:Query", "arn:test:JobsTable/index/ActiveShards", False),
     ],
 )

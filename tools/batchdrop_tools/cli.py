@@ -164,12 +164,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(error: Exception) -> str | None:
     """What went wrong and what to do, for the errors a person's setup causes (None: a bug; it is raised)."""
+    from boto3.exceptions import S3UploadFailedError
     from botocore import exceptions as aws
 
     from batchdrop_tools.target import TargetError
 
     if isinstance(error, TargetError):
         return str(error)
+    if isinstance(error, S3UploadFailedError):  # boto3's transfer wraps the S3 error in one line of its own
+        return (
+            f"{str(error).splitlines()[0]}: check the bucket (--bucket, --stack-name or --local) and that "
+            "you may write under its input prefix"
+        )
     if isinstance(error, aws.ProfileNotFound):
         return f"{error}: check --profile (or $AWS_PROFILE) against `aws configure list-profiles`"
     if isinstance(error, aws.NoRegionError):

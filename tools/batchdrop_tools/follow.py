@@ -12,22 +12,35 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from batchdrop.flow import progress, watch
 from batchdrop.integrations import s3io
 from batchdrop.integrations.store import JobStore
-from batchdrop.models import INPUT_SUFFIXES, Job, JobProgress, JobStatus, Outcome, Shard
+from batchdrop.models import INPUT_SUFFIXES, BatchProgress, Job, JobProgress, JobStatus, Outcome, Shard
 from batchdrop_tools.target import Target, TargetError
 
 EXIT_BY_OUTCOME = {Outcome.SUCCEEDED: 0}
 """Every other outcome exits 1."""
 MAX_PROBLEMS_SHOWN = 20
+READ_FAILURES_TOLERATED = 5
+"""Reads of a followed job that may fail in a row (throttling, a dropped connection) before the wait
+gives up: at the default interval of 2 s, about 10 s of trouble."""
+_PASSING_CODES = frozenset({"ProvisionedThroughputExceededException", "RequestLimitExceeded", "InternalServerError"})
 
 
 class JobNotFound(TargetError):
@@ -151,9 +164,10 @@ class Glance:
         return " · ".join(parts)
 
 
-def glance(job: Job, now: int) -> Glance:
-    seen = progress.view(job, now)
-    current = [batch for batch in job.live_batches.values() if batch.round == job.round]
+def glance(job: Job, now: int, batches: Mapping[str, BatchProgress]) -> Glance:
+    """The job at a glance, from its record and its batches as the poller last saw them."""
+    seen = progress.view(job, now, batches)
+    current = [batch for batch in batches.values() if batch.round == job.round]
     if job.round == 0:
         of = job.input.lines or sum(batch.total for batch in current)
     else:
@@ -172,10 +186,15 @@ def glance(job: Job, now: int) -> Glance:
     )
 
 
-def describe(job: Job, shards: list[Shard], now: int) -> list[str]:
+def live_batches(store: JobStore, job: Job) -> dict[str, BatchProgress]:
+    """What glance and describe need beside the record (nothing more for a job that has ended)."""
+    return {} if job.status == JobStatus.REJECTED else store.get_live_batches(job)
+
+
+def describe(job: Job, shards: list[Shard], now: int, batches: Mapping[str, BatchProgress]) -> list[str]:
     """`batchdrop jobs show` / `batchdrop status`: the job as a person reads it."""
-    seen: JobProgress = progress.view(job, now)
-    look = glance(job, now)
+    seen: JobProgress = progress.view(job, now, batches)
+    look = glance(job, now, batches)
     lines = [
         f"{job.job_id}   s3://{job.input.bucket}/{job.input.key}",
         f"  status     {look.line()}",
@@ -295,7 +314,8 @@ def follow(
     """Shows the job's progress until it ends (a bar on a terminal, a line per change elsewhere); the job
     as it ended. WaitTimedOut past `timeout` seconds."""
     console = console or Console(stderr=True)
-    deadline = time.monotonic() + timeout
+    reader = _Reader(store, deadline=time.monotonic() + timeout, interval=interval, timeout=timeout)
+    batches = live_batches(store, job)
     if console.is_terminal:
         columns = (
             TextColumn("{task.description}"),
@@ -309,7 +329,7 @@ def follow(
         with Progress(*columns, console=console, transient=False) as bar:
             task = bar.add_task("", total=None, batches="", left="")
             while True:
-                look = glance(job, int(time.time()))
+                look = glance(job, int(time.time()), batches)
                 bar.update(
                     task,
                     description=f"{look.status}{f' (round {look.round})' if look.round else ''}",
@@ -320,16 +340,16 @@ def follow(
                 )
                 if _ended(job):
                     return job
-                job = _next(store, job, deadline, interval, timeout)
+                job, batches = reader.next(job, batches)
     last = ""
     while True:
-        line = glance(job, int(time.time())).line()
+        line = glance(job, int(time.time()), batches).line()
         if line != last:
             print(line, file=sys.stderr, flush=True)
             last = line
         if _ended(job):
             return job
-        job = _next(store, job, deadline, interval, timeout)
+        job, batches = reader.next(job, batches)
 
 
 def _ended(job: Job) -> bool:
@@ -339,11 +359,48 @@ def _ended(job: Job) -> bool:
     return job.status in (JobStatus.FINISHED, JobStatus.REJECTED) and job.notified_at is not None
 
 
-def _next(store: JobStore, job: Job, deadline: float, interval: float, timeout: float) -> Job:
-    if time.monotonic() >= deadline:
-        raise WaitTimedOut(
-            f"job {job.job_id} had not ended after {timeout:g} s (--timeout); it goes on: "
-            f"`batchdrop jobs watch {job.job_id}` follows it again"
-        )
-    time.sleep(interval)
-    return store.get_job(job.job_id) or job
+class _Reader:
+    """The job's next look, every `interval` seconds until the deadline. A read that fails for a reason
+    that passes (throttling, a dropped connection, a 5xx) keeps the last look and is tried again at the
+    next interval, up to READ_FAILURES_TOLERATED in a row; any other error ends the wait at once."""
+
+    def __init__(self, store: JobStore, *, deadline: float, interval: float, timeout: float) -> None:
+        self._store = store
+        self._deadline = deadline
+        self._interval = interval
+        self._timeout = timeout
+        self._failures = 0
+
+    def next(self, job: Job, batches: dict[str, BatchProgress]) -> tuple[Job, dict[str, BatchProgress]]:
+        if time.monotonic() >= self._deadline:
+            raise WaitTimedOut(
+                f"job {job.job_id} had not ended after {self._timeout:g} s (--timeout); it goes on: "
+                f"`batchdrop jobs watch {job.job_id}` follows it again"
+            )
+        time.sleep(self._interval)
+        try:
+            fresh = self._store.get_job(job.job_id) or job
+            looks = live_batches(self._store, fresh)
+        except (BotoCoreError, ClientError) as error:
+            if not _passes(error):
+                raise
+            self._failures += 1
+            if self._failures > READ_FAILURES_TOLERATED:
+                raise
+            print(f"(could not read the job, trying again: {_short(error)})", file=sys.stderr, flush=True)
+            return job, batches
+        self._failures = 0
+        return fresh, looks
+
+
+def _passes(error: Exception) -> bool:
+    """Throttling, a server error or a connection that failed: worth another read."""
+    if isinstance(error, ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        return status >= 500 or "Throttl" in code or code in _PASSING_CODES
+    return isinstance(error, (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectTimeoutError))
+
+
+def _short(error: Exception) -> str:
+    return str(error).splitlines()[0][:200]

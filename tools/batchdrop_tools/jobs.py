@@ -121,7 +121,8 @@ def _list(store: Any, args: argparse.Namespace) -> int:
     now = int(time.time())
     rows = [("JOB ID", "STATUS", "LINES DONE", "BATCHES DONE", "AGE", "INPUT")]
     for job in jobs:
-        look = follow.glance(job, now)
+        batches_seen = follow.live_batches(store, job) if job.finished_at is None else {}  # an end has its counts
+        look = follow.glance(job, now, batches_seen)
         batches = f"{len(job.collected_shards or ())}/{job.shard_count}" if job.shard_count else "-"
         rows.append(
             (
@@ -144,12 +145,13 @@ def _list(store: Any, args: argparse.Namespace) -> int:
 def _show(store: Any, job: Job, args: argparse.Namespace) -> int:
     shards = store.get_shards(job.job_id)
     now = int(time.time())
+    batches = follow.live_batches(store, job)
     if args.output == "table":
-        for line in follow.describe(job, shards, now):
+        for line in follow.describe(job, shards, now, batches):
             print(line)
         return 0
     document: dict[str, Any] = job.model_dump(mode="json")
-    document["progress"] = progress.view(job, now).model_dump()
+    document["progress"] = progress.view(job, now, batches).model_dump()
     document["shards"] = [shard.model_dump(mode="json") for shard in shards]
     document["warnings"] = [
         f"shard {shard.index}: {warning}" for shard in shards for warning in watch.warnings_of(shard, now)

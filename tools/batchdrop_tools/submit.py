@@ -90,15 +90,17 @@ def run_status(args: argparse.Namespace) -> int:
     where = target.resolve(args)
     store = follow.store_of(where)
     job = follow.find_job(where, store, args.job)
+    batches = follow.live_batches(store, job)
+    now = int(time.time())
     if args.output == "json":
         import json
 
         from batchdrop.flow import progress
 
-        document = job.model_dump(mode="json") | {"progress": progress.view(job, int(time.time())).model_dump()}
+        document = job.model_dump(mode="json") | {"progress": progress.view(job, now, batches).model_dump()}
         print(json.dumps(document, indent=2, ensure_ascii=False))
         return 0
-    for line in follow.describe(job, store.get_shards(job.job_id), int(time.time())):
+    for line in follow.describe(job, store.get_shards(job.job_id), now, batches):
         print(line)
     return 0
 

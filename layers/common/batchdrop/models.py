@@ -199,7 +199,7 @@ class LineCounts(BaseModel):
 
 
 class BatchProgress(BaseModel):
-    """A shard's batch as the poller last saw it, kept on the job (`Job.live_batches`) for its progress."""
+    """A shard's batch as the poller last saw it, kept for the job's progress (JobStore.get_live_batches)."""
 
     round: int = 0
     status: str
@@ -283,8 +283,9 @@ class Job(BaseModel):
     """What the split estimated the job to use (estimate.py), for report.json beside the actual."""
     counts: LineCounts | None = None
     """A finished job's lines (as in report.json)."""
-    live_batches: dict[str, BatchProgress] = Field(default_factory=dict)
-    """Each shard's batch as the poller last saw it, by shard index: written key by key, unversioned."""
+    counted_round: int | None = None
+    """The job's last round at its latest end: the dashboard counted its lines, tokens and cost up to
+    there (a retry's end then counts only what it changed)."""
     live_at: int | None = None
     """When the poller last wrote the job's progress (and status.json): at most every
     STATUS_INTERVAL_SECONDS."""

@@ -57,9 +57,9 @@ def test_a_poll_run_reads_its_running_batches_jobs_in_one_call_and_still_cancels
     # Then every batch was looked at, the jobs were read together, and only the cancelled job's batches
     # were cancelled
     assert summary.due == 6 and summary.polled == 6
-    assert calls["BatchGetItem"] == 1
+    assert calls["BatchGetItem"] == 1 + 1  # the jobs; their last looks at their batches (flow/progress.py)
     assert calls["GetItem JOB"] == 0
-    assert calls["UpdateItem"] == 6 + 3  # each batch's look, and each job's progress (flow/progress.py)
+    assert calls["UpdateItem"] == 6 + 3 + 3  # each batch's look; each job's progress, and its batches' looks
     cancels = [call.path for call in pipeline.emulator.calls if call.method == "POST" and call.path.endswith("/cancel")]
     cancelled_batches = {shard.batch_id for shard in store.get_shards(jobs["inbox/two.jsonl"].job_id)}
     assert {path.split("/")[3] for path in cancels} == cancelled_batches
@@ -101,3 +101,16 @@ def test_get_jobs_reads_a_hundred_to_a_call_and_leaves_out_missing_and_expired_j
     assert calls["BatchGetItem"] == 2
     assert sorted(found) == [f"job-{n:03d}" for n in range(150) if n != 7]
     assert found["job-042"] == store.get_job("job-042")
+
+
+def test_the_waiting_count_reads_a_bounded_number_of_pages_and_says_when_it_stopped(make_pipeline: Any) -> None:
+    # Given seven shards waiting behind one batch in flight
+    pipeline: Pipeline = make_pipeline(MAX_LINES_PER_BATCH=1, MAX_BATCHES_IN_FLIGHT=1)
+    pipeline.drop("inbox/queued.jsonl", lines_for(8, "q"))
+    store = pipeline.services.store
+
+    # When they are counted three to a page
+    # Then two pages count six and say there were more; three pages count them all
+    assert store.count_waiting(max_pages=2, page_limit=3) == (6, False)
+    assert store.count_waiting(max_pages=3, page_limit=3) == (7, True)
+    assert store.count_waiting() == (7, True)

@@ -105,9 +105,12 @@ def finalize_job(job_id: str, services: Services, *, repair: bool = False) -> Jo
     finished_here = False
     planned: redrive.NextRound | None = None  # the job's next round, when its failed lines go again
 
+    counted_before: tuple[LineCounts | None, int | None] = (None, None)  # what an earlier end counted
+
     def finish(job: Job) -> dict[str, Any] | None:
-        nonlocal finished_here, planned
+        nonlocal finished_here, planned, counted_before
         finished_here, planned = False, None
+        counted_before = (job.counts, job.counted_round)
         ready.clear()
         if job.notified_at is not None or job.notify_abandoned_at is not None or job.status == JobStatus.REJECTED:
             return None
@@ -145,6 +148,7 @@ def finalize_job(job_id: str, services: Services, *, repair: bool = False) -> Jo
             "notify_claimed_at": now,
             "sweep_at": now + NOTIFY_LEASE_SECONDS,
             "retry_codes": None,
+            "counted_round": job.round,
         }
 
     job = services.store.modify_job(job_id, finish)
@@ -166,7 +170,7 @@ def finalize_job(job_id: str, services: Services, *, repair: bool = False) -> Jo
         count(Metric.JOBS_FINISHED)
         _count_outcome(job.outcome or Outcome.FAILED)
         _count_recovery(job, ready)
-        _count_lines_and_usage(job, ready, services)
+        _count_lines_and_usage(job, ready, services, *counted_before)
     for shard in ready:  # the shards go with the job when its records expire (on every pass: idempotent)
         if shard.expires_at != job.expires_at:
             _expire_with_job(shard, job, services)
@@ -256,11 +260,19 @@ def _count_recovery(job: Job, shards: list[Shard]) -> None:
         )
 
 
-def _count_lines_and_usage(job: Job, shards: list[Shard], services: Services) -> None:
-    """The dashboard's lines, tokens and cost, once per job's end."""
+def _count_lines_and_usage(
+    job: Job, shards: list[Shard], services: Services, counts_before: LineCounts | None, round_before: int | None
+) -> None:
+    """The dashboard's lines, tokens and cost, once per job: at a retry's end (`counts_before`, the
+    previous end's counts and `round_before`, its last round) only what the retry changed, so that the
+    sums over time stay each line once (a line it recovered moves from failed to succeeded) and each
+    token billed once (the retry's own batches)."""
     counts, _ = _totals(job, shards)
-    count(Metric.LINES_SUCCEEDED, counts.succeeded)
-    count(Metric.LINES_FAILED, counts.failed)
+    before = counts_before or LineCounts()
+    count(Metric.LINES_SUCCEEDED, counts.succeeded - before.succeeded)
+    count(Metric.LINES_FAILED, counts.failed - before.failed)
+    if counts_before is not None and round_before is not None:
+        shards = [shard for shard in shards if shard.round > round_before]
     usage = contracts.usage_of(shards)
     count(Metric.PROMPT_TOKENS, usage.total.prompt_tokens)
     count(Metric.COMPLETION_TOKENS, usage.total.completion_tokens)

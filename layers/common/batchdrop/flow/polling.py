@@ -181,7 +181,13 @@ def _report_gauges(services: Services) -> None:
     """The dashboard's batches in flight and shards held back, as this run leaves them (two reads a run)."""
     try:
         count(Metric.BATCHES_IN_FLIGHT, services.store.slots_in_use())
-        count(Metric.SHARDS_WAITING, services.store.count_waiting())
+        waiting, complete = services.store.count_waiting()
+        count(Metric.SHARDS_WAITING, waiting)
+        if not complete:
+            logger.warning(
+                "more shards wait for a slot than one run counts: the figure is a lower bound",
+                extra={"waiting_at_least": waiting},
+            )
     except Exception as error:  # a figure for the dashboard; the next run gives it again
         logger.warning("could not read the in-flight figures", extra={"error": repr(error)})
 
@@ -437,12 +443,17 @@ def _record_progress(services: Services, jobs: _RunJobs, live: progress.LiveBatc
     due = sorted(due, key=lambda job: job.live_at or 0)[: services.settings.status_jobs_per_run]
     if not due:
         return
+    try:
+        stored = services.store.get_live_batches_of(due)  # every due job's last looks, read together
+    except Exception as error:  # a courtesy: never the run's failure
+        logger.warning("could not read the jobs' progress", extra={"error": repr(error)})
+        return
 
     def write(job: Job) -> None:
         if not services.time_left():
             return
         try:
-            progress.record(job, seen[job.job_id], services)
+            progress.record(job, seen[job.job_id], services, stored=stored.get(job.job_id, {}))
         except Exception as error:  # a courtesy: never the run's failure
             logger.warning("could not record the job's progress", extra={"job_id": job.job_id, "error": repr(error)})
 

@@ -2,11 +2,12 @@
 the time left, on the job record (`progress`) and in `outbox/<name>/status.json` for those who only look
 at the bucket.
 
-The poller writes it as a by-product of its looks at running batches: each batch it saw goes into the
-job's `live_batches` map (one unversioned UpdateItem per job and run, at most every
-STATUS_INTERVAL_SECONDS, conditional on the last write's time so that overlapping runs write once), and
-status.json follows the same write. At the job's end completion writes status.json once more, with the
-outcome and the final counts: it stays, and says the same as report.json.
+The poller writes it as a by-product of its looks at running batches: the job's `progress` (one
+unversioned UpdateItem per job and run, at most every STATUS_INTERVAL_SECONDS, conditional on the last
+write's time so that overlapping runs write once), then each batch it saw into the job's `LIVE#` items
+(a few hundred batches an item, so that no job outgrows an item or an expression), and status.json. At
+the job's end completion writes status.json once more, with the outcome and the final counts: it stays,
+and says the same as report.json.
 """
 
 from __future__ import annotations
@@ -85,9 +86,10 @@ def _time_left(job: Job, batches: Mapping[str, BatchProgress], now: int) -> int 
     return left
 
 
-def view(job: Job, now: int, batches: Mapping[str, BatchProgress] | None = None) -> JobProgress:
-    """The job's progress from its record (and `batches`, the latest looks, over those it holds)."""
-    seen = dict(job.live_batches) | dict(batches or {})
+def view(job: Job, now: int, batches: Mapping[str, BatchProgress]) -> JobProgress:
+    """The job's progress from its record and `batches`, the latest looks at its batches by shard index
+    (JobStore.get_live_batches)."""
+    seen = dict(batches)
     summed = RequestCounts(
         total=sum(batch.total for batch in seen.values()),
         completed=sum(batch.completed for batch in seen.values()),
@@ -124,14 +126,28 @@ class LiveBatches:
             return dict(self._by_job)
 
 
-def record(job: Job, batches: Mapping[str, BatchProgress], services: Services) -> bool:
+def record(
+    job: Job,
+    batches: Mapping[str, BatchProgress],
+    services: Services,
+    *,
+    stored: Mapping[str, BatchProgress] | None = None,
+) -> bool:
     """Writes what the run saw of the job's batches, with its progress, on the record and in status.json,
     unless another run did within STATUS_INTERVAL_SECONDS (False then). `job` is the record as the run
-    read it. Best effort: a failed status.json is logged, and written again on the next interval."""
+    read it; `stored`, its batches as last recorded (read here if not given). Best effort: a failed
+    status.json is logged, and written again on the next interval."""
     now = services.now()
-    progress = view(job, now, batches)
-    interval = services.settings.status_interval_seconds
-    if not services.store.record_progress(job.job_id, batches, progress, now=now, due_before=now - interval):
+    settings = services.settings
+    if stored is None:
+        stored = services.store.get_live_batches(job)
+    progress = view(job, now, dict(stored) | dict(batches))
+    # The looks outlive the job's longest run by its retention, as the job's record does.
+    expires_at = now + int(settings.job_deadline_hours * 3600) + settings.job_retention_days * 86400
+    due_before = now - settings.status_interval_seconds
+    if not services.store.record_progress(
+        job.job_id, batches, progress, now=now, due_before=due_before, expires_at=expires_at
+    ):
         return False  # written within the interval, or the job has ended meanwhile
     try:
         s3io.put_json(

@@ -4,6 +4,8 @@ Layout (keys `pk`/`sk`):
 - `JOB#<job_id>` / `JOB`            the job
 - `JOB#<job_id>` / `SHARD#<nnnnn>`  its shards; until a shard is collected it carries `active_pk` and
                                     `next_poll_at`, which put it in the sparse `ActiveShards` index
+- `JOB#<job_id>` / `LIVE#<nnnn>`   its batches as the poller last saw them, for its progress: shard
+                                    index // LIVE_PER_ITEM, an attribute `b<index>` a batch, unversioned
 - `JOB#<job_id>` / `MERGED`         where its shards' result files lie in its merged outbox files
                                     (gzipped JSON), written at each end of the job
 - `SLOTS` / `IN_FLIGHT`             the number of batches in flight, a counting semaphore
@@ -46,6 +48,9 @@ FINISHING_PARTITION = "FINISHING"
 _PAGE_SIZE = 500
 _ATTEMPTS = 8
 _BATCH_GET_KEYS = 100  # BatchGetItem's most keys a call
+WAITING_COUNT_PAGES = 20  # of the waiting shards' count a run: 20 MB of index keys, 100,000 shards or more
+LIVE_PER_ITEM = 500  # batches a LIVE# item: about 50 KB
+LIVE_SETS_PER_WRITE = 100  # "#b99 = :b99, " a batch: 1.4 KB of a 4 KB expression
 _SLOTS_KEY = {"pk": {"S": "SLOTS"}, "sk": {"S": "IN_FLIGHT"}}
 _SLOT_CONFLICT_ATTEMPTS = 4
 _serializer = TypeSerializer()
@@ -76,6 +81,10 @@ def _day(epoch: int) -> str:
 
 def _job_key(job_id: str) -> dict[str, Any]:
     return {"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": "JOB"}}
+
+
+def _live_key(job_id: str, item: int) -> dict[str, Any]:
+    return {"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": f"LIVE#{item:04d}"}}
 
 
 def _shard_key_plain(job_id: str, index: int) -> dict[str, str]:
@@ -362,67 +371,95 @@ class JobStore:
         )
 
     def record_progress(
-        self, job_id: str, batches: Mapping[str, BatchProgress], progress: JobProgress, *, now: int, due_before: int
+        self,
+        job_id: str,
+        batches: Mapping[str, BatchProgress],
+        progress: JobProgress,
+        *,
+        now: int,
+        due_before: int,
+        expires_at: int,
     ) -> bool:
-        """Puts the batches (by shard index) into the job's `live_batches`, with its `progress`, unless the
-        last such write was after `due_before` (False then; or if the job is gone). Unversioned, like
-        note_progress: it touches attributes no versioned writer of the job writes."""
-        # Never over an ended job's record: a run that read the job before its end must not write "running".
-        names: dict[str, str] = {
-            "#at": "live_at",
-            "#progress": "progress",
-            "#live": "live_batches",
-            "#status": "status",
-        }
-        running = {":received": JobStatus.RECEIVED.value, ":submitting": JobStatus.SUBMITTING.value}
-        values: dict[str, Any] = {":now": now, ":due": due_before, ":progress": to_jsonable_python(progress)} | running
-        sets = ["#at = :now", "#progress = :progress"]
-        for position, (index, batch) in enumerate(batches.items()):
-            names[f"#b{position}"] = index
-            values[f":b{position}"] = to_jsonable_python(batch)
-            sets.append(f"#live.#b{position} = :b{position}")
+        """Writes the job's `progress` on its record, unless the last such write was after `due_before`
+        (False then; or if the job has ended or is gone), and then the batches (by shard index) into its
+        `LIVE#` items (put_live_batches). Unversioned: it touches attributes no versioned writer of the
+        job writes, and never an ended job's record (a run that read the job before its end must not
+        write "running")."""
         try:
             self._db.update_item(
                 TableName=self._table,
                 Key=_job_key(job_id),
-                UpdateExpression="SET " + ", ".join(sets),
+                UpdateExpression="SET #at = :now, #progress = :progress",
                 ConditionExpression=(
                     "attribute_exists(pk) AND #status IN (:received, :submitting) "
                     "AND (attribute_not_exists(#at) OR #at <= :due)"
                 ),
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=_serialize(values),
+                ExpressionAttributeNames={"#at": "live_at", "#progress": "progress", "#status": "status"},
+                ExpressionAttributeValues=_serialize(
+                    {
+                        ":now": now,
+                        ":due": due_before,
+                        ":progress": to_jsonable_python(progress),
+                        ":received": JobStatus.RECEIVED.value,
+                        ":submitting": JobStatus.SUBMITTING.value,
+                    }
+                ),
             )
         except ClientError as error:
             if _is_conditional_failure(error):
                 return False
-            if error.response.get("Error", {}).get("Code") != "ValidationException":
-                raise
-            # A job recorded before `live_batches` existed has no map to put keys in: the whole map, once.
-            values = {":now": now, ":due": due_before, ":progress": values[":progress"]} | running
-            values[":live"] = {index: to_jsonable_python(batch) for index, batch in batches.items()}
-            try:
+            raise
+        self.put_live_batches(job_id, batches, expires_at=expires_at)
+        return True
+
+    def put_live_batches(self, job_id: str, batches: Mapping[str, BatchProgress], *, expires_at: int) -> None:
+        """Puts each batch as last seen into the job's `LIVE#<nnnn>` item of its shard index (LIVE_PER_ITEM
+        a item, an attribute `b<index>` each), LIVE_SETS_PER_WRITE at a time: however many batches a job
+        has, no item nears 400 KB and no expression its 4 KB."""
+        by_item: dict[int, list[tuple[str, BatchProgress]]] = {}
+        for index, batch in batches.items():
+            by_item.setdefault(int(index) // LIVE_PER_ITEM, []).append((index, batch))
+        for item, entries in sorted(by_item.items()):
+            for start in range(0, len(entries), LIVE_SETS_PER_WRITE):
+                piece = entries[start : start + LIVE_SETS_PER_WRITE]
+                names = {"#expires": "expires_at"} | {f"#b{n}": f"b{index}" for n, (index, _) in enumerate(piece)}
+                values = {":expires": expires_at} | {
+                    f":b{n}": to_jsonable_python(batch) for n, (_, batch) in enumerate(piece)
+                }
+                sets = ", ".join(f"#b{n} = :b{n}" for n in range(len(piece)))
                 self._db.update_item(
                     TableName=self._table,
-                    Key=_job_key(job_id),
-                    UpdateExpression="SET #at = :now, #progress = :progress, #live = :live",
-                    ConditionExpression=(
-                        "attribute_exists(pk) AND attribute_not_exists(#live) AND #status IN (:received, :submitting) "
-                        "AND (attribute_not_exists(#at) OR #at <= :due)"
-                    ),
-                    ExpressionAttributeNames={
-                        "#at": "live_at",
-                        "#progress": "progress",
-                        "#live": "live_batches",
-                        "#status": "status",
-                    },
+                    Key=_live_key(job_id, item),
+                    UpdateExpression=f"SET #expires = :expires, {sets}",
+                    ExpressionAttributeNames=names,
                     ExpressionAttributeValues=_serialize(values),
                 )
-            except ClientError as again:
-                if _is_conditional_failure(again):
-                    return False
-                raise
-        return True
+
+    def get_live_batches(self, job: Job) -> dict[str, BatchProgress]:
+        """The job's batches as the poller last saw them, by shard index (none once they expired)."""
+        return self.get_live_batches_of([job]).get(job.job_id, {})
+
+    def get_live_batches_of(self, jobs: Iterable[Job]) -> dict[str, dict[str, BatchProgress]]:
+        """get_live_batches for many jobs, by job id: their `LIVE#` items, read by key (a job's shard
+        count says which there can be), up to BatchGetItem's 100 keys a call."""
+        keys = [
+            _live_key(job.job_id, item)
+            for job in jobs
+            if job.shard_count
+            for item in range((job.shard_count - 1) // LIVE_PER_ITEM + 1)
+        ]
+        now = int(self._clock())
+        batches: dict[str, dict[str, BatchProgress]] = {job.job_id: {} for job in jobs}
+        for start in range(0, len(keys), _BATCH_GET_KEYS):
+            for raw in self._batch_get(keys[start : start + _BATCH_GET_KEYS]):
+                item = _deserialize(raw)
+                if int(item.get("expires_at", now)) < now:
+                    continue
+                seen = batches.setdefault(str(item["pk"]).removeprefix("JOB#"), {})
+                for name, value in item.items():
+                    if name.startswith("b") and name[1:].isdigit():
+                        seen[name[1:]] = BatchProgress.model_validate(value)
+        return batches
 
     def request_cancel(self, job_id: str) -> Job | None:
         """Marks a job for cancellation; the poller cancels its batches and ends the shards that wait for
@@ -693,16 +730,24 @@ class JobStore:
         for item in self._index_items(WAITING_PARTITION, until, limit, page_size):
             yield Shard.model_validate(item)
 
-    def count_waiting(self) -> int:
-        """How many shards wait for an in-flight slot (a COUNT query of the index: keys only, no items)."""
+    def count_waiting(self, *, max_pages: int = WAITING_COUNT_PAGES, page_limit: int | None = None) -> tuple[int, bool]:
+        """How many shards wait for an in-flight slot (a COUNT query of the index: keys only, no items),
+        reading at most `max_pages` pages of 1 MB (some thousands of shards each); and whether that was
+        all of them (False: at least so many). `page_limit` makes pages smaller (tests)."""
         pages = self._db.get_paginator("query").paginate(
             TableName=self._table,
             IndexName=ACTIVE_INDEX,
             KeyConditionExpression="active_pk = :partition",
             ExpressionAttributeValues=_serialize({":partition": WAITING_PARTITION}),
             Select="COUNT",
+            **({"Limit": page_limit} if page_limit else {}),
         )
-        return sum(int(page.get("Count", 0)) for page in pages)
+        waiting = 0
+        for read, page in enumerate(pages, start=1):
+            waiting += int(page.get("Count", 0))
+            if read >= max_pages and page.get("LastEvaluatedKey"):
+                return waiting, False
+        return waiting, True
 
     def finishing_jobs(self, now: int, *, limit: int | None = None) -> Iterator[Job]:
         """Jobs that ended but whose announcement is not recorded, due for another look."""
