@@ -49,3 +49,17 @@ def test_local_without_a_running_stack_means_its_default_names() -> None:
     found = target.resolve(parsed("--local"))
     assert found.local and found.endpoint_url == target.LOCAL_ENDPOINT
     assert (found.table, found.bucket) == (target.LOCAL_TABLE, target.LOCAL_BUCKET)
+
+
+def test_exported_table_and_bucket_do_not_hide_a_running_local_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given $TABLE_NAME and $BUCKET_NAME exported for a deployed stack, and a local stack running
+    monkeypatch.setenv("TABLE_NAME", "acme-jobs")
+    monkeypatch.setenv("BUCKET_NAME", "acme-data")
+    target.announce_local({"endpoint_url": "http://127.0.0.1:4599", "table": "t-local", "bucket": "b-local"})
+    # Then a command naming nothing talks to the local stack
+    found = target.resolve(parsed())
+    assert found.local and (found.table, found.bucket) == ("t-local", "b-local")
+    # and once it has stopped, to the exported names
+    target.withdraw_local()
+    found = target.resolve(parsed("--region", "eu-west-1"))
+    assert not found.local and (found.table, found.bucket) == ("acme-jobs", "acme-data")

@@ -4,7 +4,8 @@ progress bar on a terminal and a line per change elsewhere; and at the end its o
 cost and where the files are.
 
 Exit codes of a followed job: 0 succeeded; 1 partial, failed, rejected or cancelled; 2 the command could not
-do its work (arguments, connection, a job that never appeared, a wait that ran out).
+do its work (arguments, connection, a job that never appeared, a wait that ran out). A job looked up by
+`batchdrop status` or `batchdrop jobs show|cancel|retry` that is not there: 1.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from batchdrop.flow import progress, watch
 from batchdrop.integrations import s3io
 from batchdrop.integrations.store import JobStore
-from batchdrop.models import INPUT_SUFFIXES, BatchProgress, Job, JobProgress, JobStatus, Outcome, Shard
+from batchdrop.models import BatchProgress, Job, JobProgress, JobStatus, Outcome, Shard
 from batchdrop_tools.target import Target, TargetError
 
 EXIT_BY_OUTCOME = {Outcome.SUCCEEDED: 0}
@@ -63,9 +64,9 @@ def store_of(target: Target) -> JobStore:
 
 def input_key(target: Target, name: str) -> str:
     """The key a name stands for: as given if under the input prefix, else under it; `.jsonl` added if the
-    name has no suffix the pipeline takes."""
+    name has no suffix at all (`sample` is `inbox/sample.jsonl`; `x.json` stays `inbox/x.json`)."""
     key = name if name.startswith(target.input_prefix) else target.input_prefix + name
-    return key if key.lower().endswith(INPUT_SUFFIXES) else key + ".jsonl"
+    return key if "." in key.rsplit("/", 1)[-1] else key + ".jsonl"
 
 
 def find_job(target: Target, store: JobStore, reference: str) -> Job:

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from batchdrop.integrations import s3io
+from batchdrop.models import INPUT_SUFFIXES
 from batchdrop_tools import follow, target
 
 PICKUP_TIMEOUT_SECONDS = 300.0
@@ -67,6 +68,14 @@ def run_submit(args: argparse.Namespace) -> int:
     bucket = where.need_bucket()
     store = follow.store_of(where) if args.wait else None
     key = follow.input_key(where, args.name or os.path.basename(path))
+    if not key.lower().endswith(INPUT_SUFFIXES):
+        name = key.rsplit("/", 1)[-1]
+        print(
+            f"batchdrop submit: {name} would not be processed: the pipeline takes names ending in .jsonl or "
+            f".jsonl.gz (any case); rename the file, or give it one with --name {name.rsplit('.', 1)[0]}.jsonl",
+            file=sys.stderr,
+        )
+        return 2
     s3 = where.client("s3")
     _upload(s3, path, bucket, key)
     ref = s3io.head(s3, bucket, key)
@@ -89,7 +98,11 @@ def run_submit(args: argparse.Namespace) -> int:
 def run_status(args: argparse.Namespace) -> int:
     where = target.resolve(args)
     store = follow.store_of(where)
-    job = follow.find_job(where, store, args.job)
+    try:
+        job = follow.find_job(where, store, args.job)
+    except follow.JobNotFound as error:  # found nothing, as `batchdrop jobs show` says too
+        print(f"batchdrop status: {error}", file=sys.stderr)
+        return 1
     batches = follow.live_batches(store, job)
     now = int(time.time())
     if args.output == "json":

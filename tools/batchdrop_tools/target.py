@@ -105,15 +105,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the stack `batchdrop local` runs (also used on its own when it runs and nothing else is named)",
     )
-    where.add_argument("--table", default=os.environ.get("TABLE_NAME"), help="the jobs table (default $TABLE_NAME)")
-    where.add_argument("--bucket", default=os.environ.get("BUCKET_NAME"), help="the bucket (default $BUCKET_NAME)")
+    where.add_argument("--table", help="the jobs table (default $TABLE_NAME; a running batchdrop local comes first)")
+    where.add_argument("--bucket", help="the bucket (default $BUCKET_NAME; a running batchdrop local comes first)")
     where.add_argument("--endpoint-url", help="an AWS endpoint other than the default (e.g. batchdrop local's)")
     where.add_argument("--region", help="the AWS region (default: the AWS CLI's, from $AWS_REGION or the profile)")
     where.add_argument("--profile", help="a named profile of the AWS CLI's configuration")
 
 
 def resolve(args: argparse.Namespace) -> Target:
-    """The stack the arguments name (TargetError if they name none, or a stack that is not there)."""
+    """The stack the arguments name (TargetError if they name none, or a stack that is not there). Flags
+    name one; else a running batchdrop local is it; else $TABLE_NAME and $BUCKET_NAME (exported for a
+    deployed stack, they do not hide a local one started since)."""
     named = bool(getattr(args, "stack_name", None) or args.table or args.bucket or args.endpoint_url)
     described = running_local()
     if args.local or (described is not None and not named):
@@ -143,8 +145,8 @@ def resolve(args: argparse.Namespace) -> Target:
         session=session,
         endpoint_url=args.endpoint_url,
         where=args.endpoint_url or "the default AWS endpoint",
-        table=args.table,
-        bucket=args.bucket,
+        table=args.table or os.environ.get("TABLE_NAME"),
+        bucket=args.bucket or os.environ.get("BUCKET_NAME"),
     )
 
 

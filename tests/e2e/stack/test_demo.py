@@ -99,3 +99,46 @@ def test_api_url_without_a_key_is_refused() -> None:
     result = run_demo("--api-url", "http://127.0.0.1:9")
     assert result.returncode == 2
     assert "ZGPU_API_KEY" in result.stderr
+
+
+def test_keep_leaves_the_stack_running_where_the_commands_it_suggests_find_it(tmp_path: Path) -> None:
+    # Given `batchdrop demo --keep` (its own runtime folder: other tests' stacks announce elsewhere)
+    env = clean_env() | {"XDG_RUNTIME_DIR": str(tmp_path)}
+    demo = subprocess.Popen(
+        [str(BIN / "batchdrop"), "demo", "--keep"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        assert demo.stdout is not None
+        lines: list[str] = []
+        for line in demo.stdout:
+            lines.append(line.rstrip())
+            if "(or export AWS_ENDPOINT_URL=" in line:
+                break
+        status_line = next(line for line in lines if line.strip().startswith("batchdrop status job-"))
+
+        # When the commands it suggests run, naming no stack
+        command = [str(BIN / "batchdrop"), *status_line.split()[1:]]
+        status = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+        listed = subprocess.run(
+            [str(BIN / "batchdrop"), "jobs", "list", "--output", "json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+    finally:
+        demo.terminate()  # as a service manager stops it; Ctrl-C does the same
+        demo.wait(timeout=30)
+
+    # Then they find the demo's stack and its job
+    assert status.returncode == 0, status.stderr
+    assert "succeeded" in status.stdout
+    assert listed.returncode == 0, listed.stderr
+    (job,) = json.loads(listed.stdout)
+    assert job["job_id"] == status_line.split()[-1] and job["outcome"] == "succeeded"
+    # and once it stops it is withdrawn: nothing is left to find
+    assert not list(tmp_path.glob("batchdrop-local-*.json"))

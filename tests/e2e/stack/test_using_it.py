@@ -88,8 +88,16 @@ def test_submit_without_wait_says_how_to_follow_and_a_missing_file_is_one_line(
     missing = stack.command("submit", str(tmp_path / "nope.jsonl"))
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "no file" in missing.stderr
     unknown = stack.command("status", "never-dropped")
-    assert unknown.returncode == 2 and "no object s3://batchdrop-local/inbox/never-dropped.jsonl" in unknown.stderr
+    assert unknown.returncode == 1 and "no object s3://batchdrop-local/inbox/never-dropped.jsonl" in unknown.stderr
     assert "Traceback" not in unknown.stderr
+    # a file under a name the pipeline does not take is not renamed behind the user's back: refused, how to fix
+    wrong = tmp_path / "two.json"
+    wrong.write_text(request("t-1", "hello") + "\n")
+    refused = stack.command("submit", str(wrong))
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "two.json would not be processed" in refused.stderr and "--name two.jsonl" in refused.stderr
+    renamed = stack.command("submit", str(wrong), "--name", "two.jsonl")
+    assert renamed.returncode == 0 and "inbox/two.jsonl as job-" in renamed.stdout, renamed.stderr
 
 
 def test_a_quiet_local_stack_on_an_upstream_model_server_is_healthy_and_silent_while_idle(tmp_path: Path) -> None:

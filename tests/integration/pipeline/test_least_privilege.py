@@ -2,7 +2,8 @@
 its paths (a job that needs a second round, a rejected file, a cancelled job, the results table) with
 each call recorded under the function that made it, and each is checked against that function's role
 as CloudFormation receives it. A call the template does not grant fails in AWS only, where a best-effort
-path would hide it (the poller's batched job reads did, with BatchGetItem missing from its role)."""
+path would hide it (the poller's batched job reads did, with BatchGetItem missing from its role; so
+did collect's creation of a re-drive round's shards, with PutItem missing)."""
 
 from __future__ import annotations
 
@@ -125,7 +126,7 @@ def permissions(service: str, operation: str, params: dict[str, Any]) -> Iterato
 def recorded(make_pipeline: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Pipeline, Calls]:
     from batchdrop.runtime import aws_client
 
-    pipeline: Pipeline = make_pipeline(MAX_LINES_PER_BATCH=40)
+    pipeline: Pipeline = make_pipeline(MAX_LINES_PER_BATCH=40, DELETE_PROVIDER_FILES="true")
     calls = Calls()
     services = pipeline.services
     for client in (
@@ -163,12 +164,26 @@ def test_every_call_of_each_function_is_granted_by_its_role(recorded: tuple[Pipe
     detail = {"job_id": heal.job_id, "codes": ["invalid_request_error"]}
     pipeline.deliver(json.dumps({"detail-type": "Retry Batch Job", "source": "other.service", "detail": detail}))
     pipeline.run(rounds=30)
+    assert pipeline.report("heal")["outcome"] == "partial" and len(pipeline.report("heal")["rounds"]) == 3
+    # and once more after the work prefix expired and the fault was fixed (cut from the outbox files)
+    listing = pipeline.s3.list_object_versions(Bucket=BUCKET, Prefix="work/")
+    for entry in listing.get("Versions", []) + listing.get("DeleteMarkers", []):
+        pipeline.s3.delete_object(Bucket=BUCKET, Key=entry["Key"], VersionId=entry["VersionId"])
+    pipeline.emulator.faults.clear()
+    pipeline.deliver(json.dumps({"detail-type": "Retry Batch Job", "source": "other.service", "detail": detail}))
+    pipeline.run(rounds=30)
 
     # Then the paths ran (so the check below has calls to look at)
-    assert pipeline.report("heal")["outcome"] == "partial" and len(pipeline.report("heal")["rounds"]) == 3
+    assert pipeline.report("heal")["outcome"] == "succeeded" and len(pipeline.report("heal")["rounds"]) == 4
     assert pipeline.report("bad")["outcome"] == "rejected"
     assert pipeline.report("cancel")["outcome"] == "cancelled"
     functions = {function for function, *_ in calls.made}
+    outbox_reads = {
+        (function, params["Key"])
+        for function, service, operation, params in calls.made
+        if (service, operation) == ("s3", "GetObject") and params["Key"].startswith("outbox/heal/")
+    }
+    assert ("CollectFunction", "outbox/heal/output.jsonl") in outbox_reads, outbox_reads
     assert functions == {"SubmitFunction", "PollFunction", "CollectFunction"}
 
     # and every call is allowed by the role of the function that made it

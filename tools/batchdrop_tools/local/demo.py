@@ -16,8 +16,8 @@ import boto3
 from batchdrop.integrations import s3io
 from batchdrop.models import Job
 from batchdrop_tools import follow
-from batchdrop_tools.local.stack import REGION, LocalStack, LocalStackConfig, quiet_logs
-from batchdrop_tools.target import Target
+from batchdrop_tools.local.stack import REGION, LocalStack, LocalStackConfig, announce, quiet_logs
+from batchdrop_tools.target import Target, withdraw_local
 
 FAILED_OUTCOMES = ("failed", "rejected")
 
@@ -90,10 +90,18 @@ def run_demo(args: Any) -> int:
         report = json.loads(s3.get_object(Bucket=config.bucket, Key=f"{job.output_prefix}report.json")["Body"].read())
         _print_results(s3, config.bucket, job.output_prefix, report)
         if getattr(args, "keep", False):
-            print()
-            print(f"The stack keeps running (--keep): export AWS_ENDPOINT_URL={stack.endpoint_url}")
-            print("  batchdrop status, batchdrop jobs list and aws s3 cp find it; Ctrl-C stops it.", flush=True)
-            _wait_for_interrupt()
+            announce(stack, config.bucket)
+            try:
+                print()
+                print("The stack keeps running (--keep); Ctrl-C stops it. batchdrop's commands find it meanwhile:")
+                print(f"  batchdrop status {job.job_id}")
+                print("  batchdrop jobs list")
+                print("  batchdrop submit another.jsonl --wait")
+                print(f"  aws --endpoint-url {stack.endpoint_url} s3 ls s3://{config.bucket}/{job.output_prefix}")
+                print(f"  (or export AWS_ENDPOINT_URL={stack.endpoint_url} for the AWS CLI)", flush=True)
+                _wait_for_interrupt()
+            finally:
+                withdraw_local()
         else:
             print()
             print("The local stack stops now: these s3:// URIs are gone with it (--keep leaves it running).")
@@ -116,6 +124,13 @@ def _follow(where: Target, s3: Any, bucket: str, key: str, timeout: float) -> Jo
 
 
 def _wait_for_interrupt() -> None:
+    """Until Ctrl-C, or a SIGTERM (the same, so that the stack is stopped and withdrawn either way)."""
+    import signal
+
+    def interrupt(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         while True:
             time.sleep(1)

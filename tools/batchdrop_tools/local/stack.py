@@ -593,20 +593,9 @@ def run_local(args: Any) -> int:
             f"Webhook:               {config.webhook_url}   (printed here, not delivered: moto has no API destinations)"
         )
     print("State is kept in memory: it is gone when this command stops.")
-    from batchdrop_tools.target import announce_local, withdraw_local
+    from batchdrop_tools.target import withdraw_local
 
-    announce_local(
-        {
-            "endpoint_url": stack.endpoint_url,
-            "region": REGION,
-            "bucket": bucket,
-            "table": stack.table_name,
-            "input_prefix": "inbox/",
-            "output_prefix": "outbox/",
-            "queues": dict(stack.queue_urls),
-            "api_url": stack.api_url,
-        }
-    )
+    announce(stack, bucket)
     print("ready", flush=True)
     stopped = threading.Event()
     try:
@@ -621,6 +610,25 @@ def run_local(args: Any) -> int:
         withdraw_local()
         stack.stop()
     return 0
+
+
+def announce(stack: LocalStack, bucket: str) -> None:
+    """Tells the command line where this stack is, so that its commands find it while it runs
+    (target.running_local); withdrawn by target.withdraw_local."""
+    from batchdrop_tools.target import announce_local
+
+    announce_local(
+        {
+            "endpoint_url": stack.endpoint_url,
+            "region": REGION,
+            "bucket": bucket,
+            "table": stack.table_name,
+            "input_prefix": "inbox/",
+            "output_prefix": "outbox/",
+            "queues": dict(stack.queue_urls),
+            "api_url": stack.api_url,
+        }
+    )
 
 
 def quiet_logs() -> None:
