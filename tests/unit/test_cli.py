@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 import pytest
@@ -114,6 +115,20 @@ def test_every_command_has_help_with_examples(command: str, capsys: pytest.Captu
         cli.main([command, "--help"])
     assert ended.value.code == 0
     assert "examples:" in capsys.readouterr().out
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    def undocumented(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, command in action.choices.items():
+                    found += undocumented(command, f"{path} {name}")
+            elif action.help is None and action.option_strings:
+                found.append(f"{path} {action.option_strings[-1]}")
+        return found
+
+    assert undocumented(cli._build_parser(), "batchdrop") == []
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

@@ -45,10 +45,20 @@ def _build_parser() -> argparse.ArgumentParser:
     add_emulator_arguments(emulator)
 
     local = commands.add_parser("local", help="run the whole stack on this machine (moto + emulator)")
-    local.add_argument("--host", default="127.0.0.1")
-    local.add_argument("--aws-port", type=int, default=4566)
-    local.add_argument("--emulator-port", type=int, default=8400)
-    local.add_argument("--poll-seconds", type=float, default=1.0, help="how often the poll function runs")
+    local.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address both servers listen on (default: %(default)s; 0.0.0.0 for Docker)",
+    )
+    local.add_argument(
+        "--aws-port", type=int, default=4566, help="the port of the AWS endpoint, moto (default: %(default)s)"
+    )
+    local.add_argument(
+        "--emulator-port", type=int, default=8400, help="the port of the ZeroGPU API emulator (default: %(default)s)"
+    )
+    local.add_argument(
+        "--poll-seconds", type=float, default=1.0, help="how often the poll function runs (default: %(default)s s)"
+    )
     local.add_argument(
         "--log-level",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),

@@ -140,16 +140,28 @@ class EmulatorServer:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8400)
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8400, help="the port to listen on (default: %(default)s)")
     parser.add_argument("--api-key", help="the only x-api-key accepted (default: any non-empty key)")
     parser.add_argument("--project-id", help="the only x-project-id accepted when one is sent")
     parser.add_argument("--require-project-id", action="store_true", help="401 without x-project-id")
     parser.add_argument("--lines-per-second", type=float, help="processing rate per batch (default: instant)")
-    parser.add_argument("--finalizing-seconds", type=float, default=0.0)
-    parser.add_argument("--line-format", choices=("zerogpu", "openai"), default="zerogpu")
+    parser.add_argument(
+        "--finalizing-seconds",
+        type=float,
+        default=0.0,
+        help="how long a batch stays finalizing once every line is done (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--line-format",
+        choices=("zerogpu", "openai"),
+        default="zerogpu",
+        help="the shape of output lines: ZeroGPU's or OpenAI's (default: %(default)s)",
+    )
     parser.add_argument("--upstream", metavar="URL", help="run lines against this OpenAI-compatible server")
-    parser.add_argument("--upstream-timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--upstream-timeout", type=float, default=60.0, help="seconds a line may take upstream (default: %(default)s)"
+    )
     parser.add_argument("--data-dir", help="where files live (default: a temp dir removed on exit)")
     parser.add_argument("--fail-rate", type=float, default=0.0, help="fraction of lines that fail (0..1)")
     parser.add_argument("--fail-code", default="internal_error", help="the error code of failed lines")
