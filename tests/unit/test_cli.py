@@ -205,3 +205,28 @@ def test_a_followed_job_gives_up_on_reads_that_keep_failing_and_at_once_on_other
     reader = follow._Reader(_FlakyStore(JOB, 1, denied), deadline=float("inf"), interval=0, timeout=60)  # type: ignore[arg-type]
     with pytest.raises(ClientError):
         reader.next(JOB, {})
+
+
+def test_a_job_in_a_retry_shows_its_last_ends_counts_as_such() -> None:
+    from batchdrop.models import InputInfo, Job, JobStatus, LineCounts, Outcome
+    from batchdrop_tools.follow import describe
+
+    # Given a job that ended partial and whose retry has started
+    ended = Job(
+        job_id="job-1",
+        status=JobStatus.FINISHED,
+        outcome=Outcome.PARTIAL,
+        input=InputInfo(bucket="b", key="inbox/x.jsonl", version_id=None, etag="e", bytes=10, lines=3),
+        output_prefix="outbox/x/",
+        received_at=1_000,
+        finished_at=1_060,
+        counts=LineCounts(total=3, succeeded=2, failed=1),
+    )
+    retrying = ended.model_copy(update={"status": JobStatus.SUBMITTING, "outcome": None, "finished_at": None})
+
+    # When each is shown, Then only the retrying one says its counts are those of its last end
+    def lines_row(job: Job) -> str:
+        return next(line for line in describe(job, [], 1_100, {}) if line.lstrip().startswith("lines"))
+
+    assert lines_row(ended) == "  lines      2 succeeded, 1 failed of 3"
+    assert lines_row(retrying) == "  lines      2 succeeded, 1 failed of 3 as at its last end (a retry is running)"

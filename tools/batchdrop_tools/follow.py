@@ -207,8 +207,10 @@ def describe(job: Job, shards: list[Shard], now: int, batches: Mapping[str, Batc
     if job.finished_at:
         lines.append(f"  finished   {_when(job.finished_at, now)} after {duration(job.finished_at - job.received_at)}")
     if job.counts is not None:
+        so_far = "" if job.status == JobStatus.FINISHED else " as at its last end (a retry is running)"
         lines.append(
             f"  lines      {job.counts.succeeded:,} succeeded, {job.counts.failed:,} failed of {job.counts.total:,}"
+            + so_far
         )
     counts = seen.request_counts
     if counts.total:
