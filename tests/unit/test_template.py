@@ -617,6 +617,12 @@ def test_the_dashboard_shows_metrics_the_functions_emit_and_every_alarm(sam_temp
     assert {name for name in alarms if f"${{{name}.Arn}}" in body} == alarms
 
 
+def test_the_readme_lists_every_metric_the_functions_emit() -> None:
+    readme = (TEMPLATE_PATH.parent / "README.md").read_text()
+    listed = readme.split("Metrics (namespace `batchdrop`", 1)[1].split("\n\n|", 1)[1].split("\n\n", 1)[0]
+    assert [metric.value for metric in Metric if f"`{metric.value}`" not in listed] == []
+
+
 def test_the_readme_runbook_has_an_entry_for_every_alarm_and_no_other(sam_template: dict[str, Any]) -> None:
     readme = (TEMPLATE_PATH.parent / "README.md").read_text()
     runbook = readme.split("## Runbook", 1)[1].split("\n## ", 1)[0]
