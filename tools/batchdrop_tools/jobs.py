@@ -27,10 +27,15 @@ from batchdrop.models import Job
 from batchdrop_tools import follow, submit, target
 
 EXAMPLES = """examples:
-  batchdrop jobs list --local
-  batchdrop jobs show requests --stack-name batchdrop-prod
+  batchdrop jobs list --local                                   newest first: status, lines done, batches, age
+  batchdrop jobs list --output json --stack-name batchdrop-prod | jq '.[0].job_id'
+  batchdrop jobs show requests --stack-name batchdrop-prod      a job by its name, s3:// URI or id
   batchdrop jobs watch s3://my-bucket/inbox/requests.jsonl --stack-name batchdrop-prod
-  batchdrop jobs retry job-0123456789abcdef0123456789abcdef --all-failed --local
+  batchdrop jobs cancel requests --local                        the next poll cancels its batches
+  batchdrop jobs retry requests --local                         failed lines another try can help go again
+  batchdrop jobs retry job-0123456789abcdef0123456789abcdef --all-failed --local   (after a quota top-up)
+exit codes: 0 done (watch: the job succeeded), 1 no such job, refused, or (watch) it did not succeed, 2 usage or
+connection errors
 """
 
 
