@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from stack_harness import BUCKET, RunningStack, request
@@ -13,6 +17,7 @@ from stack_harness import BUCKET, RunningStack, request
 from batchdrop_tools.local.template import derive_local_resources, find_template, load_template
 
 pytestmark = pytest.mark.e2e
+REPO = Path(__file__).parents[3]
 
 
 def test_the_banner_names_the_endpoint_the_bucket_and_an_example(stack: RunningStack) -> None:
@@ -207,6 +212,81 @@ def test_env_json_names_resources_the_running_local_stack_has(stack: RunningStac
     stack.aws("s3api", "head-bucket", "--bucket", parameters["BUCKET_NAME"])
     for url in env["PollFunction"].values():
         stack.aws_json("sqs", "get-queue-url", "--queue-name", url.rsplit("/", 1)[1])
+
+
+def invoke_as_sam_would(stack: RunningStack, function: str, event: str) -> subprocess.CompletedProcess[str]:
+    """`sam local invoke FUNCTION -e events/EVENT --env-vars env.json` without its container (the tests
+    have no Docker): a fresh Python given only env.json's variables and what SAM adds (region, credentials,
+    the function's name), with the layer and the function's code on its path, calls the template's handler
+    with the event. Only env.json's host.docker.internal becomes this stack's address."""
+    resource = load_template(find_template())["Resources"][function]["Properties"]
+    module, handler = resource["Handler"].rsplit(".", 1)
+    env_json = json.loads((REPO / "env.json").read_text())
+    aws_host, emulator_host = urlsplit(stack.endpoint).netloc, urlsplit(stack.emulator_url).netloc
+    variables = {
+        name: value.replace("host.docker.internal:4566", aws_host).replace("host.docker.internal:8400", emulator_host)
+        for name, value in (env_json["Parameters"] | env_json.get(function, {})).items()
+    }
+    code = f"""
+import json, sys
+from types import SimpleNamespace
+from {module} import {handler} as handler
+context = SimpleNamespace(function_name="{function}", memory_limit_in_mb=512, aws_request_id="sam-local",
+    invoked_function_arn="arn:aws:lambda:us-east-1:123456789012:function:{function}",
+    get_remaining_time_in_millis=lambda: 300_000)
+print("RESULT " + json.dumps(handler(json.loads(sys.stdin.read()), context)))
+"""
+    sam_adds = {
+        "PATH": os.environ["PATH"],
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "anything",
+        "AWS_SECRET_ACCESS_KEY": "anything",
+        "AWS_LAMBDA_FUNCTION_NAME": function,
+        "PYTHONPATH": f"{REPO / 'layers' / 'common'}:{REPO / resource['CodeUri']}",
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        input=(REPO / "events" / event).read_text(encoding="utf-8"),
+        capture_output=True,
+        text=True,
+        env=sam_adds | variables,
+        timeout=60,
+    )
+
+
+def _result_of(invoked: subprocess.CompletedProcess[str]) -> Any:
+    assert invoked.returncode == 0, invoked.stderr[-2000:]
+    (line,) = [line for line in invoked.stdout.splitlines() if line.startswith("RESULT ")]
+    return json.loads(line.removeprefix("RESULT "))
+
+
+def test_the_sam_local_invoke_recipe_runs_each_handler_against_the_local_stack(stack: RunningStack) -> None:
+    # Given the README's recipe: the sample file uploaded where the `Submit Batch Job` sample names it
+    # (outside inbox/, so the stack leaves it to the handler invoked by hand)
+    detail = json.loads(json.loads((REPO / "events" / "sqs_submit_batch_job.json").read_text())["Records"][0]["body"])[
+        "detail"
+    ]
+    uri = f"s3://{detail['bucket']}/{detail['key']}"
+    stack.aws("s3", "cp", str(REPO / "events" / "samples" / "demo.jsonl"), uri)
+
+    # When SubmitFunction is invoked with that event and env.json, Then it makes the job, which ends
+    assert _result_of(invoke_as_sam_would(stack, "SubmitFunction", "sqs_submit_batch_job.json")) == {
+        "batchItemFailures": []
+    }
+    stack.wait_until(lambda: "succeeded" in stack.command("status", uri).stdout, f"{uri} succeeded")
+    jobs_before = stack.command("jobs", "list", "--output", "json").stdout
+
+    # And the other samples run too: the poller's tick, a collect request for a job that is not there
+    # (dropped with a warning), and an S3 event for an object this bucket does not have (ignored)
+    assert set(_result_of(invoke_as_sam_would(stack, "PollFunction", "scheduled_poll.json"))) >= {"due", "polled"}
+    collected = invoke_as_sam_would(stack, "CollectFunction", "sqs_collect.json")
+    assert (
+        _result_of(collected) == {"batchItemFailures": []} and "collect request for an unknown job" in collected.stdout
+    )
+    ignored = invoke_as_sam_would(stack, "SubmitFunction", "sqs_object_created.json")
+    assert _result_of(ignored) == {"batchItemFailures": []} and '"result":"ignored"' in ignored.stdout
+    assert stack.command("jobs", "list", "--output", "json").stdout == jobs_before  # no job made by either
 
 
 def test_the_operator_lists_shows_and_cannot_cancel_an_ended_job(stack: RunningStack, tmp_path: Path) -> None:
