@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -402,6 +403,8 @@ class LocalStack:
         from batchdrop.observability import logger
 
         logger.setLevel(self.config.log_level)
+        # metrics are off here: a run that counted nothing is not worth a warning
+        warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
     # the event sources
 
