@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -230,3 +234,23 @@ def test_a_job_in_a_retry_shows_its_last_ends_counts_as_such() -> None:
 
     assert lines_row(ended) == "  lines      2 succeeded, 1 failed of 3"
     assert lines_row(retrying) == "  lines      2 succeeded, 1 failed of 3 as at its last end (a retry is running)"
+
+
+def test_a_reader_that_leaves_early_does_not_change_the_exit_code(tmp_path: Path) -> None:
+    # Given a file with thousands of problems, each a line of output, and a reader that takes one line
+    bad = tmp_path / "bad.jsonl"
+    line = {"method": "POST", "url": "/v1/embeddings", "body": {"model": "m", "messages": []}}
+    bad.write_text("".join(json.dumps({"custom_id": f"c{n}"} | line) + "\n" for n in range(3_000)))
+    batchdrop = Path(sys.executable).parent / "batchdrop"
+
+    # When validate's output is piped into `head -1` under pipefail, Then the exit code is validate's own,
+    # every time (the reader has gone long before validate has written its last problem), and nothing is said
+    for _ in range(3):
+        piped = subprocess.run(
+            ["bash", "-c", f"set -o pipefail; '{batchdrop}' validate --all '{bad}' | head -1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (piped.returncode, piped.stderr) == (1, "")
+        assert piped.stdout.count("\n") == 1

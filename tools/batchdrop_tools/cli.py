@@ -7,6 +7,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 EXAMPLES = """in the order a user meets them:
   batchdrop validate requests.jsonl                      check a file offline, line by line
@@ -150,8 +151,44 @@ def _positive_float(text: str) -> float:
     return value
 
 
+class _ReaderMayLeave:
+    """stdout whose reader may go away (`batchdrop validate x.jsonl | head -1`): what is written after
+    that is dropped instead of raising, so the command still finishes and exits with the code of what
+    it found (a script with `set -o pipefail` reads the right one)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                self._stream.write(text)
+            except BrokenPipeError:
+                self._leave()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._leave()
+
+    def _leave(self) -> None:
+        self.gone = True
+        # what the stream still holds goes nowhere when Python flushes it at exit, instead of failing again
+        with contextlib.suppress(OSError, ValueError):  # not a file (a test's capture)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = argparse.Namespace(debug=False, command="")
+    stdout = sys.stdout
+    sys.stdout = _ReaderMayLeave(stdout)
     try:
         args = _build_parser().parse_args(argv)
         return _run(args)
@@ -170,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"batchdrop {args.command}: {message}".replace("batchdrop : ", "batchdrop: "), file=sys.stderr)
         return 2
+    finally:
+        sys.stdout = stdout
 
 
 def _one_line(error: Exception) -> str | None:
