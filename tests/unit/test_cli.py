@@ -254,3 +254,78 @@ def test_a_reader_that_leaves_early_does_not_change_the_exit_code(tmp_path: Path
         )
         assert (piped.returncode, piped.stderr) == (1, "")
         assert piped.stdout.count("\n") == 1
+
+
+def _job(**changes: Any) -> Any:
+    from batchdrop.models import InputInfo, Job, JobStatus
+
+    job = Job(
+        job_id="job-1",
+        status=JobStatus.SUBMITTING,
+        input=InputInfo(bucket="b", key="inbox/x.jsonl", version_id=None, etag="e", bytes=10, lines=23_422),
+        output_prefix="outbox/x/",
+        received_at=1_000,
+        shard_count=1,
+        started_shards={0},
+    )
+    return job.model_copy(update=changes)
+
+
+def test_an_ended_job_reads_as_how_its_lines_ended_not_as_all_done() -> None:
+    from batchdrop.models import JobStatus, LineCounts, Outcome
+    from batchdrop_tools.follow import glance
+
+    # Given a job cancelled after 1,054 of its 23,422 lines had succeeded
+    cancelled = _job(
+        status=JobStatus.FINISHED,
+        outcome=Outcome.CANCELLED,
+        finished_at=1_100,
+        collected_shards={0},
+        counts=LineCounts(total=23_422, succeeded=1_054, failed=22_368),
+    )
+    look = glance(cancelled, 1_200, {})
+    # Then it says how many succeeded and failed, in the status line and in jobs list's column
+    assert look.line() == "cancelled · 1,054 succeeded, 22,368 failed of 23,422 lines · 1 of 1 batches ended"
+    assert look.cell() == "1,054/23,422 ok"
+
+
+def test_a_round_of_failed_lines_reads_as_its_own_lines_and_batches() -> None:
+    from batchdrop.models import BatchProgress
+    from batchdrop_tools.follow import glance
+
+    # Given a job whose first round has ended and whose next round waits for its backoff
+    waiting = _job(shard_count=1, collected_shards={0}, redrive_due_at=1_005)
+    first = {"0": BatchProgress(round=0, status="completed", total=23_422, completed=23_411, failed=11)}
+    assert glance(waiting, 1_000, first).line() == "retrying · round 1 of the failed lines starts in 5 s"
+
+    # When round 1 has sent its 11 lines in two batches, one ended and the other not seen yet
+    running = _job(round=1, shard_count=3, started_shards={0, 1, 2}, round_lines=11, round_first_shard=1)
+    seen = first | {"1": BatchProgress(round=1, status="completed", total=6, completed=6, failed=0)}
+    # Then the round's figures are out of its own lines and batches, not the first round's
+    assert glance(running, 1_010, seen).line().startswith("retrying · round 1 · 6 of 11 lines done · 1 of 2 batches")
+
+
+def test_jobs_show_counts_the_api_requests_from_each_batch_of_every_round() -> None:
+    from batchdrop.models import BatchProgress, RequestCounts, Shard, ShardState
+    from batchdrop_tools.follow import describe
+
+    # Given batches of two rounds whose last counts the poller's looks lag behind
+    shards = [
+        Shard(
+            job_id="job-1",
+            index=i,
+            state=ShardState.COLLECTED,
+            work_key=f"w/{i}",
+            lines=n,
+            bytes=1,
+            first_line=1,
+            round=r,
+            batch_id=f"batch_{i}",
+            batch_status="completed",
+            request_counts=RequestCounts(total=n, completed=c, failed=n - c),
+        )
+        for i, r, n, c in ((0, 0, 40, 29), (1, 1, 11, 8), (2, 2, 3, 3))
+    ]
+    stale = {"0": BatchProgress(round=0, status="in_progress", total=40, completed=20, failed=3)}
+    lines = describe(_job(round=2, shard_count=3, started_shards={0, 1, 2}), shards, 1_100, stale)
+    assert "  requests   40 completed, 14 failed of 54 (the API's counts, every round)" in lines

@@ -32,7 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from batchdrop.flow import progress, watch
 from batchdrop.integrations import s3io
 from batchdrop.integrations.store import JobStore
-from batchdrop.models import BatchProgress, Job, JobProgress, JobStatus, Outcome, Shard
+from batchdrop.models import BatchProgress, Job, JobProgress, JobStatus, Outcome, RequestCounts, Shard
 from batchdrop_tools.target import Target, TargetError
 
 EXIT_BY_OUTCOME = {Outcome.SUCCEEDED: 0}
@@ -143,7 +143,8 @@ def _size(count: int | None) -> str:
 
 @dataclass(frozen=True)
 class Glance:
-    """The few figures a person follows: lines done of the current round's, batches, time left."""
+    """The few figures a person follows: lines done of the current round's, batches, time left; at the
+    end, how the lines ended."""
 
     status: str
     done: int
@@ -152,11 +153,22 @@ class Glance:
     batches: int
     eta_seconds: int | None
     round: int
+    succeeded: int | None = None
+    """At the end: the lines that succeeded (the rest failed, or never ran: a cancel, an expiry)."""
+    next_round_in: int | None = None
+    """Waiting for the next round of the failed lines: the seconds until it may start."""
 
     def line(self) -> str:
         if self.status == "rejected":
             return "rejected: nothing was sent to the API"
-        parts = [self.status, f"{self.done:,} of {self.of:,} lines done"]
+        if self.next_round_in is not None:
+            when = f"in {duration(self.next_round_in)}" if self.next_round_in > 0 else "now"
+            return f"{self.status} · round {self.round + 1} of the failed lines starts {when}"
+        if self.succeeded is not None:
+            failed = self.of - self.succeeded
+            parts = [self.status, f"{self.succeeded:,} succeeded, {failed:,} failed of {self.of:,} lines"]
+        else:
+            parts = [self.status, f"{self.done:,} of {self.of:,} lines done"]
         parts.append(f"{self.batches_ended} of {self.batches} batches ended")
         if self.round:
             parts.insert(1, f"round {self.round}")
@@ -164,26 +176,40 @@ class Glance:
             parts.append(f"about {duration(self.eta_seconds)} left" if self.eta_seconds else "ending")
         return " · ".join(parts)
 
+    def cell(self) -> str:
+        """The LINES column of `jobs list`: done of the round's while running, succeeded at the end."""
+        if self.succeeded is not None:
+            return f"{self.succeeded:,}/{self.of:,} ok"
+        return f"{self.done:,}/{self.of:,} done" if self.of else "-"
+
 
 def glance(job: Job, now: int, batches: Mapping[str, BatchProgress]) -> Glance:
     """The job at a glance, from its record and its batches as the poller last saw them."""
     seen = progress.view(job, now, batches)
     current = [batch for batch in batches.values() if batch.round == job.round]
+    done = sum(batch.completed + batch.failed for batch in current)
+    batches_ended, batch_count = seen.batches_ended, seen.batches
     if job.round == 0:
         of = job.input.lines or sum(batch.total for batch in current)
     else:
-        of = sum(batch.total for batch in current)
-    done = sum(batch.completed + batch.failed for batch in current)
+        of = job.round_lines if job.round_lines is not None else sum(batch.total for batch in current)
+        if job.round_first_shard is not None and job.status != JobStatus.FINISHED:
+            batch_count = (job.shard_count or 0) - job.round_first_shard
+            batches_ended = sum(1 for batch in current if batch.status in progress.ENDED)
+    succeeded = None
     if job.counts is not None and job.status == JobStatus.FINISHED:
-        of, done = job.counts.total, job.counts.total
+        of, done, succeeded = job.counts.total, job.counts.total, job.counts.succeeded
+    waiting = job.redrive_due_at is not None and job.status != JobStatus.FINISHED
     return Glance(
         status=seen.status,
         done=min(done, of) if of else done,
         of=of,
-        batches_ended=seen.batches_ended,
-        batches=seen.batches,
+        batches_ended=batches_ended,
+        batches=batch_count,
         eta_seconds=seen.eta_seconds,
         round=job.round,
+        succeeded=succeeded,
+        next_round_in=max(0, (job.redrive_due_at or 0) - now) if waiting else None,
     )
 
 
@@ -196,10 +222,11 @@ def describe(job: Job, shards: list[Shard], now: int, batches: Mapping[str, Batc
     """`batchdrop jobs show` / `batchdrop status`: the job as a person reads it."""
     seen: JobProgress = progress.view(job, now, batches)
     look = glance(job, now, batches)
+    input_lines = f"{job.input.lines:,}" if job.input.lines is not None else "?"
     lines = [
         f"{job.job_id}   s3://{job.input.bucket}/{job.input.key}",
         f"  status     {look.line()}",
-        f"  input      {job.input.lines if job.input.lines is not None else '?'} lines, {_size(job.input.bytes)}",
+        f"  input      {input_lines} lines, {_size(job.input.bytes)}",
         f"  received   {_when(job.received_at, now)}",
     ]
     if job.submitted_at:
@@ -213,6 +240,13 @@ def describe(job: Job, shards: list[Shard], now: int, batches: Mapping[str, Batc
             + so_far
         )
     counts = seen.request_counts
+    if shards:  # each batch's own latest counts, where the poller's looks may lag a batch's last ones
+        reported = [shard.request_counts for shard in shards if shard.request_counts is not None]
+        counts = RequestCounts(
+            total=sum(c.total for c in reported),
+            completed=sum(c.completed for c in reported),
+            failed=sum(c.failed for c in reported),
+        )
     if counts.total:
         api = f"{counts.completed:,} completed, {counts.failed:,} failed of {counts.total:,}"
         lines.append(f"  requests   {api} (the API's counts, every round)")

@@ -27,7 +27,7 @@ from batchdrop.models import Job
 from batchdrop_tools import follow, submit, target
 
 EXAMPLES = """examples:
-  batchdrop jobs list --local                                   newest first: status, lines done, batches, age
+  batchdrop jobs list --local                                   newest first: status, lines, batches, age
   batchdrop jobs list --output json --stack-name batchdrop-prod | jq '.[0].job_id'
   batchdrop jobs show requests --stack-name batchdrop-prod      a job by its name, s3:// URI or id
   batchdrop jobs watch s3://my-bucket/inbox/requests.jsonl --stack-name batchdrop-prod
@@ -124,7 +124,7 @@ def _list(store: Any, args: argparse.Namespace) -> int:
         print(json.dumps([job.model_dump(mode="json") for job in jobs], indent=2, ensure_ascii=False))
         return 0
     now = int(time.time())
-    rows = [("JOB ID", "STATUS", "LINES DONE", "BATCHES DONE", "AGE", "INPUT")]
+    rows = [("JOB ID", "STATUS", "LINES", "BATCHES DONE", "AGE", "INPUT")]
     for job in jobs:
         batches_seen = follow.live_batches(store, job) if job.finished_at is None else {}  # an end has its counts
         look = follow.glance(job, now, batches_seen)
@@ -133,7 +133,7 @@ def _list(store: Any, args: argparse.Namespace) -> int:
             (
                 job.job_id,
                 look.status,
-                f"{look.done:,}/{look.of:,}" if look.of else "-",
+                look.cell(),
                 batches,
                 _age(now - job.received_at),
                 f"s3://{job.input.bucket}/{job.input.key}",

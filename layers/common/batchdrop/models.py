@@ -283,6 +283,10 @@ class Job(BaseModel):
     """What the split estimated the job to use (estimate.py), for report.json beside the actual."""
     counts: LineCounts | None = None
     """A finished job's lines (as in report.json)."""
+    round_lines: int | None = None
+    """Lines the latest re-drive round sent (set when it starts): what its progress is out of."""
+    round_first_shard: int | None = None
+    """The index of the latest round's first shard: its batches are those from there to shard_count."""
     counted_round: int | None = None
     """The job's last round at its latest end: the dashboard counted its lines, tokens and cost up to
     there (a retry's end then counts only what it changed)."""

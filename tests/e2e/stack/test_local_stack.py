@@ -299,9 +299,9 @@ def test_the_operator_lists_shows_and_cannot_cancel_an_ended_job(stack: RunningS
     listing = jobs("list")
     assert listing.returncode == 0 and job_id in listing.stdout and "inbox/ops.jsonl" in listing.stdout
     header, *rows = listing.stdout.splitlines()
-    assert header.split() == ["JOB", "ID", "STATUS", "LINES", "DONE", "BATCHES", "DONE", "AGE", "INPUT"]
+    assert header.split() == ["JOB", "ID", "STATUS", "LINES", "BATCHES", "DONE", "AGE", "INPUT"]
     (row,) = [row for row in rows if job_id in row]
-    assert " succeeded " in row and " 1/1 " in row
+    assert " succeeded " in row and " 1/1 ok " in row
     as_json = jobs("list", "--output", "json")
     assert job_id in [job["job_id"] for job in json.loads(as_json.stdout)]
     shown = jobs("show", job_id, "--output", "json")
@@ -309,7 +309,7 @@ def test_the_operator_lists_shows_and_cannot_cancel_an_ended_job(stack: RunningS
     assert json.loads(shown.stdout)["shards"][0]["state"] == "collected"
     readable = stack.command("jobs", "show", "ops")  # by name; the stack found on its own
     assert readable.returncode == 0 and readable.stdout.startswith(job_id)
-    assert "succeeded · 1 of 1 lines done · 1 of 1 batches ended" in readable.stdout
+    assert "succeeded · 1 succeeded, 0 failed of 1 lines · 1 of 1 batches ended" in readable.stdout
     refused = jobs("cancel", job_id)
     assert refused.returncode == 1 and "has ended" in refused.stderr
 

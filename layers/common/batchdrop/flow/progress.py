@@ -33,7 +33,7 @@ from batchdrop.services import Services
 
 VALIDATING, SUBMITTING, RUNNING, COLLECTING, RETRYING = "validating", "submitting", "running", "collecting", "retrying"
 LIVE_STATUSES = (VALIDATING, SUBMITTING, RUNNING, COLLECTING, RETRYING)
-_ENDED = frozenset({*(str(status) for status in TERMINAL_STATUSES), NOT_CREATED})
+ENDED = frozenset({*(str(status) for status in TERMINAL_STATUSES), NOT_CREATED})
 
 
 def batch_progress(shard: Shard, status: str, counts: RequestCounts | None) -> BatchProgress:
@@ -62,7 +62,7 @@ def live_status(job: Job, batches: Mapping[str, BatchProgress]) -> str:
     if not job.all_started:
         return SUBMITTING
     current = [batch for batch in batches.values() if batch.round == job.round]
-    if job.all_collected or (current and all(batch.status in _ENDED for batch in current)):
+    if job.all_collected or (current and all(batch.status in ENDED for batch in current)):
         return COLLECTING
     return RUNNING
 
@@ -77,7 +77,7 @@ def _time_left(job: Job, batches: Mapping[str, BatchProgress], now: int) -> int 
         return None  # a batch not seen yet
     left = 0
     for batch in current:
-        if batch.status in _ENDED:
+        if batch.status in ENDED:
             continue
         done = batch.completed + batch.failed
         if done <= 0 or batch.created_at is None or batch.total <= 0:
@@ -96,14 +96,14 @@ def view(job: Job, now: int, batches: Mapping[str, BatchProgress]) -> JobProgres
         failed=sum(batch.failed for batch in seen.values()),
     )
     status = live_status(job, seen)
-    ended = sum(1 for batch in seen.values() if batch.status in _ENDED)
+    ended = sum(1 for batch in seen.values() if batch.status in ENDED)
     finished = job.status in (JobStatus.FINISHED, JobStatus.REJECTED)
     return JobProgress(
         status=status,
         round=job.round,
         request_counts=summed,
         batches=job.shard_count or 0,
-        batches_running=sum(1 for batch in seen.values() if batch.status not in _ENDED) if not finished else 0,
+        batches_running=sum(1 for batch in seen.values() if batch.status not in ENDED) if not finished else 0,
         batches_ended=(job.shard_count or 0) if finished else ended,
         eta_seconds=0 if finished else _time_left(job, seen, now),
         updated_at=now,

@@ -296,6 +296,8 @@ def start_round(job: Job, shards: list[Shard], planned: NextRound, services: Ser
             else {
                 "round": planned.number,
                 "shard_count": base + len(new_shards),
+                "round_lines": sent,
+                "round_first_shard": base,
                 "redrive_due_at": None,
                 "round_claimed_at": None,
                 "retry_codes": None,
