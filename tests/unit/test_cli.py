@@ -329,3 +329,19 @@ def test_jobs_show_counts_the_api_requests_from_each_batch_of_every_round() -> N
     stale = {"0": BatchProgress(round=0, status="in_progress", total=40, completed=20, failed=3)}
     lines = describe(_job(round=2, shard_count=3, started_shards={0, 1, 2}), shards, 1_100, stale)
     assert "  requests   40 completed, 14 failed of 54 (the API's counts, every round)" in lines
+
+
+def test_with_no_stack_running_and_nothing_named_the_message_says_how_to_start_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Given a machine with no AWS set up and no batchdrop local running
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "TABLE_NAME", "BUCKET_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    # When a command names no stack, Then it says to start the local stack or name one, not that a region is missing
+    for command in (["status", "requests"], ["jobs", "list"], ["dlq", "list"]):
+        assert cli.main(command) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert "no batchdrop local is running here: start it (`batchdrop local`" in line, line
+        assert "--stack-name" in line and "region" not in line.split("(and")[0]

@@ -86,6 +86,12 @@ def find_job(target: Target, store: JobStore, reference: str) -> Job:
     if ref is None:
         raise JobNotFound(f"no object s3://{bucket}/{key}: check the name (inputs go under {target.input_prefix})")
     job = store.get_job(ref.job_id)
+    if job is None and not key.startswith(target.input_prefix):
+        raise JobNotFound(
+            f"s3://{bucket}/{key} has no job, and only files under {target.input_prefix} run when dropped "
+            f"(the prefix is case-sensitive): copy it to s3://{bucket}/{target.input_prefix}"
+            f"{key.rsplit('/', 1)[-1]}, or send a `Submit Batch Job` event naming it"
+        )
     if job is None:
         raise JobNotFound(
             f"s3://{bucket}/{key} has no job (yet): a file just dropped takes seconds to be picked up; "

@@ -120,6 +120,11 @@ def resolve(args: argparse.Namespace) -> Target:
     described = running_local()
     if args.local or (described is not None and not named):
         return _local(args, described)
+    if not named and not (os.environ.get("TABLE_NAME") or os.environ.get("BUCKET_NAME")):
+        raise TargetError(
+            "which stack? no batchdrop local is running here: start it (`batchdrop local`, another terminal) "
+            "or pass --local; for a deployed stack pass --stack-name NAME (and --region, --profile)"
+        )
     session = boto3.Session(profile_name=args.profile, region_name=args.region)
     if args.stack_name:
         try:

@@ -90,6 +90,11 @@ def test_submit_without_wait_says_how_to_follow_and_a_missing_file_is_one_line(
     unknown = stack.command("status", "never-dropped")
     assert unknown.returncode == 1 and "no object s3://batchdrop-local/inbox/never-dropped.jsonl" in unknown.stderr
     assert "Traceback" not in unknown.stderr
+    # a file that will never run (outside the input prefix) is not said to be on its way
+    stack.aws("s3", "cp", str(one), "s3://batchdrop-local/Inbox/one.jsonl")
+    outside = stack.command("status", "s3://batchdrop-local/Inbox/one.jsonl")
+    assert outside.returncode == 1 and "only files under inbox/ run when dropped" in outside.stderr
+    assert "s3://batchdrop-local/inbox/one.jsonl" in outside.stderr
     # a file under a name the pipeline does not take is not renamed behind the user's back: refused, how to fix
     wrong = tmp_path / "two.json"
     wrong.write_text(request("t-1", "hello") + "\n")
