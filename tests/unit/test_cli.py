@@ -95,7 +95,7 @@ def test_validate_checks_files_offline_with_line_numbers_and_exit_codes(
 
     assert cli.main(["validate", str(fine)]) == 0
     out = capsys.readouterr().out
-    assert f"{fine}: valid: 1 lines in 1 batch(es); about 100 input tokens and up to 50 output tokens" in out
+    assert f"{fine}: valid: 1 line in 1 batch; about 100 input tokens and up to 50 output tokens" in out
 
     assert cli.main(["validate", str(fine), str(bad)]) == 1
     out = capsys.readouterr().out.splitlines()
@@ -107,7 +107,7 @@ def test_validate_checks_files_offline_with_line_numbers_and_exit_codes(
         + ('(got "a", which an earlier line has)')
         in out
     )
-    assert out[-1] == f"{bad}: rejected: 2 problem(s); nothing would be sent to the API"
+    assert out[-1] == f"{bad}: rejected: 2 problems in 3 lines; nothing would be sent to the API"
 
     assert cli.main(["validate", str(tmp_path / "missing.jsonl")]) == 2
     assert "cannot be read" in capsys.readouterr().err
@@ -345,3 +345,33 @@ def test_with_no_stack_running_and_nothing_named_the_message_says_how_to_start_o
         (line,) = capsys.readouterr().err.strip().splitlines()
         assert "no batchdrop local is running here: start it (`batchdrop local`" in line, line
         assert "--stack-name" in line and "region" not in line.split("(and")[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["submit", "x.jsonl", "--wiat"], "batchdrop submit: error: unrecognized arguments: --wiat"),
+        (["dlq", "list", "--output", "json"], "batchdrop dlq: error: unrecognized arguments: --output json"),
+        (["jobs", "list", "--limit", "0"], "batchdrop jobs: error: argument --limit: must be 1 or more (got 0)"),
+    ],
+)
+def test_a_mistyped_command_is_answered_with_that_commands_usage(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as ended:
+        cli.main(argv)
+    assert ended.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: batchdrop {argv[0]} ") and err.strip().endswith(said)
+
+
+def test_arguments_a_command_would_ignore_or_mangle_are_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert cli.main(["jobs", "list", "extra", "--local"]) == 2
+    assert "takes no name (got 'extra'): `batchdrop jobs show extra` shows one" in capsys.readouterr().err
+    source = tmp_path / "x.jsonl"
+    source.write_text("{}\n")
+    for name in ("/abs/x", "a//b.jsonl", "../x.jsonl"):
+        assert cli.main(["submit", str(source), "--name", name, "--local"]) == 2
+        assert "is not a key" in capsys.readouterr().err

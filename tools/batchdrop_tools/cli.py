@@ -96,7 +96,8 @@ def _build_parser() -> argparse.ArgumentParser:
     submit = commands.add_parser(
         "submit",
         help="upload a JSONL file to the stack's inbox; with --wait, follow the job to its end",
-        description=submit_module.__doc__,
+        description=(submit_module.__doc__ or "").split("\n\nexamples:")[0],
+        epilog="examples:" + (submit_module.__doc__ or "").split("\n\nexamples:")[-1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     submit_module.add_submit_arguments(submit)
@@ -139,6 +140,14 @@ def _build_parser() -> argparse.ArgumentParser:
         command.epilog = text
         command.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
+
+
+def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser = action.choices[command]
+            return found
+    return parser  # pragma: no cover - every command is a subparser
 
 
 def _positive_float(text: str) -> float:
@@ -190,7 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     stdout = sys.stdout
     sys.stdout = _ReaderMayLeave(stdout)
     try:
-        args = _build_parser().parse_args(argv)
+        parser = _build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # said by the command's own parser, with its usage, not the top level's
+            _command_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
         return _run(args)
     except BrokenPipeError:
         # `batchdrop jobs list | head`: the reader has gone; nothing more to say, and nothing to flush.
@@ -201,6 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as error:
         if args.debug:
+            sys.excepthook = sys.__excepthook__  # a plain traceback: the handlers' logger prints one line of JSON
             raise
         message = _one_line(error)
         if message is None:

@@ -30,22 +30,35 @@ again while listing is shown once)."""
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("list", "redrive"))
-    parser.add_argument("--queue", choices=tuple(QUEUES), default="ingest", help="which dead-letter queue")
+    parser.add_argument(
+        "--queue", choices=tuple(QUEUES), help="which dead-letter queue (list: all three if not given; redrive: needed)"
+    )
     parser.add_argument("--limit", type=int, default=1000, help="most messages to list or move")
     target.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    dead_letters, source = QUEUES[args.queue]
+    if args.queue is None and args.action == "redrive":
+        print(
+            "batchdrop dlq redrive: name the queue to send back: --queue ingest or --queue collect "
+            "(`batchdrop dlq list` shows what each holds)",
+            file=sys.stderr,
+        )
+        return 2
+    queues = [args.queue] if args.queue else list(QUEUES)
+    names = [name for queue in queues for name in QUEUES[queue] if name]
     try:
         where = target.resolve(args)
         sqs = where.client("sqs")
-        urls = _queue_urls(args, where, sqs, [name for name in (dead_letters, source) if name])
+        urls = _queue_urls(args, where, sqs, names)
     except (StackNotFound, target.TargetError) as error:
         print(f"batchdrop dlq: {error}", file=sys.stderr)
         return 2
     if args.action == "list":
-        return _list(sqs, urls[dead_letters], args)
+        for queue in queues:
+            _list(sqs, urls[QUEUES[queue][0]], args)
+        return 0
+    dead_letters, source = QUEUES[args.queue]
     if source is None:
         print(
             "batchdrop dlq redrive: the schedule's dead letters are poll ticks; nothing replays them (the next tick "

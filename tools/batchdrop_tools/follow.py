@@ -166,7 +166,7 @@ class Glance:
 
     def line(self) -> str:
         if self.status == "rejected":
-            return "rejected: nothing was sent to the API"
+            return "rejected: the file has problems (they follow, or `batchdrop jobs show` lists them)"
         if self.next_round_in is not None:
             when = f"in {duration(self.next_round_in)}" if self.next_round_in > 0 else "now"
             return f"{self.status} · round {self.round + 1} of the failed lines starts {when}"

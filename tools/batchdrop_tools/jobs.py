@@ -44,9 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("action", choices=("list", "show", "watch", "cancel", "retry"))
     parser.add_argument("job", nargs="?", help="show/watch/cancel/retry: a job id, the input's s3:// URI, or its name")
-    parser.add_argument("--limit", type=int, default=50, help="list: most jobs to list (newest first)")
+    parser.add_argument("--limit", type=_at_least_one, default=50, help="list: most jobs to list (newest first)")
     parser.add_argument("--output", choices=("table", "json"), default="table", help="list, show: readable, or JSON")
-    parser.add_argument("--days", type=int, default=31, help="list: how many days back (default 31)")
+    parser.add_argument("--days", type=_at_least_one, default=31, help="list: how many days back (default 31)")
     parser.add_argument(
         "--codes",
         help="retry: the failure codes to send again, comma-separated (default: those another try can help)",
@@ -60,6 +60,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_arguments(parser)
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more (got {value})")
+    return value
+
+
 def _age(seconds: int) -> str:
     if seconds < 120:
         return f"{max(seconds, 0)} s"
@@ -71,6 +81,13 @@ def _age(seconds: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "list" and args.job:
+        print(
+            f"batchdrop jobs list: lists every job and takes no name (got {args.job!r}): "
+            f"`batchdrop jobs show {args.job}` shows one",
+            file=sys.stderr,
+        )
+        return 2
     if args.action != "list" and not args.job:
         print(
             f"batchdrop jobs {args.action}: name the job (its id, its input's s3:// URI, or its name)", file=sys.stderr

@@ -1,14 +1,14 @@
-"""`batchdrop submit FILE [--wait]` and `batchdrop status JOB`.
+"""Upload a JSONL file of requests under the stack's input prefix (multipart for big files, as `aws s3 cp`
+does) and print its job id, known before the pipeline has seen the file: it is derived from the object's
+identity. With --wait, follow the job to its end and exit by its outcome.
 
 examples:
-    batchdrop submit requests.jsonl --local --wait
-    batchdrop submit requests.jsonl --stack-name batchdrop-prod --name 2026-12/requests.jsonl
-    batchdrop status requests            (by name, S3 URI or job id)
+  batchdrop submit requests.jsonl --wait
+  batchdrop submit requests.jsonl --stack-name batchdrop-prod --name 2026-12/requests.jsonl
+  batchdrop status requests            (by name, S3 URI or job id)
 
-Submit uploads the file under the stack's input prefix (multipart for big files, as `aws s3 cp` does) and
-prints the job id, which is known before the pipeline has seen the file: it is derived from the object's
-identity. With --wait it follows the job to its end and exits by its outcome (0 succeeded; 1 partial,
-failed, rejected or cancelled; 2 the command could not do its work).
+exit codes (with --wait): 0 succeeded; 1 partial, failed, rejected or cancelled; 2 the command could not do
+its work (a usage, file or connection error)
 """
 
 from __future__ import annotations
@@ -64,6 +64,15 @@ def run_submit(args: argparse.Namespace) -> int:
     if not os.path.isfile(path):
         print(f"batchdrop submit: no file {path}: name a JSONL file of requests", file=sys.stderr)
         return 2
+    if args.name is not None:
+        parts = args.name.split("/")
+        if args.name.startswith("/") or any(part in ("", ".", "..") for part in parts):
+            print(
+                f"batchdrop submit: --name {args.name!r} is not a key: give folders and a name, as in "
+                "2026-12/requests.jsonl (no leading /, no empty, . or .. parts)",
+                file=sys.stderr,
+            )
+            return 2
     where = target.resolve(args)
     bucket = where.need_bucket()
     store = follow.store_of(where) if args.wait else None

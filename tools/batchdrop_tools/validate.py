@@ -66,8 +66,8 @@ def _validate(path: str, *, show_all: bool) -> int:
         cost, _ = estimate.cost(DEFAULT_PRICES)
         priced = f", up to {cost:.6f} USD at list prices" if cost is not None else ""
         print(
-            f"{path}: valid: {split.lines:,} lines in {len(split.shards)} batch(es); about {total.input_tokens:,} "
-            f"input tokens and up to {total.max_output_tokens:,} output tokens{priced}"
+            f"{path}: valid: {_count(split.lines, 'line')} in {_count(len(split.shards), 'batch')}; "
+            f"about {total.input_tokens:,} input tokens and up to {total.max_output_tokens:,} output tokens{priced}"
         )
         return 0
     shown = split.problems if show_all else split.problems[:_SHOWN]
@@ -78,6 +78,13 @@ def _validate(path: str, *, show_all: bool) -> int:
     more = split.problem_count - len(shown)
     if more > 0:
         hint = "" if show_all else " (--all prints them all, up to the first 1,000)"
-        print(f"{path}: ... and {more:,} more problem(s){hint}")
-    print(f"{path}: rejected: {split.problem_count:,} problem(s); nothing would be sent to the API")
+        print(f"{path}: ... and {_count(more, 'more problem')}{hint}")
+    print(
+        f"{path}: rejected: {_count(split.problem_count, 'problem')} in {_count(split.lines, 'line')}; "
+        "nothing would be sent to the API"
+    )
     return 1
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n:,} {thing}{'' if n == 1 else 'es' if thing.endswith('ch') else 's'}"

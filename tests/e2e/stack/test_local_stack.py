@@ -565,3 +565,10 @@ def test_a_dead_lettered_request_is_listed_and_sent_back_with_batchdrop_dlq(
     assert stack.wait_for_report("exports/late", timeout=60)["outcome"] == "succeeded"
     schedule = dlq("redrive", "--queue", "schedule")
     assert schedule.returncode == 1 and "nothing replays them" in schedule.stderr
+    # and a listing that names no queue shows each of the three, now empty; a redrive must name one
+    everything = dlq("list")
+    assert everything.returncode == 0, everything.stderr
+    for name in ("IngestDeadLetterQueue", "CollectDeadLetterQueue", "PollScheduleDeadLetterQueue"):
+        assert f"0 message(s) in batchdrop-local-{name}" in everything.stdout
+    unnamed = dlq("redrive")
+    assert unnamed.returncode == 2 and "--queue ingest or --queue collect" in unnamed.stderr
