@@ -32,7 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from batchdrop.flow import progress, watch
 from batchdrop.integrations import s3io
 from batchdrop.integrations.store import JobStore
-from batchdrop.models import BatchProgress, Job, JobProgress, JobStatus, Outcome, RequestCounts, Shard
+from batchdrop.models import BatchProgress, Job, JobProgress, JobStatus, ObjectRef, Outcome, RequestCounts, Shard
 from batchdrop_tools.target import Target, TargetError
 
 EXIT_BY_OUTCOME = {Outcome.SUCCEEDED: 0}
@@ -83,6 +83,8 @@ def find_job(target: Target, store: JobStore, reference: str) -> Job:
     else:
         bucket, key = target.need_bucket(), input_key(target, reference)
     ref = s3io.head(target.client("s3"), bucket, key)
+    if ref is None and not reference.startswith("s3://") and "." not in reference.rsplit("/", 1)[-1]:
+        ref = _other_spelling(target, bucket, key.removesuffix(".jsonl"))
     if ref is None:
         raise JobNotFound(f"no object s3://{bucket}/{key}: check the name (inputs go under {target.input_prefix})")
     job = store.get_job(ref.job_id)
@@ -98,6 +100,15 @@ def find_job(target: Target, store: JobStore, reference: str) -> Job:
             "if it stays so, `batchdrop dlq list` shows events that failed"
         )
     return job
+
+
+def _other_spelling(target: Target, bucket: str, stem: str) -> ObjectRef | None:
+    """The input a bare name stands for when it is not `<name>.jsonl`: `<name>.JSONL`, `<name>.jsonl.gz`
+    (the pipeline takes the suffix in any case), if exactly one such object is there."""
+    s3 = target.client("s3")
+    found = s3.list_objects_v2(Bucket=bucket, Prefix=stem + ".", MaxKeys=20).get("Contents", [])
+    inputs = [item["Key"] for item in found if item["Key"][len(stem) :].lower() in (".jsonl", ".jsonl.gz")]
+    return s3io.head(s3, bucket, inputs[0]) if len(inputs) == 1 else None
 
 
 def wait_for_job(store: JobStore, job_id: str, *, timeout: float, interval: float, what: str) -> Job:

@@ -175,6 +175,9 @@ def test_a_file_that_is_not_jsonl_is_answered_with_a_rejected_report(stack: Runn
     assert rejected["validation_errors"][0]["code"] == "not_jsonl"
     assert "only .jsonl and .jsonl.gz files are" in rejected["validation_errors"][0]["message"]
     assert stack.wait_for_report("SHOUT")["outcome"] == "succeeded"
+    # and `batchdrop status` finds it by its bare name, as the pipeline takes the suffix in any case
+    found = stack.command("status", "SHOUT")
+    assert found.returncode == 0 and "s3://batchdrop-local/inbox/SHOUT.JSONL" in found.stdout, found.stderr
 
 
 def test_the_local_resources_are_the_ones_template_yaml_declares(stack: RunningStack) -> None:
