@@ -300,6 +300,13 @@ def describe(job: Job, shards: list[Shard], now: int, batches: Mapping[str, Batc
     return lines
 
 
+def problems_of(job: Job, target: Target) -> list[str]:
+    """A rejected job's problems as report.json names them, each with its fix (nothing for other jobs)."""
+    if job.status != JobStatus.REJECTED:
+        return []
+    return ["  " + line for line in the_end(job, target)]
+
+
 def the_end(job: Job, target: Target) -> list[str]:
     """What a person wants to know when the job ends, from report.json: outcome, counts, usage, files."""
     report = _report(job, target)

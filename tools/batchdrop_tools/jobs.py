@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"batchdrop jobs: {error}", file=sys.stderr)
         return 1 if isinstance(error, follow.JobNotFound) else 2
     if args.action == "show":
-        return _show(store, job, args)
+        return _show(store, job, args, where)
     if args.action == "watch":
         try:
             ended = follow.follow(where, store, job, interval=args.interval, timeout=args.timeout)
@@ -164,12 +164,12 @@ def _list(store: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _show(store: Any, job: Job, args: argparse.Namespace) -> int:
+def _show(store: Any, job: Job, args: argparse.Namespace, where: Any) -> int:
     shards = store.get_shards(job.job_id)
     now = int(time.time())
     batches = follow.live_batches(store, job)
     if args.output == "table":
-        for line in follow.describe(job, shards, now, batches):
+        for line in follow.describe(job, shards, now, batches) + follow.problems_of(job, where):
             print(line)
         return 0
     document: dict[str, Any] = job.model_dump(mode="json")

@@ -122,7 +122,7 @@ def run_status(args: argparse.Namespace) -> int:
         document = job.model_dump(mode="json") | {"progress": progress.view(job, now, batches).model_dump()}
         print(json.dumps(document, indent=2, ensure_ascii=False))
         return 0
-    for line in follow.describe(job, store.get_shards(job.job_id), now, batches):
+    for line in follow.describe(job, store.get_shards(job.job_id), now, batches) + follow.problems_of(job, where):
         print(line)
     return 0
 

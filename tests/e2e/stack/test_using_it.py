@@ -74,6 +74,9 @@ def test_submit_wait_on_a_rejected_file_exits_1_naming_its_lines(stack: RunningS
     assert "line 2:" in submitted.stdout and "line 3:" in submitted.stdout
     assert "/v1/embeddings" in submitted.stdout
     assert "batchdrop validate FILE" in submitted.stdout
+    # and looked at later, the job names the same lines and fixes, not only their codes
+    shown = stack.command("status", "bad")
+    assert shown.returncode == 0 and "  line 3: " in shown.stdout and "(got /v1/embeddings)" in shown.stdout
 
 
 def test_submit_without_wait_says_how_to_follow_and_a_missing_file_is_one_line(
