@@ -207,6 +207,8 @@ class BatchProgress(BaseModel):
     completed: int = 0
     failed: int = 0
     created_at: int | None = None
+    seen_at: int | None = None
+    """When the poller saw these counts: the time left is reckoned from then, not from when it is read."""
 
 
 class JobProgress(BaseModel):

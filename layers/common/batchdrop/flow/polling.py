@@ -399,7 +399,7 @@ def _refresh(shard: Shard, services: Services, cancelled: _RunJobs, live: progre
             poll_error=None,
             **_timed_out_failure(shard, services) if timed_out else {},
         )
-        live.add(shard, status, request_counts)
+        live.add(shard, status, request_counts, now)
         details = {"shard": shard.index, "batch_id": shard.batch_id, "status": status}
         if timed_out:
             count(Metric.BATCHES_TIMED_OUT)
@@ -423,7 +423,7 @@ def _refresh(shard: Shard, services: Services, cancelled: _RunJobs, live: progre
         poll_error=None,
         **look.changes,
     )
-    live.add(shard, status, request_counts)
+    live.add(shard, status, request_counts, now)
     return Visit.POLLED
 
 

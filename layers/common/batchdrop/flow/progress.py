@@ -36,7 +36,9 @@ LIVE_STATUSES = (VALIDATING, SUBMITTING, RUNNING, COLLECTING, RETRYING)
 ENDED = frozenset({*(str(status) for status in TERMINAL_STATUSES), NOT_CREATED})
 
 
-def batch_progress(shard: Shard, status: str, counts: RequestCounts | None) -> BatchProgress:
+def batch_progress(
+    shard: Shard, status: str, counts: RequestCounts | None, seen_at: int | None = None
+) -> BatchProgress:
     counts = counts or RequestCounts()
     return BatchProgress(
         round=shard.round,
@@ -45,6 +47,7 @@ def batch_progress(shard: Shard, status: str, counts: RequestCounts | None) -> B
         completed=counts.completed,
         failed=counts.failed,
         created_at=shard.create_started_at,
+        seen_at=seen_at,
     )
 
 
@@ -82,7 +85,9 @@ def _time_left(job: Job, batches: Mapping[str, BatchProgress], now: int) -> int 
         done = batch.completed + batch.failed
         if done <= 0 or batch.created_at is None or batch.total <= 0:
             return None
-        left = max(left, int((batch.total - done) * max(1, now - batch.created_at) / done))
+        seen = min(batch.seen_at or now, now)
+        # the pace up to the look, less the time since: a look minutes old does not make the job slower
+        left = max(left, int((batch.total - done) * max(1, seen - batch.created_at) / done) - (now - seen))
     return left
 
 
@@ -117,9 +122,10 @@ class LiveBatches:
         self._lock = threading.Lock()
         self._by_job: dict[str, dict[str, BatchProgress]] = {}
 
-    def add(self, shard: Shard, status: str, counts: RequestCounts | None) -> None:
+    def add(self, shard: Shard, status: str, counts: RequestCounts | None, seen_at: int | None = None) -> None:
         with self._lock:
-            self._by_job.setdefault(shard.job_id, {})[str(shard.index)] = batch_progress(shard, status, counts)
+            look = batch_progress(shard, status, counts, seen_at)
+            self._by_job.setdefault(shard.job_id, {})[str(shard.index)] = look
 
     def jobs(self) -> dict[str, dict[str, BatchProgress]]:
         with self._lock:

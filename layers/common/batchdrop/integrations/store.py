@@ -424,7 +424,7 @@ class JobStore:
                 piece = entries[start : start + LIVE_SETS_PER_WRITE]
                 names = {"#expires": "expires_at"} | {f"#b{n}": f"b{index}" for n, (index, _) in enumerate(piece)}
                 values = {":expires": expires_at} | {
-                    f":b{n}": to_jsonable_python(batch) for n, (_, batch) in enumerate(piece)
+                    f":b{n}": to_jsonable_python(batch, exclude_none=True) for n, (_, batch) in enumerate(piece)
                 }
                 sets = ", ".join(f"#b{n} = :b{n}" for n in range(len(piece)))
                 self._db.update_item(
