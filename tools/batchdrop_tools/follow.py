@@ -337,6 +337,12 @@ def the_end(job: Job, target: Target) -> list[str]:
         lines.append("fix them and upload the file again; `batchdrop validate FILE` checks it offline first")
     if report.get("errors_by_code") and not problems:
         lines.append("errors: " + ", ".join(f"{code} {n:,}" for code, n in report["errors_by_code"].items()))
+    return lines + usage_and_files(report)
+
+
+def usage_and_files(report: dict[str, Any]) -> list[str]:
+    """The end's tokens, cost and files from report.json, as `submit --wait`, `jobs watch` and `demo` say them."""
+    lines = []
     usage = (report.get("usage") or {}).get("total")
     if usage:
         parts = f"{usage.get('prompt_tokens', 0):,} prompt, {usage.get('completion_tokens', 0):,} completion"
@@ -345,6 +351,8 @@ def the_end(job: Job, target: Target) -> list[str]:
     if cost and cost.get("total") is not None:
         as_of = str(cost.get("prices_as_of", "?")).split(" (", 1)[0]
         lines.append(f"cost:        {cost['total']:.6f} {cost.get('currency', 'USD')} (list prices as of {as_of})")
+    elif cost:
+        lines.append("cost:        not known (no model of this file is priced)")
     for name, uri in (report.get("outputs") or {}).items():
         lines.append(f"{name + ':':<12} {uri}")
     return lines

@@ -162,15 +162,5 @@ def _print_results(s3: Any, bucket: str, prefix: str, report: dict[str, Any]) ->
         f"Outcome: {report['outcome']} ({counts['succeeded']} succeeded, {counts['failed']} failed, "
         f"{counts['total']} total)"
     )
-    usage = (report.get("usage") or {}).get("total")
-    if usage and usage.get("lines"):
-        print(f"{'tokens:':<12} {usage['prompt_tokens']:,} in, {usage['completion_tokens']:,} out")
-    cost = report.get("cost")
-    if cost:
-        total = cost.get("total")
-        priced = (
-            f"{total:.6f} {cost['currency']}" if total is not None else "not known (no model of this file is priced)"
-        )
-        print(f"{'cost:':<12} {priced}")
-    for label, uri in report["outputs"].items():
-        print(f"{label + ':':<12} {uri}")
+    for text in follow.usage_and_files(report):
+        print(text)
