@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import sys
 import threading
 import traceback
@@ -185,6 +186,17 @@ def serve(args: argparse.Namespace) -> int:
         manual_processing=args.manual_processing,
     )
     backend: Backend = UpstreamBackend(args.upstream, timeout=args.upstream_timeout) if args.upstream else EchoBackend()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:  # werkzeug would exit with its own words
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as error:
+            print(
+                f"batchdrop emulator: port {args.port} on {args.host} is in use ({error.strerror or error}): "
+                "stop what holds it (another emulator, or batchdrop local), or choose another with --port",
+                file=sys.stderr,
+            )
+            return 2
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
