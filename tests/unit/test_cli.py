@@ -375,15 +375,3 @@ def test_arguments_a_command_would_ignore_or_mangle_are_refused(
     for name in ("/abs/x", "a//b.jsonl", "../x.jsonl"):
         assert cli.main(["submit", str(source), "--name", name, "--local"]) == 2
         assert "is not a key" in capsys.readouterr().err
-
-
-def test_the_emulator_on_a_taken_port_says_which_flag_moves_it(capsys: pytest.CaptureFixture[str]) -> None:
-    import socket
-
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
-        assert cli.main(["emulator", "--port", str(port)]) == 2
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    assert f"port {port} on 127.0.0.1 is in use" in line and "choose another with --port" in line

@@ -37,3 +37,17 @@ def test_cli_serves_and_stops_cleanly(stop_signal: signal.Signals) -> None:
             process.wait()
     assert process.returncode == 0, stderr
     assert secret not in first_line + stdout + stderr
+
+
+def test_on_a_taken_port_it_says_which_flag_moves_it() -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        command = [sys.executable, "-m", "batchdrop_tools.cli", "emulator", "--port", str(port)]
+        ended = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert ended.returncode == 2
+    (line,) = ended.stderr.strip().splitlines()
+    assert f"port {port} on 127.0.0.1 is in use" in line and "choose another with --port" in line
