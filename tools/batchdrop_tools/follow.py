@@ -10,6 +10,7 @@ do its work (arguments, connection, a job that never appeared, a wait that ran o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -410,12 +411,14 @@ def follow(
                 if _ended(job):
                     return job
                 job, batches = reader.next(job, batches)
-    last = ""
+    last: Glance | None = None
     while True:
-        line = glance(job, int(time.time()), batches).line()
-        if line != last:
-            print(line, file=sys.stderr, flush=True)
-            last = line
+        look = glance(job, int(time.time()), batches)
+        # a line when something moved: a time left that only counts down is not news in a log
+        moved = dataclasses.replace(look, eta_seconds=None, next_round_in=None if look.next_round_in is None else 0)
+        if moved != last:
+            print(look.line(), file=sys.stderr, flush=True)
+            last = moved
         if _ended(job):
             return job
         job, batches = reader.next(job, batches)
