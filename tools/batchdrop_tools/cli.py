@@ -142,6 +142,17 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refuse(parser: argparse.ArgumentParser, argv: list[str], command: str, extra: list[str]) -> None:
+    """Unknown arguments, said by the parser they were given to: the command's (with its usage) for
+    those after its name, the top level's for those before it; --debug after the command is moved."""
+    if "--debug" in extra:
+        parser.error(f"--debug goes before the command: batchdrop --debug {command} ...")
+    after = argv[argv.index(command) + 1 :] if command in argv else []
+    if all(arg in after for arg in extra):
+        _command_parser(parser, command).error(f"unrecognized arguments: {' '.join(extra)}")
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
+
+
 def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -201,8 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = _build_parser()
         args, extra = parser.parse_known_args(argv)
-        if extra:  # said by the command's own parser, with its usage, not the top level's
-            _command_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(extra)}")
+        if extra:
+            _refuse(parser, list(sys.argv[1:] if argv is None else argv), args.command, extra)
         return _run(args)
     except BrokenPipeError:
         # `batchdrop jobs list | head`: the reader has gone; nothing more to say, and nothing to flush.

@@ -196,6 +196,8 @@ class Glance:
 
     def cell(self) -> str:
         """The LINES column of `jobs list`: done of the round's while running, succeeded at the end."""
+        if self.status == "rejected":
+            return "-"
         if self.succeeded is not None:
             return f"{self.succeeded:,}/{self.of:,} ok"
         return f"{self.done:,}/{self.of:,} done" if self.of else "-"
@@ -345,7 +347,7 @@ def usage_and_files(report: dict[str, Any]) -> list[str]:
     """The end's tokens, cost and files from report.json, as `submit --wait`, `jobs watch` and `demo` say them."""
     lines = []
     usage = (report.get("usage") or {}).get("total")
-    if usage:
+    if usage and usage.get("total_tokens"):
         parts = f"{usage.get('prompt_tokens', 0):,} prompt, {usage.get('completion_tokens', 0):,} completion"
         lines.append(f"tokens:      {usage.get('total_tokens', 0):,} ({parts})")
     cost = report.get("cost")

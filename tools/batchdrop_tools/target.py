@@ -120,7 +120,8 @@ def resolve(args: argparse.Namespace) -> Target:
     described = running_local()
     if args.local or (described is not None and not named):
         return _local(args, described)
-    if not named and not (os.environ.get("TABLE_NAME") or os.environ.get("BUCKET_NAME")):
+    exported = ("TABLE_NAME", "BUCKET_NAME", "AWS_ENDPOINT_URL")
+    if not named and not any(os.environ.get(name) for name in exported):
         raise TargetError(
             "which stack? no batchdrop local is running here: start it (`batchdrop local`, another terminal) "
             "or pass --local; for a deployed stack pass --stack-name NAME (and --region, --profile)"

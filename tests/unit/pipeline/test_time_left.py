@@ -26,7 +26,7 @@ def test_a_look_that_ages_does_not_make_the_job_slower() -> None:
     later = progress.view(running_job(), 400, look).eta_seconds
     # Then the time left counts down from the pace at the look, instead of growing with the look's age
     assert (at_once, later) == (900, 600)
-    assert progress.view(running_job(), 5_000, look).eta_seconds == 0  # overdue: "ending", never negative
+    assert progress.view(running_job(), 5_000, look).eta_seconds is None  # late: not known until the next look
 
 
 def test_a_look_from_before_seen_at_was_kept_is_read_as_of_now() -> None:

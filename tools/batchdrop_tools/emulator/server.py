@@ -26,6 +26,7 @@ Admin surface (no auth; not recorded in `emu.calls`):
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
 import socket
 import sys
@@ -191,11 +192,14 @@ def serve(args: argparse.Namespace) -> int:
         try:
             probe.bind((args.host, args.port))
         except OSError as error:
-            print(
-                f"batchdrop emulator: port {args.port} on {args.host} is in use ({error.strerror or error}): "
-                "stop what holds it (another emulator, or batchdrop local), or choose another with --port",
-                file=sys.stderr,
-            )
+            if error.errno == errno.EADDRINUSE:
+                problem = (
+                    f"port {args.port} on {args.host} is in use: stop what holds it (another emulator, or "
+                    "batchdrop local), or choose another with --port"
+                )
+            else:
+                problem = f"cannot listen on {args.host}:{args.port} ({error.strerror or error}): check --host"
+            print(f"batchdrop emulator: {problem}", file=sys.stderr)
             return 2
     stop = threading.Event()
 

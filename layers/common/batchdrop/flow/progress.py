@@ -86,8 +86,12 @@ def _time_left(job: Job, batches: Mapping[str, BatchProgress], now: int) -> int 
         if done <= 0 or batch.created_at is None or batch.total <= 0:
             return None
         seen = min(batch.seen_at or now, now)
-        # the pace up to the look, less the time since: a look minutes old does not make the job slower
-        left = max(left, int((batch.total - done) * max(1, seen - batch.created_at) / done) - (now - seen))
+        # the pace up to the look, less the time since: a look minutes old does not make the job slower;
+        # past that estimate the batch is late, and how late is not known until the next look
+        estimate = int((batch.total - done) * max(1, seen - batch.created_at) / done) - (now - seen)
+        if estimate < 0:
+            return None
+        left = max(left, estimate)
     return left
 
 

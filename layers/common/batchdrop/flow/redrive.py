@@ -198,7 +198,9 @@ def request_retry(
     if not lines:
         found = ", ".join(f"{code} ({n})" for code, n in sorted(failures.items())) or "none"
         operational = any(category_of(code) == LineCategory.OPERATIONAL for code in failures)
-        hint = "; --all-failed also takes quota and API-key failures" if operational and not all_failed else ""
+        hint = (
+            "; --all-failed also takes quota and API-key failures" if operational and not (all_failed or codes) else ""
+        )
         asked = f"with {', '.join(sorted(codes))}" if codes else "that another try can help"
         raise RetryRefused(f"job {job_id} has no failed lines {asked} (its failures: {found}){hint}")
     changes: dict[str, Any] = {
