@@ -137,10 +137,19 @@ def run(args: argparse.Namespace) -> int:
 
 def _list(store: Any, args: argparse.Namespace) -> int:
     jobs = list(store.recent_jobs(limit=args.limit, days=args.days))
-    if args.output == "json":
-        print(json.dumps([job.model_dump(mode="json") for job in jobs], indent=2, ensure_ascii=False))
-        return 0
     now = int(time.time())
+    if args.output == "json":  # each record, with its progress as `jobs show` gives it (`status` there is live)
+        documents = [
+            job.model_dump(mode="json")
+            | {
+                "progress": progress.view(
+                    job, now, follow.live_batches(store, job) if job.finished_at is None else {}
+                ).model_dump()
+            }
+            for job in jobs
+        ]
+        print(json.dumps(documents, indent=2, ensure_ascii=False))
+        return 0
     rows = [("JOB ID", "STATUS", "LINES", "BATCHES DONE", "AGE", "INPUT")]
     for job in jobs:
         batches_seen = follow.live_batches(store, job) if job.finished_at is None else {}  # an end has its counts

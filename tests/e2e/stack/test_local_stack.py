@@ -315,7 +315,8 @@ def test_the_operator_lists_shows_and_cannot_cancel_an_ended_job(stack: RunningS
     (row,) = [row for row in rows if job_id in row]
     assert " succeeded " in row and " 1/1 ok " in row
     as_json = jobs("list", "--output", "json")
-    assert job_id in [job["job_id"] for job in json.loads(as_json.stdout)]
+    (listed,) = [job for job in json.loads(as_json.stdout) if job["job_id"] == job_id]
+    assert (listed["status"], listed["outcome"], listed["progress"]["status"]) == ("finished", "succeeded", "succeeded")
     shown = jobs("show", job_id, "--output", "json")
     assert shown.returncode == 0
     assert json.loads(shown.stdout)["shards"][0]["state"] == "collected"
