@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testsupport import a_job
 
 from batchdrop_tools import cli
 
@@ -212,20 +213,12 @@ def test_a_followed_job_gives_up_on_reads_that_keep_failing_and_at_once_on_other
 
 
 def test_a_job_in_a_retry_shows_its_last_ends_counts_as_such() -> None:
-    from batchdrop.models import InputInfo, Job, JobStatus, LineCounts, Outcome
+    from batchdrop.models import Job, JobStatus, LineCounts, Outcome
     from batchdrop_tools.follow import describe
 
     # Given a job that ended partial and whose retry has started
-    ended = Job(
-        job_id="job-1",
-        status=JobStatus.FINISHED,
-        outcome=Outcome.PARTIAL,
-        input=InputInfo(bucket="b", key="inbox/x.jsonl", version_id=None, etag="e", bytes=10, lines=3),
-        output_prefix="outbox/x/",
-        received_at=1_000,
-        finished_at=1_060,
-        counts=LineCounts(total=3, succeeded=2, failed=1),
-    )
+    counts = LineCounts(total=3, succeeded=2, failed=1)
+    ended = a_job(3, status=JobStatus.FINISHED, outcome=Outcome.PARTIAL, finished_at=1_060, counts=counts)
     retrying = ended.model_copy(update={"status": JobStatus.SUBMITTING, "outcome": None, "finished_at": None})
 
     # When each is shown, Then only the retrying one says its counts are those of its last end
@@ -256,27 +249,13 @@ def test_a_reader_that_leaves_early_does_not_change_the_exit_code(tmp_path: Path
         assert piped.stdout.count("\n") == 1
 
 
-def _job(**changes: Any) -> Any:
-    from batchdrop.models import InputInfo, Job, JobStatus
-
-    job = Job(
-        job_id="job-1",
-        status=JobStatus.SUBMITTING,
-        input=InputInfo(bucket="b", key="inbox/x.jsonl", version_id=None, etag="e", bytes=10, lines=23_422),
-        output_prefix="outbox/x/",
-        received_at=1_000,
-        shard_count=1,
-        started_shards={0},
-    )
-    return job.model_copy(update=changes)
-
-
 def test_an_ended_job_reads_as_how_its_lines_ended_not_as_all_done() -> None:
     from batchdrop.models import JobStatus, LineCounts, Outcome
     from batchdrop_tools.follow import glance
 
     # Given a job cancelled after 1,054 of its 23,422 lines had succeeded
-    cancelled = _job(
+    cancelled = a_job(
+        23_422,
         status=JobStatus.FINISHED,
         outcome=Outcome.CANCELLED,
         finished_at=1_100,
@@ -294,12 +273,12 @@ def test_a_round_of_failed_lines_reads_as_its_own_lines_and_batches() -> None:
     from batchdrop_tools.follow import glance
 
     # Given a job whose first round has ended and whose next round waits for its backoff
-    waiting = _job(shard_count=1, collected_shards={0}, redrive_due_at=1_005)
+    waiting = a_job(23_422, shard_count=1, collected_shards={0}, redrive_due_at=1_005)
     first = {"0": BatchProgress(round=0, status="completed", total=23_422, completed=23_411, failed=11)}
     assert glance(waiting, 1_000, first).line() == "retrying · round 1 of the failed lines starts in 5 s"
 
     # When round 1 has sent its 11 lines in two batches, one ended and the other not seen yet
-    running = _job(round=1, shard_count=3, started_shards={0, 1, 2}, round_lines=11, round_first_shard=1)
+    running = a_job(23_422, round=1, shard_count=3, started_shards={0, 1, 2}, round_lines=11, round_first_shard=1)
     seen = first | {"1": BatchProgress(round=1, status="completed", total=6, completed=6, failed=0)}
     # Then the round's figures are out of its own lines and batches, not the first round's
     assert glance(running, 1_010, seen).line().startswith("retrying · round 1 · 6 of 11 lines done · 1 of 2 batches")
@@ -327,7 +306,7 @@ def test_jobs_show_counts_the_api_requests_from_each_batch_of_every_round() -> N
         for i, r, n, c in ((0, 0, 40, 29), (1, 1, 11, 8), (2, 2, 3, 3))
     ]
     stale = {"0": BatchProgress(round=0, status="in_progress", total=40, completed=20, failed=3)}
-    lines = describe(_job(round=2, shard_count=3, started_shards={0, 1, 2}), shards, 1_100, stale)
+    lines = describe(a_job(23_422, round=2, shard_count=3, started_shards={0, 1, 2}), shards, 1_100, stale)
     assert "  requests   40 completed, 14 failed of 54 (the API's counts, every round)" in lines
 
 

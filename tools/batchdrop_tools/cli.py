@@ -185,7 +185,7 @@ class _ReaderMayLeave:
             try:
                 self._stream.write(text)
             except BrokenPipeError:
-                self._leave()
+                self.leave()
         return len(text)
 
     def flush(self) -> None:
@@ -193,9 +193,12 @@ class _ReaderMayLeave:
             try:
                 self._stream.flush()
             except BrokenPipeError:
-                self._leave()
+                self.leave()
 
-    def _leave(self) -> None:
+    def leave(self) -> None:
+        """The reader has gone: drop what is written from now on."""
+        if self.gone:
+            return
         self.gone = True
         # what the stream still holds goes nowhere when Python flushes it at exit, instead of failing again
         with contextlib.suppress(OSError, ValueError):  # not a file (a test's capture)
@@ -208,7 +211,7 @@ class _ReaderMayLeave:
 def main(argv: Sequence[str] | None = None) -> int:
     args = argparse.Namespace(debug=False, command="")
     stdout = sys.stdout
-    sys.stdout = _ReaderMayLeave(stdout)
+    sys.stdout = output = _ReaderMayLeave(stdout)
     try:
         parser = _build_parser()
         args, extra = parser.parse_known_args(argv)
@@ -216,9 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _refuse(parser, list(sys.argv[1:] if argv is None else argv), args.command, extra)
         return _run(args)
     except BrokenPipeError:
-        # `batchdrop jobs list | head`: the reader has gone; nothing more to say, and nothing to flush.
-        with contextlib.suppress(OSError, ValueError):  # stdout not a file (a test's capture): nothing to flush
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # a write that went around the wrapper: the reader has gone; nothing more to say, nor to flush
+        output.leave()
         return 0
     except KeyboardInterrupt:
         return 130

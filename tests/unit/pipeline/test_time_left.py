@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
+from testsupport import a_job
+
 from batchdrop.flow import progress
-from batchdrop.models import BatchProgress, InputInfo, Job, JobStatus
+from batchdrop.models import BatchProgress, Job
 
 
 def running_job() -> Job:
-    return Job(
-        job_id="job-1",
-        status=JobStatus.SUBMITTING,
-        input=InputInfo(bucket="b", key="inbox/x.jsonl", bytes=10, lines=1_000),
-        output_prefix="outbox/x/",
-        received_at=0,
-        shard_count=1,
-        started_shards={0},
-    )
+    job: Job = a_job(received_at=0)
+    return job
 
 
 def test_a_look_that_ages_does_not_make_the_job_slower() -> None:

@@ -26,9 +26,7 @@ Admin surface (no auth; not recorded in `emu.calls`):
 from __future__ import annotations
 
 import argparse
-import errno
 import signal
-import socket
 import sys
 import threading
 import traceback
@@ -41,6 +39,7 @@ from batchdrop_tools.emulator.backends import Backend, EchoBackend, UpstreamBack
 from batchdrop_tools.emulator.clock import SystemClock
 from batchdrop_tools.emulator.emulator import Emulator
 from batchdrop_tools.emulator.settings import EmulatorSettings
+from batchdrop_tools.ports import PortUnavailable, check_port_free
 
 _READ_PIECE = 64 * 1024
 
@@ -187,20 +186,11 @@ def serve(args: argparse.Namespace) -> int:
         manual_processing=args.manual_processing,
     )
     backend: Backend = UpstreamBackend(args.upstream, timeout=args.upstream_timeout) if args.upstream else EchoBackend()
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:  # werkzeug would exit with its own words
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((args.host, args.port))
-        except OSError as error:
-            if error.errno == errno.EADDRINUSE:
-                problem = (
-                    f"port {args.port} on {args.host} is in use: stop what holds it (another emulator, or "
-                    "batchdrop local), or choose another with --port"
-                )
-            else:
-                problem = f"cannot listen on {args.host}:{args.port} ({error.strerror or error}): check --host"
-            print(f"batchdrop emulator: {problem}", file=sys.stderr)
-            return 2
+    try:
+        check_port_free(args.host, args.port, "--port", "another emulator or batchdrop local")
+    except PortUnavailable as error:
+        print(f"batchdrop emulator: {error}", file=sys.stderr)
+        return 2
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

@@ -18,7 +18,6 @@ import importlib
 import json
 import logging
 import os
-import socket
 import sys
 import threading
 import time
@@ -39,6 +38,7 @@ from batchdrop_tools.local.template import (
     find_template,
     load_template,
 )
+from batchdrop_tools.ports import check_port_free
 
 REGION = "us-east-1"
 ACCOUNT_ID = "123456789012"
@@ -70,24 +70,6 @@ class LocalStackConfig:
     webhook_url: str | None = None
     """The template's WebhookUrl: moto delivers no API destinations, so each Batch Job Finished the webhook
     would receive is printed instead."""
-
-
-class PortInUse(OSError):
-    """A port the local stack needs is taken; the message names it and the flag that moves it."""
-
-
-def check_port_free(host: str, port: int, flag: str) -> None:
-    if port == 0:
-        return
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            raise PortInUse(
-                f"port {port} on {host} is in use ({error.strerror}); another batchdrop local or LocalStack may "
-                f"be running: stop it, or choose another port with {flag}"
-            ) from None
 
 
 class _SerializedMotoServer(ThreadedMotoServer):
@@ -168,12 +150,12 @@ class LocalStack:
     # lifecycle
 
     def start(self) -> LocalStack:
-        """Raises PortInUse (naming the port and its flag) before anything starts if a port is taken."""
+        """Raises PortUnavailable (naming the port and its flag) before anything starts if a port is taken."""
         ports = [(self.config.aws_port, "--aws-port")]
         if not self.config.api_url:
             ports.append((self.config.emulator_port, "--emulator-port"))
         for port, flag in ports:
-            check_port_free(self.config.host, port, flag)
+            check_port_free(self.config.host, port, flag, "another batchdrop local or LocalStack")
         install_moto_fixes()
         self._moto = _SerializedMotoServer(ip_address=self.config.host, port=self.config.aws_port, verbose=False)
         self._moto.start()
