@@ -138,22 +138,18 @@ def run(args: argparse.Namespace) -> int:
 def _list(store: Any, args: argparse.Namespace) -> int:
     jobs = list(store.recent_jobs(limit=args.limit, days=args.days))
     now = int(time.time())
+    # the running jobs' batches, read together (an ended job has its counts on its record)
+    seen = store.get_live_batches_of([job for job in jobs if job.finished_at is None])
     if args.output == "json":  # each record, with its progress as `jobs show` gives it (`status` there is live)
         documents = [
-            job.model_dump(mode="json")
-            | {
-                "progress": progress.view(
-                    job, now, follow.live_batches(store, job) if job.finished_at is None else {}
-                ).model_dump()
-            }
+            job.model_dump(mode="json") | {"progress": progress.view(job, now, seen.get(job.job_id, {})).model_dump()}
             for job in jobs
         ]
         print(json.dumps(documents, indent=2, ensure_ascii=False))
         return 0
     rows = [("JOB ID", "STATUS", "LINES", "BATCHES DONE", "AGE", "INPUT")]
     for job in jobs:
-        batches_seen = follow.live_batches(store, job) if job.finished_at is None else {}  # an end has its counts
-        look = follow.glance(job, now, batches_seen)
+        look = follow.glance(job, now, seen.get(job.job_id, {}))
         batches = f"{len(job.collected_shards or ())}/{job.shard_count}" if job.shard_count else "-"
         rows.append(
             (

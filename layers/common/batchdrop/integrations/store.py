@@ -500,8 +500,10 @@ class JobStore:
                 ScanIndexForward=False,
             )
             for page in pages:
-                for item in page.get("Items", []):
-                    job = self.get_job(item["pk"]["S"].removeprefix("JOB#"))
+                ids = [item["pk"]["S"].removeprefix("JOB#") for item in page.get("Items", [])][: limit - found]
+                jobs = self.get_jobs(ids)  # a hundred a call, not one by one
+                for job_id in ids:
+                    job = jobs.get(job_id)
                     if job is None:
                         continue  # expired
                     yield job
